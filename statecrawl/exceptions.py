@@ -1,0 +1,29 @@
+"""Errors statecrawl raises.
+
+::
+
+    StatecrawlError                 base of everything below
+    ├── ConfigError                 a setting or argument is wrong; the message says which and how to fix it
+    ├── RedisUnavailable            Redis cannot be reached (or started, for the embedded one)
+    └── SerializationError          a value cannot be written to, or read from, the shared store as plain JSON
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "RedisUnavailable", "SerializationError", "StatecrawlError"]
+
+
+class StatecrawlError(Exception):
+    """Base class of all statecrawl errors."""
+
+
+class ConfigError(StatecrawlError):
+    """A setting or a spider/CLI argument is invalid."""
+
+
+class RedisUnavailable(StatecrawlError):
+    """Redis cannot be reached, or the embedded Redis cannot be started."""
+
+
+class SerializationError(StatecrawlError):
+    """A request, item or stored value is not plain JSON data."""
