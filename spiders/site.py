@@ -1,0 +1,161 @@
+"""``scrapy crawl site -a url=URL``: every page of one site as Markdown + JSON.
+
+Arguments (all ``-a name=value``): ``url`` (required), ``crawl_id``,
+``limit`` (max requests admitted to the crawl, crawl-wide), ``max_depth``,
+``include`` / ``exclude`` (regexes on the URLs to follow), ``allow_subdomains``
+(``true``/``false``). Start several processes with the same ``crawl_id`` and
+Redis and they share the crawl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from scrapy import Request, Spider
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Response, TextResponse
+from scrapy.linkextractors import LinkExtractor
+from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
+from twisted.python.failure import Failure
+
+from statecrawl.exceptions import ConfigError
+from statecrawl.extract import page_metadata
+from statecrawl.items import Page
+from statecrawl.markdown import to_markdown
+from statecrawl.scope import Scope, validate_start_url
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _int_arg(name: str, value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"-a {name}= expects a whole number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"-a {name}= must not be negative, got {number}")
+    return number
+
+
+def _bool_arg(name: str, value: Any) -> bool:
+    text = str(value).strip().lower() if value is not None else ""
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"-a {name}= expects true or false, got {value!r}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class SiteSpider(Spider):
+    name = "site"
+
+    def __init__(
+        self, url: str | None = None, crawl_id: str | None = None, limit: Any = None,
+        max_depth: Any = None, include: str | None = None, exclude: str | None = None,
+        allow_subdomains: Any = None, **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.start_url = validate_start_url(url)
+        self.crawl_id = crawl_id or self.name
+        self.crawl_limit = _int_arg("limit", limit)
+        self.max_depth = _int_arg("max_depth", max_depth)
+        self.scope = Scope(
+            self.start_url, allow_subdomains=_bool_arg("allow_subdomains", allow_subdomains),
+            include=include, exclude=exclude,
+        )
+        # Off-site redirects are dropped by Scrapy's OffsiteMiddleware.
+        self.allowed_domains = [self.scope.host]
+        self.crawl_args = {
+            k: v for k, v in {
+                "url": self.start_url, "limit": self.crawl_limit, "max_depth": self.max_depth,
+                "include": include, "exclude": exclude,
+                "allow_subdomains": self.scope.allow_subdomains,
+            }.items() if v is not None
+        }
+        self.link_extractor = LinkExtractor(unique=True)
+
+    async def start(self) -> AsyncIterator[Request]:
+        yield Request(self.start_url, callback=self.parse, errback=self.on_error)
+        robots = self.start_url.split("/", 3)[:3]
+        yield Request("/".join(robots) + "/robots.txt", callback=self.parse_robots,
+                      errback=self.on_aux_error, meta={"statecrawl_aux": True})
+
+    # -- pages -------------------------------------------------------------------
+
+    def _page(self, url: str, **fields: Any) -> Page:
+        return Page(url=url, crawl_id=self.crawl_id, fetched_at=_now(), **fields)
+
+    def parse(self, response: Response) -> Iterator[Page | Request]:
+        depth = int(response.meta.get("depth", 0))
+        origin = (response.meta.get("redirect_urls") or [response.url])[0]
+        content_type = response.headers.get("Content-Type", b"").decode("latin-1").split(";")[0].strip().lower()
+        page = self._page(origin, final_url=response.url, status=response.status,
+                          content_type=content_type or None, depth=depth)
+        if not isinstance(response, TextResponse) or content_type not in _HTML_TYPES:
+            yield page  # not HTML: no Markdown, the content type says why
+            return
+        html = response.text
+        meta = page_metadata(html, response.url)
+        page.title, page.description, page.language = meta["title"], meta["description"], meta["language"]
+        page.markdown = to_markdown(html, response.url)
+        links = self.link_extractor.extract_links(response)
+        page.links = [link.url for link in links]
+        yield page
+        if self.max_depth is not None and depth >= self.max_depth:
+            return
+        for link in links:
+            if self.scope.allows(link.url):
+                yield Request(link.url, callback=self.parse, errback=self.on_error)
+
+    def on_error(self, failure: Failure) -> Iterator[Page]:
+        request = failure.request  # type: ignore[attr-defined]
+        origin = (request.meta.get("redirect_urls") or [request.url])[0]
+        depth = int(request.meta.get("depth", 0))
+        if failure.check(HttpError):
+            response = failure.value.response
+            yield self._page(origin, final_url=response.url, status=response.status, depth=depth,
+                             error={"type": "HttpError", "message": f"HTTP {response.status}"})
+        elif failure.check(IgnoreRequest):
+            if request.meta.get("redirect_urls"):  # redirected out of scope
+                yield self._page(origin, final_url=request.url, depth=depth, error={
+                    "type": "OutOfScopeRedirect",
+                    "message": f"redirected to {request.url}, outside the crawl scope"})
+            # otherwise refused by robots.txt or a filter: not a page of the crawl
+        else:
+            yield self._page(origin, depth=depth, error={
+                "type": type(failure.value).__name__, "message": str(failure.value) or repr(failure.value)})
+
+    # -- robots.txt and sitemaps ---------------------------------------------------
+
+    def parse_robots(self, response: Response) -> Iterator[Request]:
+        for url in sitemap_urls_from_robots(response.body, base_url=response.url):
+            yield Request(url, callback=self.parse_sitemap, errback=self.on_aux_error,
+                          meta={"statecrawl_aux": True})
+
+    def parse_sitemap(self, response: Response) -> Iterator[Request]:
+        try:
+            sitemap = Sitemap(response.body)
+        except Exception as exc:  # lxml refuses some bodies outright
+            self.logger.warning("unreadable sitemap %s: %s", response.url, exc)
+            return
+        for entry in sitemap:
+            loc = entry.get("loc", "")
+            if sitemap.type == "sitemapindex":
+                yield Request(loc, callback=self.parse_sitemap, errback=self.on_aux_error,
+                              meta={"statecrawl_aux": True})
+            elif self.scope.allows(loc):
+                yield Request(loc, callback=self.parse, errback=self.on_error)
+
+    def on_aux_error(self, failure: Failure) -> None:
+        self.logger.debug("robots.txt/sitemap fetch failed: %s", failure.value)

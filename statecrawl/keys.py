@@ -1,0 +1,103 @@
+"""The Redis key schema: every key statecrawl writes, in one place.
+
+All keys of one crawl share the prefix ``sc:{<crawl_id>}:``; the braces are a
+Redis Cluster hash tag, so a crawl's keys live in one slot and each Lua script
+can touch them atomically. ``<crawl_id>`` matches ``[A-Za-z0-9._-]{1,64}``.
+
+=============================  ======  ==========================================
+key                            type    contents
+=============================  ======  ==========================================
+``sc:crawls``                  SET     ids of every crawl in this Redis
+``sc:{id}:meta``               HASH    ``state`` (running / finished / cancelled),
+                                       ``created_at``, ``finished_at`` (unix s),
+                                       ``spider``, ``start_url``, ``limit``
+                                       (max requests admitted, 0 = none),
+                                       ``args`` (JSON of the spider arguments)
+``sc:{id}:seq``                STRING  counter; the next request id
+``sc:{id}:queue``              ZSET    the frontier: member = request id (12 hex
+                                       digits, zero-padded), score = -priority.
+                                       ZPOPMIN gives the highest priority first
+                                       and, within one priority, the oldest id
+                                       (members of equal score sort by bytes)
+``sc:{id}:reqs``               HASH    request id -> request JSON
+                                       (:mod:`statecrawl.serialize`), for every
+                                       queued or leased request; deleted on ack
+``sc:{id}:leases``             HASH    request id -> ``"<worker> <score>"`` for
+                                       every request a worker has popped and
+                                       not yet acknowledged (the in-flight set)
+``sc:{id}:workers``            ZSET    worker id -> last heartbeat (ms, Redis
+                                       clock); written on every lease and by
+                                       the worker's heartbeat task
+``sc:{id}:seen``               SET     the exact dupefilter: 20-byte binary
+                                       request fingerprints (Scrapy's
+                                       ``REQUEST_FINGERPRINTER``)
+``sc:{id}:items``              HASH    item key -> item JSON; the key is the
+                                       item's ``url`` (else a SHA-1 of its
+                                       JSON), so a re-fetched page replaces its
+                                       item instead of adding a second one
+``sc:{id}:failed``             SET     item keys whose item carries an error
+``sc:{id}:stats``              HASH    crawl-wide counters: ``enqueued``,
+                                       ``duplicates``, ``limit_dropped``,
+                                       ``leased``, ``acked``, ``released``
+=============================  ======  ==========================================
+
+A request's life: the commit script assigns it an id, checks its fingerprint
+against ``seen`` and stores it in ``reqs`` + ``queue`` (one atomic step per
+batch); the lease script moves ids from ``queue`` to ``leases``; the commit
+script that carries the request's callback output (new requests and items)
+also deletes the lease and the ``reqs`` entry, in that order, atomically. A
+request whose worker dies stays in ``leases`` under that worker's id; putting
+such leases back into ``queue`` needs only the worker id (issue 3: reclaim).
+The crawl is finished when ``queue`` and ``leases`` are both empty.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from statecrawl.exceptions import ConfigError
+
+__all__ = ["CRAWLS_KEY", "CrawlKeys", "validate_crawl_id"]
+
+CRAWLS_KEY = "sc:crawls"
+_CRAWL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def validate_crawl_id(crawl_id: str) -> str:
+    """Return *crawl_id* if it is usable as part of a key, else raise ConfigError."""
+    if not isinstance(crawl_id, str) or not _CRAWL_ID.fullmatch(crawl_id):
+        raise ConfigError(
+            f"invalid crawl id {crawl_id!r}: use 1-64 characters from A-Z a-z 0-9 . _ -"
+        )
+    return crawl_id
+
+
+@dataclass(frozen=True)
+class CrawlKeys:
+    """The names of one crawl's keys (see the module docstring)."""
+
+    crawl_id: str
+
+    def __post_init__(self) -> None:
+        validate_crawl_id(self.crawl_id)
+
+    @property
+    def prefix(self) -> str:
+        return f"sc:{{{self.crawl_id}}}:"
+
+    meta = property(lambda self: self.prefix + "meta")
+    seq = property(lambda self: self.prefix + "seq")
+    queue = property(lambda self: self.prefix + "queue")
+    reqs = property(lambda self: self.prefix + "reqs")
+    leases = property(lambda self: self.prefix + "leases")
+    workers = property(lambda self: self.prefix + "workers")
+    seen = property(lambda self: self.prefix + "seen")
+    items = property(lambda self: self.prefix + "items")
+    failed = property(lambda self: self.prefix + "failed")
+    stats = property(lambda self: self.prefix + "stats")
+
+    def all(self) -> list[str]:
+        """Every key of the crawl (for deletion)."""
+        return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
+                self.seen, self.items, self.failed, self.stats]

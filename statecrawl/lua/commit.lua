@@ -1,0 +1,81 @@
+-- Commit one batch of a worker's output, atomically, in this order:
+--   1. new requests: dupefilter check-and-add, crawl limit, then frontier
+--   2. items: stored under their key (a re-fetched page replaces its item)
+--   3. acknowledgements: the lease and the stored request are deleted
+-- A request is acknowledged in the same batch as, or a later batch than, the
+-- output of its callback, so a crash never loses the output of a request
+-- whose lease is gone.
+--
+-- KEYS: meta seq queue reqs leases seen items failed stats
+-- ARGV: worker dedupe_mode('set'|'none')
+--       n_requests {fingerprint filter(0|1) score json}*
+--       n_items {key failed(0|1) json}*
+--       n_acks {request_id}*
+-- Returns {enqueued, duplicates, limit_dropped, acked}
+local meta, seq, queue, reqs, leases, seen, items, failed, stats =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local worker, mode = ARGV[1], ARGV[2]
+local i = 3
+
+local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
+local admitted = tonumber(redis.call('HGET', stats, 'enqueued') or '0') or 0
+local enqueued, duplicates, limit_dropped, acked = 0, 0, 0, 0
+
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local fp, filter, score, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  local new = true
+  if mode == 'set' and filter == '1' then
+    new = redis.call('SADD', seen, fp) == 1
+  end
+  if not new then
+    duplicates = duplicates + 1
+  elseif limit > 0 and admitted >= limit then
+    limit_dropped = limit_dropped + 1
+  else
+    local id = string.format('%012x', redis.call('INCR', seq))
+    redis.call('HSET', reqs, id, body)
+    redis.call('ZADD', queue, score, id)
+    admitted = admitted + 1
+    enqueued = enqueued + 1
+  end
+end
+
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, is_failed, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  redis.call('HSET', items, key, body)
+  if is_failed == '1' then
+    redis.call('SADD', failed, key)
+  else
+    redis.call('SREM', failed, key)
+  end
+end
+
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local id = ARGV[i]
+  i = i + 1
+  local lease = redis.call('HGET', leases, id)
+  -- Only the owner acknowledges: a lease taken over by another worker is
+  -- that worker's to finish (its output is idempotent with ours).
+  if lease and string.sub(lease, 1, #worker + 1) == worker .. ' ' then
+    redis.call('HDEL', leases, id)
+    redis.call('HDEL', reqs, id)
+    acked = acked + 1
+  end
+end
+
+if enqueued > 0 then
+  redis.call('HINCRBY', stats, 'enqueued', enqueued)
+  if redis.call('HGET', meta, 'state') == 'finished' then
+    redis.call('HSET', meta, 'state', 'running')
+    redis.call('HDEL', meta, 'finished_at')
+  end
+end
+if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) end
+if limit_dropped > 0 then redis.call('HINCRBY', stats, 'limit_dropped', limit_dropped) end
+if acked > 0 then redis.call('HINCRBY', stats, 'acked', acked) end
+return {enqueued, duplicates, limit_dropped, acked}

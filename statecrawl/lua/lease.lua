@@ -1,0 +1,49 @@
+-- Lease up to N requests to a worker: pop the best-scored ids from the
+-- frontier and record them as in flight under the worker's id. Also records
+-- the worker's heartbeat and, when nothing could be leased, tells whether the
+-- whole crawl is finished (frontier and in-flight set both empty), marking it
+-- so in meta. The caller asks for that check only when it has no unflushed
+-- output of its own, so a worker's start requests cannot race it.
+--
+-- KEYS: meta queue reqs leases workers stats
+-- ARGV: worker n check_finished(0|1)
+-- Times come from the Redis clock, so workers on different machines agree.
+-- Returns {state, id1, json1, id2, json2, ...}
+local meta, queue, reqs, leases, workers, stats =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local worker, n = ARGV[1], tonumber(ARGV[2])
+local now = redis.call('TIME')
+
+redis.call('ZADD', workers, now[1] * 1000 + math.floor(now[2] / 1000), worker)
+local state = redis.call('HGET', meta, 'state') or 'running'
+local out = {state}
+if state == 'cancelled' then return out end
+
+if n > 0 then
+  local popped = redis.call('ZPOPMIN', queue, n)
+  for j = 1, #popped, 2 do
+    local id, score = popped[j], popped[j + 1]
+    local body = redis.call('HGET', reqs, id)
+    if body then
+      redis.call('HSET', leases, id, worker .. ' ' .. score)
+      out[#out + 1] = id
+      out[#out + 1] = body
+    end
+  end
+  if #out > 1 then
+    redis.call('HINCRBY', stats, 'leased', (#out - 1) / 2)
+    if state == 'finished' then
+      out[1] = 'running'
+      redis.call('HSET', meta, 'state', 'running')
+    end
+    return out
+  end
+end
+
+if ARGV[3] == '1' and redis.call('ZCARD', queue) == 0 and redis.call('HLEN', leases) == 0 then
+  if state == 'running' then
+    redis.call('HSET', meta, 'state', 'finished', 'finished_at', now[1])
+  end
+  out[1] = 'finished'
+end
+return out

@@ -1,0 +1,262 @@
+"""A Scrapy scheduler whose frontier is shared, durable and leased.
+
+Enable it with ``SCHEDULER = "statecrawl.scheduler.Scheduler"`` (the add-on
+does). Scrapy calls a scheduler synchronously; this one never waits on Redis
+inside those calls:
+
+* :meth:`enqueue_request` serializes the request and hands it to the worker's
+  write buffer (:class:`statecrawl.state.WorkerState`), which commits it,
+  deduplicated in Redis, with the next group commit.
+* :meth:`next_request` pops from a small local buffer of *leased* requests,
+  which a background task keeps filled (``STATECRAWL_PREFETCH``) and which
+  wakes the engine as soon as requests arrive.
+* When the engine has finished a request (callback output committed to the
+  write buffer), its lease is acknowledged through the same buffer, after
+  that output.
+
+A worker is idle when its buffer is empty and nothing is in flight locally.
+It then keeps the spider open (``DontCloseSpider``) while any other worker
+still holds leases, and lets it close when the whole crawl is finished:
+frontier empty and no lease anywhere. ``statecrawl cancel`` makes every
+worker close with reason ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from scrapy import signals
+from scrapy.core.scheduler import BaseScheduler
+from scrapy.exceptions import DontCloseSpider
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.misc import build_from_crawler, load_object
+
+from statecrawl._engine import wake, watch_completed
+from statecrawl.exceptions import SerializationError
+from statecrawl.serialize import request_from_json, request_to_json
+from statecrawl.state import _RETRY_ERRORS, WorkerState
+from statecrawl.store import CommitResult, PendingRequest
+
+if TYPE_CHECKING:
+    from scrapy import Request, Spider
+    from scrapy.crawler import Crawler
+    from twisted.internet.defer import Deferred
+
+__all__ = ["LEASE_META_KEY", "Scheduler"]
+
+logger = logging.getLogger(__name__)
+
+#: ``request.meta`` key holding the lease id of a request this worker leased.
+LEASE_META_KEY = "_statecrawl_lease"
+
+
+class Scheduler(BaseScheduler):
+    """Redis-backed, leasing scheduler (see the module docstring)."""
+
+    def __init__(
+        self, crawler: Crawler, dupefilter: object, *, prefetch: int,
+        dedupe_start_requests: bool, idle_poll_max: float,
+    ) -> None:
+        self.crawler = crawler
+        self.df = dupefilter
+        self.prefetch = max(1, prefetch)
+        self.dedupe_start_requests = dedupe_start_requests
+        self.idle_poll_max = idle_poll_max
+        self.state = WorkerState.of(crawler)
+        self.spider: Spider | None = None
+        self._buffer: deque[tuple[str, Request]] = deque()
+        self._open_leases: set[str] = set()
+        self._refill_task: asyncio.Task[None] | None = None
+        self._wakeup = asyncio.Event()
+        self._idle = False
+        self._finished = False
+        self._closing = False
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Scheduler:
+        settings = crawler.settings
+        df_cls = load_object(settings["DUPEFILTER_CLASS"])
+        return cls(
+            crawler,
+            build_from_crawler(df_cls, crawler),
+            prefetch=settings.getint("STATECRAWL_PREFETCH") or settings.getint("CONCURRENT_REQUESTS"),
+            dedupe_start_requests=settings.getbool("STATECRAWL_DEDUPE_START_REQUESTS", True),
+            idle_poll_max=settings.getfloat("STATECRAWL_IDLE_POLL_MAX", 0.5),
+        )
+
+    @property
+    def _redis_dedupe(self) -> bool:
+        return getattr(self.df, "statecrawl_mode", None) is not None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def open(self, spider: Spider) -> Deferred[None]:
+        self.spider = spider
+        return deferred_from_coro(self._open())
+
+    async def _open(self) -> None:
+        if self._redis_dedupe:
+            self.state.dedupe_mode = self.df.statecrawl_mode  # type: ignore[attr-defined]
+            self.df.driven_by_scheduler = True  # type: ignore[attr-defined]
+        store = await self.state.open()
+        self.state.listeners.append(self._on_commit)
+        watch_completed(self.crawler.engine, self._on_done)
+        self.crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
+        d = self.df.open()  # type: ignore[attr-defined]
+        if d is not None:
+            await maybe_deferred_to_future(d)
+        status = await store.status()
+        if status["queued"] or status["in_flight"] or status["done"]:
+            logger.info(
+                "statecrawl: joining crawl %r (%d queued, %d in flight, %d done)",
+                store.crawl_id, status["queued"], status["in_flight"], status["done"],
+            )
+        self._refill()
+
+    def close(self, reason: str) -> Deferred[None]:
+        return deferred_from_coro(self._close(reason))
+
+    async def _close(self, reason: str) -> None:
+        self._closing = True
+        if self._refill_task is not None:
+            self._refill_task.cancel()
+        store = self.state.store
+        if store is not None:
+            await self.state.flush()
+            unprocessed = [lease_id for lease_id, _ in self._buffer] + sorted(self._open_leases)
+            if unprocessed:
+                released = await store.release(self.state.worker_id, unprocessed)
+                self.crawler.stats.inc_value("statecrawl/released", released)
+                logger.info("statecrawl: released %d unprocessed leases", released)
+        self._buffer.clear()
+        d = self.df.close(reason)  # type: ignore[attr-defined]
+        if d is not None:
+            await maybe_deferred_to_future(d)
+
+    # -- the synchronous interface Scrapy calls ----------------------------------
+
+    def has_pending_requests(self) -> bool:
+        return bool(self._buffer)
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def enqueue_request(self, request: Request) -> bool:
+        stats = self.crawler.stats
+        if not self._redis_dedupe and not request.dont_filter:
+            if self.df.request_seen(request):  # type: ignore[attr-defined]
+                self.df.log(request, self.spider)  # type: ignore[attr-defined]
+                return False
+        try:
+            body = request_to_json(request, self.spider)
+        except SerializationError as exc:
+            logger.error("statecrawl: cannot schedule %s: %s", request, exc)
+            stats.inc_value("statecrawl/request_unserializable")
+            return False
+        filter_ = not request.dont_filter or (
+            self.dedupe_start_requests and bool(request.meta.get("is_start_request"))
+        )
+        fp = self.crawler.request_fingerprinter.fingerprint(request)
+        self.state.add_request(PendingRequest(fp, filter_, -request.priority, body))
+        self._finished = False
+        stats.inc_value("scheduler/enqueued/redis")
+        stats.inc_value("scheduler/enqueued")
+        return True
+
+    def next_request(self) -> Request | None:
+        if not self._buffer:
+            self._refill()
+            return None
+        lease_id, request = self._buffer.popleft()
+        request.meta[LEASE_META_KEY] = lease_id
+        self._open_leases.add(lease_id)
+        if len(self._buffer) <= self.prefetch // 2:
+            self._refill()
+        self.crawler.stats.inc_value("scheduler/dequeued/redis")
+        self.crawler.stats.inc_value("scheduler/dequeued")
+        return request
+
+    # -- completion, idleness ------------------------------------------------------
+
+    def _on_done(self, request: Request) -> None:
+        lease_id = request.meta.get(LEASE_META_KEY)
+        if lease_id is not None and lease_id in self._open_leases:
+            self._open_leases.discard(lease_id)
+            self.state.ack(lease_id)
+
+    def _on_commit(self, result: CommitResult) -> None:
+        if result.enqueued:
+            self._wakeup.set()
+            self._refill()
+
+    def _on_idle(self, spider: Spider) -> None:
+        if self._finished and not self.state.pending_writes and not self._open_leases:
+            return  # the whole crawl is done: let the spider close
+        self._idle = True
+        self._wakeup.set()
+        self._refill()
+        raise DontCloseSpider
+
+    # -- leasing -------------------------------------------------------------------
+
+    def _refill(self) -> None:
+        if self._closing or (self._refill_task is not None and not self._refill_task.done()):
+            return
+        if self.state.store is None:
+            return
+        self._refill_task = asyncio.ensure_future(self._refill_loop())
+
+    async def _refill_loop(self) -> None:
+        poll = 0.005
+        while not self._closing:
+            want = self.prefetch - len(self._buffer)
+            if want <= 0:
+                return
+            check = self._idle and not self.state.pending_writes and not self._open_leases
+            self._wakeup.clear()
+            store = self.state.store
+            if store is None:
+                return
+            try:
+                state, pairs = await store.lease(self.state.worker_id, want, check_finished=check)
+            except _RETRY_ERRORS as exc:
+                logger.warning("statecrawl: lease failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if state == "cancelled":
+                self._finished = True
+                logger.info("statecrawl: crawl %r was cancelled", store.crawl_id)
+                asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="cancelled"))
+                return
+            if pairs:
+                self._accept(pairs)
+                self._idle = False
+                poll = 0.005
+                wake(self.crawler.engine)
+                continue
+            if state == "finished" and check:
+                self._finished = True
+                wake(self.crawler.engine)
+                return
+            if not self._idle and self._open_leases:
+                return  # our own in-flight requests will kick us when they commit
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=poll)
+            except asyncio.TimeoutError:
+                pass
+            poll = min(poll * 2, self.idle_poll_max)
+
+    def _accept(self, pairs: list[tuple[str, bytes]]) -> None:
+        self.crawler.stats.inc_value("statecrawl/leased", len(pairs))
+        for lease_id, body in pairs:
+            try:
+                request = request_from_json(body, self.spider)
+            except SerializationError as exc:
+                logger.error("statecrawl: dropping stored request %s: %s", lease_id, exc)
+                self.crawler.stats.inc_value("statecrawl/request_undecodable")
+                self.state.ack(lease_id)
+                continue
+            self._buffer.append((lease_id, request))

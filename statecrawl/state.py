@@ -1,0 +1,210 @@
+"""The worker's side of a crawl: one connection, one write buffer, one flusher.
+
+Every statecrawl component of a crawler (scheduler, item store, the completion
+hook) shares one :class:`WorkerState`, got with :meth:`WorkerState.of`. It
+owns what this worker has to tell Redis:
+
+* new requests (from the scheduler),
+* items (from the item store pipeline),
+* acknowledgements of finished leases (from the completion hook),
+
+and commits them with a *group commit*: while one commit is in flight, new
+writes accumulate, and the next commit carries all of them in one Lua call.
+Writes are committed in the order requests -> items -> acks, so the ack of a
+request never reaches Redis before the output of its callback.
+
+Nothing here blocks the reactor: all I/O is ``redis.asyncio`` on the asyncio
+loop that Scrapy's asyncio reactor runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from scrapy import signals
+
+from statecrawl.connection import connect, resolve_redis_url
+from statecrawl.exceptions import ConfigError
+from statecrawl.keys import validate_crawl_id
+from statecrawl.store import CrawlStore, PendingItem, PendingRequest
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from scrapy.crawler import Crawler
+
+__all__ = ["WorkerState", "crawl_id_for"]
+
+logger = logging.getLogger(__name__)
+
+_RETRY_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def crawl_id_for(crawler: Crawler) -> str:
+    """The crawl id: ``STATECRAWL_CRAWL_ID``, the spider's ``crawl_id``, or its name."""
+    spider = crawler.spider
+    crawl_id = (
+        crawler.settings.get("STATECRAWL_CRAWL_ID")
+        or getattr(spider, "crawl_id", None)
+        or (spider.name if spider is not None else None)
+    )
+    if not crawl_id:
+        raise ConfigError("no crawl id: set STATECRAWL_CRAWL_ID or give the spider a name")
+    return validate_crawl_id(str(crawl_id))
+
+
+class WorkerState:
+    """One worker's connection to one crawl (see the module docstring)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.dedupe_mode = "none"  # set by the scheduler when a Redis dupefilter is in use
+        self.store: CrawlStore | None = None
+        self.client: Redis | None = None
+        self._opening: asyncio.Future[None] | None = None
+        self._requests: list[PendingRequest] = []
+        self._items: list[PendingItem] = []
+        self._acks: list[str] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._batch = crawler.settings.getint("STATECRAWL_COMMIT_BATCH", 500)
+        self._heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 2.0)
+        self.listeners: list[Any] = []  # called with each CommitResult
+        crawler.signals.connect(self._close, signal=signals.spider_closed)
+
+    @classmethod
+    def of(cls, crawler: Crawler) -> WorkerState:
+        """The crawler's WorkerState, created on first use (no I/O)."""
+        state = getattr(crawler, "_statecrawl_state", None)
+        if state is None:
+            state = cls(crawler)
+            crawler._statecrawl_state = state  # type: ignore[attr-defined]
+        return state
+
+    async def open(self) -> CrawlStore:
+        """Connect (once, however many components ask) and return the store."""
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_future()
+            try:
+                await self._connect()
+            except BaseException as exc:
+                self._opening.set_exception(exc)
+                self._opening.exception()  # mark retrieved; re-raised below
+                raise
+            self._opening.set_result(None)
+        else:
+            await asyncio.shield(self._opening)
+        assert self.store is not None
+        return self.store
+
+    async def _connect(self) -> None:
+        settings = self.crawler.settings
+        url = await asyncio.to_thread(resolve_redis_url, settings)
+        self.client = await connect(url, name=f"statecrawl:{self.worker_id}")
+        self.store = CrawlStore(self.client, crawl_id_for(self.crawler))
+        spider = self.crawler.spider
+        await self.store.open_crawl(
+            spider=spider.name if spider else "?",
+            start_url=getattr(spider, "start_url", None),
+            limit=getattr(spider, "crawl_limit", None),
+            args=getattr(spider, "crawl_args", None),
+        )
+        await self.store.heartbeat(self.worker_id)
+        self._heartbeat = asyncio.ensure_future(self._heartbeat_loop())
+        logger.info("statecrawl: worker %s joined crawl %r", self.worker_id, self.store.crawl_id)
+
+    # -- writes ---------------------------------------------------------------
+
+    def add_request(self, request: PendingRequest) -> None:
+        self._requests.append(request)
+        self._kick()
+
+    def add_item(self, item: PendingItem) -> None:
+        self._items.append(item)
+        self._kick()
+
+    def ack(self, request_id: str) -> None:
+        self._acks.append(request_id)
+        self._kick()
+
+    @property
+    def pending_writes(self) -> bool:
+        return bool(self._requests or self._items or self._acks) or (
+            self._flusher is not None and not self._flusher.done()
+        )
+
+    def _kick(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def flush(self) -> None:
+        """Wait until every write made so far is committed."""
+        while self._requests or self._items or self._acks or (
+            self._flusher is not None and not self._flusher.done()
+        ):
+            if self._flusher is None or self._flusher.done():
+                self._kick()
+            assert self._flusher is not None
+            await asyncio.shield(self._flusher)
+
+    async def _flush_loop(self) -> None:
+        backoff = 0.1
+        stats = self.crawler.stats
+        while self._requests or self._items or self._acks:
+            assert self.store is not None
+            b = self._batch
+            requests, items, acks = self._requests[:b], self._items[:b], self._acks[:b]
+            try:
+                result = await self.store.commit(
+                    self.worker_id, dedupe=self.dedupe_mode,
+                    requests=requests, items=items, acks=acks,
+                )
+            except _RETRY_ERRORS as exc:
+                stats.inc_value("statecrawl/redis_errors")
+                logger.warning("statecrawl: commit failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            del self._requests[: len(requests)]
+            del self._items[: len(items)]
+            del self._acks[: len(acks)]
+            stats.inc_value("statecrawl/commits")
+            stats.inc_value("statecrawl/enqueued", result.enqueued)
+            stats.inc_value("statecrawl/duplicates", result.duplicates)
+            stats.inc_value("statecrawl/limit_dropped", result.limit_dropped)
+            stats.inc_value("statecrawl/acked", result.acked)
+            stats.inc_value("statecrawl/items_stored", len(items))
+            if result.duplicates:
+                stats.inc_value("dupefilter/filtered", result.duplicates)
+            for listener in self.listeners:
+                listener(result)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            try:
+                assert self.store is not None
+                await self.store.heartbeat(self.worker_id)
+            except _RETRY_ERRORS as exc:
+                logger.warning("statecrawl: heartbeat failed: %s", exc)
+
+    async def _close(self) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.flush()
+            await self.store.leave(self.worker_id)
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.cancel()
+            assert self.client is not None
+            await self.client.aclose()
+            self.store = None

@@ -1,0 +1,196 @@
+"""One crawl's state in Redis: the operations every worker and the CLI use.
+
+:class:`CrawlStore` is a thin async wrapper over the key schema in
+:mod:`statecrawl.keys`. Each operation that touches more than one key is one
+Lua script (``statecrawl/lua/*.lua``), loaded once and run with EVALSHA, so it
+is atomic and costs one round trip however many requests it carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+from statecrawl.keys import CRAWLS_KEY, CrawlKeys
+from statecrawl.serialize import dumps, loads
+
+__all__ = ["CommitResult", "CrawlStore", "PendingItem", "PendingRequest", "item_key"]
+
+#: A heartbeat older than this (seconds) no longer counts as a live worker.
+LIVE_WORKER_WINDOW = 15.0
+
+
+def _script(name: str) -> str:
+    return resources.files("statecrawl").joinpath("lua", name).read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A request ready to be committed to the frontier."""
+
+    fingerprint: bytes
+    filter: bool  # False for dont_filter requests
+    score: int  # -priority
+    body: bytes  # request JSON
+
+
+@dataclass(frozen=True, slots=True)
+class PendingItem:
+    key: str
+    failed: bool
+    body: bytes  # item JSON
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    enqueued: int
+    duplicates: int
+    limit_dropped: int
+    acked: int
+
+
+def item_key(item: dict[str, Any], body: bytes) -> str:
+    """The key an item is stored under: its ``url``, else a hash of its JSON."""
+    url = item.get("url")
+    if isinstance(url, str) and url:
+        return url
+    return "sha1:" + hashlib.sha1(body).hexdigest()
+
+
+class CrawlStore:
+    """Operations on one crawl's keys. Creating it does no I/O."""
+
+    def __init__(self, client: Redis, crawl_id: str) -> None:
+        self.client = client
+        self.keys = CrawlKeys(crawl_id)
+        self.crawl_id = crawl_id
+        self._commit = client.register_script(_script("commit.lua"))
+        self._lease = client.register_script(_script("lease.lua"))
+        self._release = client.register_script(_script("release.lua"))
+
+    async def open_crawl(
+        self, *, spider: str, start_url: str | None = None, limit: int | None = None,
+        args: dict[str, Any] | None = None,
+    ) -> str:
+        """Create the crawl's metadata if new; return its state."""
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(CRAWLS_KEY, self.crawl_id)
+            pipe.hsetnx(k.meta, "state", "running")
+            pipe.hsetnx(k.meta, "created_at", f"{time.time():.3f}")
+            pipe.hsetnx(k.meta, "spider", spider)
+            if start_url:
+                pipe.hsetnx(k.meta, "start_url", start_url)
+            if args:
+                pipe.hsetnx(k.meta, "args", dumps(args, "spider arguments"))
+            if limit is not None:
+                pipe.hset(k.meta, "limit", int(limit))
+            pipe.hget(k.meta, "state")
+            results = await pipe.execute()
+        return str(results[-1].decode())
+
+    async def lease(
+        self, worker: str, n: int, *, check_finished: bool
+    ) -> tuple[str, list[tuple[str, bytes]]]:
+        """Lease up to *n* requests; returns (crawl state, [(id, json)])."""
+        k = self.keys
+        out = await self._lease(
+            keys=[k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats],
+            args=[worker, n, "1" if check_finished else "0"],
+        )
+        state = out[0].decode()
+        pairs = [(out[i].decode(), out[i + 1]) for i in range(1, len(out), 2)]
+        return state, pairs
+
+    async def commit(
+        self, worker: str, *, dedupe: str, requests: Sequence[PendingRequest] = (),
+        items: Sequence[PendingItem] = (), acks: Sequence[str] = (),
+    ) -> CommitResult:
+        """Enqueue *requests*, store *items*, then acknowledge *acks*, atomically."""
+        k = self.keys
+        args: list[Any] = [worker, dedupe, len(requests)]
+        for r in requests:
+            args += [r.fingerprint, "1" if r.filter else "0", r.score, r.body]
+        args.append(len(items))
+        for it in items:
+            args += [it.key, "1" if it.failed else "0", it.body]
+        args.append(len(acks))
+        args += acks
+        out = await self._commit(
+            keys=[k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats],
+            args=args,
+        )
+        return CommitResult(*(int(x) for x in out))
+
+    async def release(self, worker: str, ids: Sequence[str]) -> int:
+        """Give *ids* (leased by *worker*) back to the frontier."""
+        if not ids:
+            return 0
+        k = self.keys
+        return int(await self._release(keys=[k.queue, k.leases, k.stats], args=[worker, *ids]))
+
+    async def heartbeat(self, worker: str) -> None:
+        now_s, now_us = await self.client.time()
+        await self.client.zadd(self.keys.workers, {worker: now_s * 1000 + now_us // 1000})
+
+    async def leave(self, worker: str) -> None:
+        await self.client.zrem(self.keys.workers, worker)
+
+    async def exists(self) -> bool:
+        return bool(await self.client.exists(self.keys.meta))
+
+    async def status(self) -> dict[str, Any]:
+        """A snapshot of the crawl, as shown by ``statecrawl status``."""
+        k = self.keys
+        now_s, now_us = await self.client.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k.meta)
+            pipe.zcard(k.queue)
+            pipe.hlen(k.leases)
+            pipe.hlen(k.items)
+            pipe.scard(k.failed)
+            pipe.scard(k.seen)
+            pipe.zcount(k.workers, now_ms - int(LIVE_WORKER_WINDOW * 1000), "+inf")
+            pipe.hgetall(k.stats)
+            meta, queued, in_flight, done, failed, seen, workers, stats = await pipe.execute()
+        meta = {a.decode(): b.decode() for a, b in meta.items()}
+        return {
+            "crawl_id": self.crawl_id,
+            "state": meta.get("state", "unknown"),
+            "queued": queued,
+            "in_flight": in_flight,
+            "done": done,
+            "failed": failed,
+            "seen": seen,
+            "workers": workers,
+            "start_url": meta.get("start_url"),
+            "spider": meta.get("spider"),
+            "limit": int(meta.get("limit") or 0),
+            "created_at": float(meta["created_at"]) if "created_at" in meta else None,
+            "finished_at": float(meta["finished_at"]) if "finished_at" in meta else None,
+            "stats": {a.decode(): int(b) for a, b in stats.items()},
+        }
+
+    async def cancel(self) -> bool:
+        """Mark the crawl cancelled; workers stop taking leases and exit."""
+        if not await self.exists():
+            return False
+        await self.client.hset(self.keys.meta, "state", "cancelled")
+        return True
+
+    async def iter_items(self, batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
+        """Every stored item as (key, decoded JSON), in no particular order."""
+        async for key, raw in self.client.hscan_iter(self.keys.items, count=batch):
+            yield key.decode(), loads(raw, "item")
+
+    async def delete(self) -> None:
+        """Remove every key of the crawl."""
+        await self.client.delete(*self.keys.all())
+        await self.client.srem(CRAWLS_KEY, self.crawl_id)
