@@ -16,7 +16,7 @@ from typing import Any
 from scrapy import Request, Spider
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
-from scrapy.linkextractors import LinkExtractor
+from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.python.failure import Failure
@@ -28,6 +28,10 @@ from statecrawl.markdown import to_markdown
 from statecrawl.scope import Scope, validate_start_url
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
+_REDIRECTS = [301, 302, 303, 307, 308]
+# Follow links to documents and images too (each gets an item noting its
+# content type); archives, audio, video and executables stay skipped.
+_FOLLOWED_BINARY = {"pdf", "png", "jpg", "jpeg", "gif", "webp", "svg", "doc", "docx", "xls", "xlsx", "ppt", "pptx"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -83,18 +87,27 @@ class SiteSpider(Spider):
                 "allow_subdomains": self.scope.allow_subdomains,
             }.items() if v is not None
         }
-        self.link_extractor = LinkExtractor(unique=True)
+        self.link_extractor = LinkExtractor(
+            unique=True, deny_extensions=[e for e in IGNORED_EXTENSIONS if e not in _FOLLOWED_BINARY])
 
     async def start(self) -> AsyncIterator[Request]:
-        yield Request(self.start_url, callback=self.parse, errback=self.on_error)
+        yield self._follow(self.start_url)
         robots = self.start_url.split("/", 3)[:3]
+        # depth -1: robots.txt and sitemaps are not hops, so a sitemap's pages
+        # are at depth 1, like the start page's links.
         yield Request("/".join(robots) + "/robots.txt", callback=self.parse_robots,
-                      errback=self.on_aux_error, meta={"statecrawl_aux": True})
+                      errback=self.on_aux_error, meta={"statecrawl_aux": True, "depth": -1})
 
     # -- pages -------------------------------------------------------------------
 
     def _page(self, url: str, **fields: Any) -> Page:
         return Page(url=url, crawl_id=self.crawl_id, fetched_at=_now(), **fields)
+
+    def _follow(self, url: str) -> Request:
+        # Redirects are taken here, not by Scrapy's RedirectMiddleware, so a
+        # redirecting URL gets its own item and an off-site target is named.
+        return Request(url, callback=self.parse, errback=self.on_error,
+                       meta={"dont_redirect": True, "handle_httpstatus_list": _REDIRECTS})
 
     def parse(self, response: Response) -> Iterator[Page | Request]:
         depth = int(response.meta.get("depth", 0))
@@ -102,6 +115,9 @@ class SiteSpider(Spider):
         content_type = response.headers.get("Content-Type", b"").decode("latin-1").split(";")[0].strip().lower()
         page = self._page(origin, final_url=response.url, status=response.status,
                           content_type=content_type or None, depth=depth)
+        if response.status in _REDIRECTS:
+            yield from self._redirect(page, response)
+            return
         if not isinstance(response, TextResponse) or content_type not in _HTML_TYPES:
             yield page  # not HTML: no Markdown, the content type says why
             return
@@ -116,7 +132,23 @@ class SiteSpider(Spider):
             return
         for link in links:
             if self.scope.allows(link.url):
-                yield Request(link.url, callback=self.parse, errback=self.on_error)
+                yield self._follow(link.url)
+
+    def _redirect(self, page: Page, response: Response) -> Iterator[Page | Request]:
+        location = response.headers.get("Location", b"").decode("latin-1")
+        if not location:
+            page.error = {"type": "BadRedirect", "message": f"HTTP {response.status} without Location"}
+            yield page
+            return
+        target = response.urljoin(location)
+        page.final_url = target
+        if not self.scope.allows(target):
+            page.error = {"type": "OutOfScopeRedirect",
+                          "message": f"redirects to {target}, outside the crawl scope"}
+            yield page
+            return
+        yield page
+        yield self._follow(target)
 
     def on_error(self, failure: Failure) -> Iterator[Page]:
         request = failure.request  # type: ignore[attr-defined]
@@ -124,14 +156,12 @@ class SiteSpider(Spider):
         depth = int(request.meta.get("depth", 0))
         if failure.check(HttpError):
             response = failure.value.response
+            content_type = response.headers.get("Content-Type", b"").decode("latin-1").split(";")[0]
             yield self._page(origin, final_url=response.url, status=response.status, depth=depth,
+                             content_type=content_type.strip().lower() or None,
                              error={"type": "HttpError", "message": f"HTTP {response.status}"})
         elif failure.check(IgnoreRequest):
-            if request.meta.get("redirect_urls"):  # redirected out of scope
-                yield self._page(origin, final_url=request.url, depth=depth, error={
-                    "type": "OutOfScopeRedirect",
-                    "message": f"redirected to {request.url}, outside the crawl scope"})
-            # otherwise refused by robots.txt or a filter: not a page of the crawl
+            pass  # refused by robots.txt or a filter: not a page of the crawl
         else:
             yield self._page(origin, depth=depth, error={
                 "type": type(failure.value).__name__, "message": str(failure.value) or repr(failure.value)})
@@ -154,8 +184,8 @@ class SiteSpider(Spider):
             if sitemap.type == "sitemapindex":
                 yield Request(loc, callback=self.parse_sitemap, errback=self.on_aux_error,
                               meta={"statecrawl_aux": True})
-            elif self.scope.allows(loc):
-                yield Request(loc, callback=self.parse, errback=self.on_error)
+            elif self.scope.allows(loc) and (self.max_depth is None or self.max_depth >= 1):
+                yield self._follow(loc)
 
     def on_aux_error(self, failure: Failure) -> None:
         self.logger.debug("robots.txt/sitemap fetch failed: %s", failure.value)

@@ -168,7 +168,8 @@ def request_from_json(raw: bytes | str, spider: Spider | None) -> Request:
     doc = loads(raw, "request")
     if not isinstance(doc, dict) or doc.get("v") != _FORMAT:
         raise SerializationError("request: unknown stored format")
-    cls = _REQUEST_CLASSES.get(doc.get("cls", "Request"))
+    cls_name = doc.get("cls", "Request")
+    cls = _REQUEST_CLASSES.get(cls_name) if isinstance(cls_name, str) else None
     if cls is None:
         raise SerializationError(f"request: class {doc.get('cls')!r} is not allowed")
     try:
@@ -190,5 +191,5 @@ def request_from_json(raw: bytes | str, spider: Spider | None) -> Request:
         )
     except SerializationError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SerializationError(f"request: stored data is malformed: {exc}") from None

@@ -1,0 +1,136 @@
+"""The `site` spider end to end: real scrapy processes, real Redis, the demo site."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from statecrawl.demo.site import DemoSite
+from tests.conftest import RedisServer, free_port, scrapy_crawl, worker_env
+
+
+def items_in_redis(server: RedisServer, crawl_id: str) -> dict[str, dict[str, Any]]:
+    raw = server.client().hgetall(f"sc:{{{crawl_id}}}:items")
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def crawl(server: RedisServer, site: DemoSite, crawl_id: str, out: Path, *args: str) -> Any:
+    result = scrapy_crawl(["-a", f"url={site.url}/", "-a", f"crawl_id={crawl_id}", *args],
+                          worker_env(server.url, out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_full_crawl_items_files_and_feed(redis_server: RedisServer, site: DemoSite,
+                                         crawl_id: str, tmp_path: Path) -> None:
+    crawl(redis_server, site, crawl_id, tmp_path)
+    items = items_in_redis(redis_server, crawl_id)
+    assert set(items) == site.expected_urls()
+    page = items[f"{site.url}/page/10.html"]
+    assert page["status"] == 200 and page["title"] == "Page 10" and page["language"] == "en"
+    assert page["renderer"] == "http" and page["crawl_id"] == crawl_id and page["error"] is None
+    assert page["markdown"].startswith("# Page 10") and page["description"]
+    assert f"{site.url}/page/21.html" in page["links"] and page["depth"] >= 1
+    # bad input becomes items, never a crash
+    assert items[f"{site.url}/missing.html"]["error"] == {"type": "HttpError", "message": "HTTP 404"}
+    assert items[f"{site.url}/error.html"]["status"] == 500
+    pdf = items[f"{site.url}/files/report.pdf"]
+    assert (pdf["content_type"], pdf["markdown"], pdf["error"]) == ("application/pdf", "", None)
+    out = items[f"{site.url}/redirect-out"]
+    assert out["error"]["type"] == "OutOfScopeRedirect" and "localhost" in out["final_url"]
+    assert items[f"{site.url}/redirect-in"]["final_url"] == f"{site.url}/page/3.html"
+    # only in the sitemap, never fetched: robots-disallowed and off-site pages
+    assert f"{site.url}/orphan.html" in items
+    assert site.hits["/private/secret.html"] == 0 and site.hits["/external.html"] == 0
+    # outputs: Markdown files with front matter, and the JSON Lines feed
+    md = (tmp_path / "markdown" / site.url.split("//")[1].replace(":", "_") / "page" / "10.md").read_text()
+    assert md.startswith(f'---\nurl: "{site.url}/page/10.html"\ntitle: "Page 10"\n')
+    [feed] = tmp_path.glob(f"pages-{crawl_id}-*.jsonl")
+    assert {json.loads(line)["url"] for line in feed.read_text().splitlines()} == site.expected_urls()
+    status = redis_server.client().hget(f"sc:{{{crawl_id}}}:meta", "state")
+    assert status == b"finished"
+
+
+def test_rerun_of_a_finished_crawl_fetches_nothing(redis_server: RedisServer, site: DemoSite,
+                                                    crawl_id: str, tmp_path: Path) -> None:
+    crawl(redis_server, site, crawl_id, tmp_path)
+    site.reset_hits()
+    crawl(redis_server, site, crawl_id, tmp_path)
+    fetched = {p: n for p, n in site.hits.items() if p != "/robots.txt"}
+    assert fetched == {}
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_max_depth(redis_server: RedisServer, site: DemoSite, crawl_id: str, tmp_path: Path,
+                   depth: int) -> None:
+    crawl(redis_server, site, crawl_id, tmp_path, "-a", f"max_depth={depth}")
+    items = items_in_redis(redis_server, crawl_id)
+    assert max(i["depth"] for i in items.values()) == depth
+    if depth == 0:
+        assert set(items) == {f"{site.url}/"}
+
+
+def test_exclude_skips_matching_urls(redis_server: RedisServer, site: DemoSite, crawl_id: str,
+                                     tmp_path: Path) -> None:
+    crawl(redis_server, site, crawl_id, tmp_path, "-a", "exclude=/page/")
+    urls = set(items_in_redis(redis_server, crawl_id))
+    assert f"{site.url}/" in urls and f"{site.url}/orphan.html" in urls
+    assert not any("/page/" in u for u in urls)
+
+
+def test_include_keeps_only_matching_urls(redis_server: RedisServer, site: DemoSite,
+                                          crawl_id: str, tmp_path: Path) -> None:
+    crawl(redis_server, site, crawl_id, tmp_path, "-a", r"include=/page/[1-4]\.html$")
+    urls = set(items_in_redis(redis_server, crawl_id))
+    allowed = {f"{site.url}/"} | {f"{site.url}/page/{i}.html" for i in range(1, 5)}
+    assert urls <= allowed and f"{site.url}/page/4.html" in urls
+
+
+def test_limit_is_crawl_wide(redis_server: RedisServer, site: DemoSite, crawl_id: str,
+                             tmp_path: Path) -> None:
+    crawl(redis_server, site, crawl_id, tmp_path, "-a", "limit=10")
+    meta = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:stats")
+    assert int(meta[b"enqueued"]) == 10
+    assert len(items_in_redis(redis_server, crawl_id)) <= 10
+
+
+def test_allow_subdomains_flag_is_validated(redis_server: RedisServer, site: DemoSite,
+                                            crawl_id: str, tmp_path: Path) -> None:
+    result = scrapy_crawl(["-a", f"url={site.url}/", "-a", "allow_subdomains=maybe"],
+                          worker_env(redis_server.url, tmp_path))
+    assert result.returncode != 0 and "allow_subdomains= expects true or false" in result.stderr
+
+
+@pytest.mark.parametrize("url, message", [
+    ("not a url", "invalid start URL"),
+    ("ftp://example.com/", "invalid start URL"),
+    ("", "no start URL"),
+])
+def test_invalid_start_url_is_a_clear_error(redis_server: RedisServer, tmp_path: Path,
+                                            url: str, message: str) -> None:
+    result = scrapy_crawl(["-a", f"url={url}"], worker_env(redis_server.url, tmp_path))
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_unreachable_host_gives_an_error_item(redis_server: RedisServer, crawl_id: str,
+                                              tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    result = scrapy_crawl(["-a", f"url={url}", "-a", f"crawl_id={crawl_id}", "-s", "RETRY_TIMES=0"],
+                          worker_env(redis_server.url, tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [item] = items_in_redis(redis_server, crawl_id).values()
+    assert item["url"] == url and item["status"] is None
+    assert "ConnectionRefused" in item["error"]["type"]
+
+
+def test_redis_down_at_start_fails_clearly(site: DemoSite, tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = scrapy_crawl(["-a", f"url={site.url}/"], worker_env(url, tmp_path), timeout=60)
+    assert result.returncode != 0
+    assert "cannot reach Redis at" in result.stderr
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url).ping()
