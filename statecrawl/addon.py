@@ -23,9 +23,8 @@ class Addon:
         settings.set(
             "TWISTED_REACTOR", "twisted.internet.asyncioreactor.AsyncioSelectorReactor", "addon"
         )
-        settings.setdefault_in_component_priority_dict(
-            "ITEM_PIPELINES", "statecrawl.pipelines.MarkdownFiles", 800
-        )
-        settings.setdefault_in_component_priority_dict(
-            "ITEM_PIPELINES", "statecrawl.pipelines.RedisItemStore", 900
-        )
+        from statecrawl.pipelines import MarkdownFiles, RedisItemStore
+
+        # Kept where a project already lists them (with its own priority).
+        settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)
+        settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", RedisItemStore, 900)

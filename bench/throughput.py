@@ -1,0 +1,128 @@
+"""Pages/s of one trivial spider under three schedulers, measured in one run.
+
+    .venv/bin/python bench/throughput.py [--pages 3000] [--rounds 3]
+
+Setups, run in alternation (round-robin, ``--rounds`` times each) so that a
+noisy neighbour hurts all of them alike:
+
+* ``scrapy``      Scrapy's in-memory scheduler and RFPDupeFilter
+* ``scrapy-redis`` scrapy_redis.scheduler.Scheduler + RFPDupeFilter (pickle, BRPOP-free default queue)
+* ``statecrawl``  statecrawl.scheduler.Scheduler + RedisDupeFilter
+* ``statecrawl x2`` two statecrawl processes sharing one crawl (pages/s of the pair)
+
+The site is the bundled demo site served by its own process; Redis is a
+private ``redis-server`` (no persistence) on a free port. Each figure is the
+median over rounds; ratios are against plain Scrapy's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPIDER = Path(__file__).resolve().parent / "trivial_spider.py"
+
+SETUPS: dict[str, list[str]] = {
+    "scrapy": [],
+    "scrapy-redis": ["-s", "SCHEDULER=scrapy_redis.scheduler.Scheduler",
+                     "-s", "DUPEFILTER_CLASS=scrapy_redis.dupefilter.RFPDupeFilter",
+                     "-s", "SCHEDULER_FLUSH_ON_START=True"],
+    "statecrawl": ["-s", "SCHEDULER=statecrawl.scheduler.Scheduler",
+                   "-s", "DUPEFILTER_CLASS=statecrawl.dupefilter.RedisDupeFilter"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def start_site(pages: int) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "statecrawl.demo.site", "--pages", str(pages),
+                             "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
+def run(setup: str, url: str, redis_url: str, workers: int = 1) -> float:
+    """Run one setup to completion; return pages/s."""
+    result = Path(tempfile.mktemp(suffix=".jsonl"))
+    env = {**os.environ, "REDIS_URL": redis_url, "BENCH_RESULT": str(result),
+           "BENCH_CRAWL_ID": f"bench-{uuid.uuid4().hex[:8]}", "PYTHONPATH": str(ROOT)}
+    env.pop("SCRAPY_SETTINGS_MODULE", None)
+    cmd = [sys.executable, "-m", "scrapy", "runspider", str(SPIDER), "-a", f"url={url}/",
+           *SETUPS[setup]]
+    started = time.time()
+    procs = [subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    errors = [p.communicate()[1] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"{setup} failed:\n" + "\n".join(e[-2000:] for e in errors))
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    result.unlink()
+    pages = sum(r["responses"] for r in rows)
+    if workers == 1:
+        return pages / rows[0]["seconds"]
+    first = min(r["end"] - r["seconds"] for r in rows)  # earliest first response
+    return pages / (max(r["end"] for r in rows) - max(first, started))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pages", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_proc, redis_url = start_redis(Path(tmp))
+        site_proc, url = start_site(args.pages)
+        try:
+            names = [*SETUPS, "statecrawl x2"]
+            figures: dict[str, list[float]] = {n: [] for n in names}
+            for r in range(args.rounds):
+                for name in names:
+                    if name == "statecrawl x2":
+                        pps = run("statecrawl", url, redis_url, workers=2)
+                    else:
+                        pps = run(name, url, redis_url)
+                    figures[name].append(pps)
+                    print(f"round {r + 1}/{args.rounds}  {name:<14} {pps:8.1f} pages/s", flush=True)
+        finally:
+            site_proc.terminate()
+            redis_proc.terminate()
+    base = statistics.median(figures["scrapy"])
+    print(f"\n{args.pages + 2} pages per crawl, {args.rounds} rounds, medians:")
+    for name in names:
+        med = statistics.median(figures[name])
+        print(f"  {name:<14} {med:8.1f} pages/s   {med / base:5.2f}x scrapy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The trivial link-following spider every throughput setup runs.
+
+It follows every same-host ``<a href>`` and yields nothing else, so what is
+measured is the crawl machinery (scheduler, dupefilter, engine), not parsing.
+At close it appends one JSON line to ``BENCH_RESULT``: responses and the
+seconds from the first response to close (process start-up excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from urllib.parse import urlsplit
+
+from scrapy import Request, Spider, signals
+
+
+class TrivialSpider(Spider):
+    name = "trivial"
+    crawl_id = os.environ.get("BENCH_CRAWL_ID", "trivial")
+    custom_settings = {"LOG_LEVEL": "WARNING", "TELNETCONSOLE_ENABLED": False,
+                       "ROBOTSTXT_OBEY": False, "CONCURRENT_REQUESTS": 16}
+
+    def __init__(self, url: str = "", **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.start_url = url
+        self.host = urlsplit(url).netloc
+        self.first: float | None = None
+        self.responses = 0
+
+    @classmethod
+    def from_crawler(cls, crawler, *args, **kwargs):  # type: ignore[no-untyped-def]
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider.closed_signal, signal=signals.spider_closed)
+        return spider
+
+    async def start(self):  # type: ignore[no-untyped-def]
+        yield Request(self.start_url)
+
+    def parse(self, response):  # type: ignore[no-untyped-def]
+        if self.first is None:
+            self.first = time.monotonic()
+        self.responses += 1
+        for href in response.css("a::attr(href)").getall():
+            url = response.urljoin(href)
+            if urlsplit(url).netloc == self.host:
+                yield Request(url)
+
+    def closed_signal(self, spider, reason):  # type: ignore[no-untyped-def]
+        elapsed = time.monotonic() - (self.first or time.monotonic())
+        with open(os.environ["BENCH_RESULT"], "a") as f:
+            f.write(json.dumps({"responses": self.responses, "seconds": elapsed,
+                                "reason": reason, "pid": os.getpid(),
+                                "end": time.time()}) + "\n")

@@ -1,0 +1,104 @@
+"""The add-on, and the scheduler and dupefilter used alone (without the add-on)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import subprocess
+from pathlib import Path
+
+import pytest
+from scrapy.utils.misc import load_object
+from scrapy.utils.test import get_crawler
+
+from statecrawl.demo.site import DemoSite
+from statecrawl.pipelines import MarkdownFiles, RedisItemStore
+from tests.conftest import ROOT, RedisServer, worker_env
+
+SPIDER = '''
+import json, os
+from scrapy import Request, Spider
+
+class Links(Spider):
+    name = "links"
+    crawl_id = os.environ["CRAWL_ID"]
+
+    async def start(self):
+        yield Request(os.environ["START"], dont_filter=False)
+
+    def parse(self, response):
+        if response.url.endswith("/page/2.html"):
+            raise ValueError("callback failure on purpose")
+        if response.url.endswith("/page/3.html"):
+            yield Request(response.urljoin("/page/4.html?x"), meta={"bad": object()})
+        yield {"url": response.url}
+        for href in response.css("main a::attr(href)").getall()[:3]:
+            yield response.follow(href)
+'''
+
+
+def runspider(tmp_path: Path, server: RedisServer, site: DemoSite, crawl_id: str,
+              *settings: str) -> subprocess.CompletedProcess[str]:
+    spider = tmp_path / "links.py"
+    spider.write_text(SPIDER)
+    env = worker_env(server.url, None, CRAWL_ID=crawl_id, START=f"{site.url}/page/1.html")
+    env.pop("SCRAPY_SETTINGS_MODULE", None)
+    cmd = [sys.executable, "-m", "scrapy", "runspider", str(spider), "-s", "LOG_LEVEL=INFO",
+           *[x for s in settings for x in ("-s", s)]]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_addon_wires_everything_at_addon_priority() -> None:
+    crawler = get_crawler(settings_dict={"ADDONS": {"statecrawl.Addon": 0}})
+    s = crawler.settings
+    assert s["SCHEDULER"] == "statecrawl.scheduler.Scheduler"
+    assert s["DUPEFILTER_CLASS"] == "statecrawl.dupefilter.RedisDupeFilter"
+    pipelines = {load_object(k): v for k, v in s.getdict("ITEM_PIPELINES").items()}
+    assert pipelines == {MarkdownFiles: 800, RedisItemStore: 900}
+
+
+def test_project_settings_win_over_the_addon() -> None:
+    crawler = get_crawler(settings_dict={
+        "ADDONS": {"statecrawl.Addon": 0},
+        "DUPEFILTER_CLASS": "scrapy.dupefilters.RFPDupeFilter",
+        "ITEM_PIPELINES": {"statecrawl.pipelines.RedisItemStore": 100},
+    })
+    assert crawler.settings["DUPEFILTER_CLASS"] == "scrapy.dupefilters.RFPDupeFilter"
+    pipelines = {load_object(k): v for k, v in crawler.settings.getdict("ITEM_PIPELINES").items()}
+    assert pipelines == {RedisItemStore: 100, MarkdownFiles: 800}
+
+
+def test_scheduler_and_dupefilter_alone(redis_server: RedisServer, site: DemoSite,
+                                        crawl_id: str, tmp_path: Path) -> None:
+    result = runspider(tmp_path, redis_server, site, crawl_id,
+                       "SCHEDULER=statecrawl.scheduler.Scheduler",
+                       "DUPEFILTER_CLASS=statecrawl.dupefilter.RedisDupeFilter")
+    log = result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "Spider closed (finished)" in log
+    client = redis_server.client()
+    k = f"sc:{{{crawl_id}}}:"
+    # the frontier ran through Redis and is drained, including the lease of the
+    # request whose callback raised
+    assert int(client.hget(k + "stats", "acked")) == int(client.hget(k + "stats", "enqueued")) > 5
+    assert client.hlen(k + "leases") == 0 and client.hlen(k + "reqs") == 0
+    assert "callback failure on purpose" in log
+    # the unserializable request is an error with its reason, not a silent drop
+    assert "cannot schedule <GET" in log and "meta.bad: object is not plain JSON data" in log
+    assert "'statecrawl/request_unserializable': 1" in log
+    assert client.scard(k + "seen") > 5
+    assert not client.exists(k + "items")  # no pipeline without the add-on
+
+
+def test_redis_dupefilter_with_scrapys_own_scheduler_persists_across_runs(
+        redis_server: RedisServer, site: DemoSite, crawl_id: str, tmp_path: Path) -> None:
+    df = "DUPEFILTER_CLASS=statecrawl.dupefilter.RedisDupeFilter"
+    first = runspider(tmp_path, redis_server, site, crawl_id, df)
+    assert first.returncode == 0, first.stderr[-3000:]
+    seen = redis_server.client().scard(f"sc:{{{crawl_id}}}:seen")
+    assert seen > 5
+    site.reset_hits()
+    second = runspider(tmp_path, redis_server, site, crawl_id, df)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"loaded {seen} fingerprints" in second.stderr
+    assert sum(site.hits.values()) == 0  # everything was already seen
