@@ -103,6 +103,10 @@ class SiteSpider(Spider):
     def _page(self, url: str, **fields: Any) -> Page:
         return Page(url=url, crawl_id=self.crawl_id, fetched_at=_now(), **fields)
 
+    def _may_expand(self, depth: int) -> bool:
+        """May a page at *depth* add requests (links, a redirect target)?"""
+        return self.max_depth is None or depth < self.max_depth
+
     def _follow(self, url: str) -> Request:
         # Redirects are taken here, not by Scrapy's RedirectMiddleware, so a
         # redirecting URL gets its own item and an off-site target is named.
@@ -128,7 +132,7 @@ class SiteSpider(Spider):
         links = self.link_extractor.extract_links(response)
         page.links = [link.url for link in links]
         yield page
-        if self.max_depth is not None and depth >= self.max_depth:
+        if not self._may_expand(depth):
             return
         for link in links:
             if self.scope.allows(link.url):
@@ -148,7 +152,8 @@ class SiteSpider(Spider):
             yield page
             return
         yield page
-        yield self._follow(target)
+        if self._may_expand(page.depth):
+            yield self._follow(target)
 
     def on_error(self, failure: Failure) -> Iterator[Page]:
         request = failure.request  # type: ignore[attr-defined]
