@@ -14,6 +14,7 @@ import time
 from urllib.parse import urlsplit
 
 from scrapy import Request, Spider, signals
+from scrapy.http import TextResponse
 
 
 class TrivialSpider(Spider):
@@ -42,6 +43,8 @@ class TrivialSpider(Spider):
         if self.first is None:
             self.first = time.monotonic()
         self.responses += 1
+        if not isinstance(response, TextResponse):
+            return
         for href in response.css("a::attr(href)").getall():
             url = response.urljoin(href)
             if urlsplit(url).netloc == self.host:

@@ -58,7 +58,7 @@ class Scheduler(BaseScheduler):
 
     def __init__(
         self, crawler: Crawler, dupefilter: object, *, prefetch: int,
-        dedupe_start_requests: bool, idle_poll_max: float,
+        dedupe_start_requests: bool, idle_poll_max: float, sent_cache: int = 1_000_000,
     ) -> None:
         self.crawler = crawler
         self.df = dupefilter
@@ -68,6 +68,11 @@ class Scheduler(BaseScheduler):
         self.state = WorkerState.of(crawler)
         self.spider: Spider | None = None
         self._buffer: deque[tuple[str, Request]] = deque()
+        # Fingerprints this worker has already sent to Redis. Only a cache:
+        # the crawl's `seen` set decides; this spares serializing and sending
+        # the same link again (most links of a site are repeats).
+        self._sent: set[bytes] = set()
+        self._sent_max = sent_cache
         self._open_leases: set[str] = set()
         self._refill_task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
@@ -85,6 +90,7 @@ class Scheduler(BaseScheduler):
             prefetch=settings.getint("STATECRAWL_PREFETCH") or settings.getint("CONCURRENT_REQUESTS"),
             dedupe_start_requests=settings.getbool("STATECRAWL_DEDUPE_START_REQUESTS", True),
             idle_poll_max=settings.getfloat("STATECRAWL_IDLE_POLL_MAX", 0.5),
+            sent_cache=settings.getint("STATECRAWL_LOCAL_SEEN_MAX", 1_000_000),
         )
 
     @property
@@ -150,16 +156,25 @@ class Scheduler(BaseScheduler):
             if self.df.request_seen(request):  # type: ignore[attr-defined]
                 self.df.log(request, self.spider)  # type: ignore[attr-defined]
                 return False
+        filter_ = not request.dont_filter or (
+            self.dedupe_start_requests and bool(request.meta.get("is_start_request"))
+        )
+        fp = self.crawler.request_fingerprinter.fingerprint(request)
+        if filter_ and self._redis_dedupe:
+            if fp in self._sent:
+                stats.inc_value("statecrawl/duplicates_local")
+                stats.inc_value("dupefilter/filtered")
+                return False
         try:
             body = request_to_json(request, self.spider)
         except SerializationError as exc:
             logger.error("statecrawl: cannot schedule %s: %s", request, exc)
             stats.inc_value("statecrawl/request_unserializable")
             return False
-        filter_ = not request.dont_filter or (
-            self.dedupe_start_requests and bool(request.meta.get("is_start_request"))
-        )
-        fp = self.crawler.request_fingerprinter.fingerprint(request)
+        if filter_ and self._redis_dedupe:
+            if len(self._sent) >= self._sent_max:
+                self._sent.clear()
+            self._sent.add(fp)
         self.state.add_request(PendingRequest(fp, filter_, -request.priority, body))
         self._finished = False
         stats.inc_value("scheduler/enqueued/redis")
