@@ -11,8 +11,11 @@ noisy neighbour hurts all of them alike:
 * ``statecrawl x2`` two statecrawl processes sharing one crawl (pages/s of the pair)
 
 The site is the bundled demo site served by its own process; Redis is a
-private ``redis-server`` (no persistence) on a free port. Each figure is the
-median over rounds; ratios are against plain Scrapy's median.
+private ``redis-server`` (no persistence) on a free port. Two figures per run:
+pages/s (wall clock, from the first response to close) and CPU ms per page
+(crawler processes plus the Redis server), which is steadier on a shared
+machine. Each figure is the median over rounds; ratios are against plain
+Scrapy's median.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -71,8 +75,19 @@ def start_site(pages: int) -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-def run(setup: str, url: str, redis_url: str, workers: int = 1) -> float:
-    """Run one setup to completion; return pages/s."""
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(setup: str, url: str, redis_url: str, redis_pid: int, workers: int = 1) -> tuple[float, float]:
+    """Run one setup to completion; return (pages/s, CPU ms per page)."""
     result = Path(tempfile.mktemp(suffix=".jsonl"))
     env = {**os.environ, "REDIS_URL": redis_url, "BENCH_RESULT": str(result),
            "BENCH_CRAWL_ID": f"bench-{uuid.uuid4().hex[:8]}", "PYTHONPATH": str(ROOT)}
@@ -80,18 +95,21 @@ def run(setup: str, url: str, redis_url: str, workers: int = 1) -> float:
     cmd = [sys.executable, "-m", "scrapy", "runspider", str(SPIDER), "-a", f"url={url}/",
            *SETUPS[setup]]
     started = time.time()
+    cpu0, redis0 = _children_cpu(), _proc_cpu(redis_pid)
     procs = [subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for _ in range(workers)]
     errors = [p.communicate()[1] for p in procs]
+    cpu = _children_cpu() - cpu0 + _proc_cpu(redis_pid) - redis0
     if any(p.returncode for p in procs):
         raise RuntimeError(f"{setup} failed:\n" + "\n".join(e[-2000:] for e in errors))
     rows = [json.loads(line) for line in result.read_text().splitlines()]
     result.unlink()
     pages = sum(r["responses"] for r in rows)
+    cpu_ms = 1000 * cpu / pages
     if workers == 1:
-        return pages / rows[0]["seconds"]
+        return pages / rows[0]["seconds"], cpu_ms
     first = min(r["end"] - r["seconds"] for r in rows)  # earliest first response
-    return pages / (max(r["end"] for r in rows) - max(first, started))
+    return pages / (max(r["end"] for r in rows) - max(first, started)), cpu_ms
 
 
 def main() -> int:
@@ -105,22 +123,27 @@ def main() -> int:
         try:
             names = [*SETUPS, "statecrawl x2"]
             figures: dict[str, list[float]] = {n: [] for n in names}
+            cpu: dict[str, list[float]] = {n: [] for n in names}
             for r in range(args.rounds):
                 for name in names:
                     if name == "statecrawl x2":
-                        pps = run("statecrawl", url, redis_url, workers=2)
+                        pps, ms = run("statecrawl", url, redis_url, redis_proc.pid, workers=2)
                     else:
-                        pps = run(name, url, redis_url)
+                        pps, ms = run(name, url, redis_url, redis_proc.pid)
                     figures[name].append(pps)
-                    print(f"round {r + 1}/{args.rounds}  {name:<14} {pps:8.1f} pages/s", flush=True)
+                    cpu[name].append(ms)
+                    print(f"round {r + 1}/{args.rounds}  {name:<14} {pps:8.1f} pages/s"
+                          f"  {ms:6.2f} CPU ms/page", flush=True)
         finally:
             site_proc.terminate()
             redis_proc.terminate()
     base = statistics.median(figures["scrapy"])
-    print(f"\n{args.pages + 2} pages per crawl, {args.rounds} rounds, medians:")
+    base_cpu = statistics.median(cpu["scrapy"])
+    print(f"\n{args.pages}-page demo site, {args.rounds} rounds, medians (CPU includes start-up):")
     for name in names:
-        med = statistics.median(figures[name])
-        print(f"  {name:<14} {med:8.1f} pages/s   {med / base:5.2f}x scrapy")
+        med, ms = statistics.median(figures[name]), statistics.median(cpu[name])
+        print(f"  {name:<14} {med:8.1f} pages/s  {med / base:5.2f}x scrapy"
+              f"   {ms:6.2f} CPU ms/page  {base_cpu / ms:5.2f}x scrapy's efficiency")
     return 0
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import subprocess
 from pathlib import Path
 
-import pytest
 from scrapy.utils.misc import load_object
 from scrapy.utils.test import get_crawler
 
 from statecrawl.demo.site import DemoSite
 from statecrawl.pipelines import MarkdownFiles, RedisItemStore
-from tests.conftest import ROOT, RedisServer, worker_env
+from tests.conftest import RedisServer, worker_env
 
 SPIDER = '''
 import json, os
