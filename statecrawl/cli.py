@@ -29,7 +29,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
@@ -46,7 +45,7 @@ from statecrawl.connection import DEFAULT_DATA_DIR, connect, redact_url, resolve
 from statecrawl.embedded import embedded_status, stop_embedded_redis
 from statecrawl.exceptions import ConfigError, StatecrawlError
 from statecrawl.keys import CRAWLS_KEY, validate_crawl_id
-from statecrawl.output import markdown_document, markdown_relpath
+from statecrawl.export import ExportResult, export_crawl
 from statecrawl.scope import Scope, validate_start_url
 from statecrawl.serialize import loads
 from statecrawl.store import CrawlStore
@@ -218,40 +217,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export(args: argparse.Namespace, out: Path) -> tuple[int, int, int]:
-    """Stream items once: Markdown files are written and the JSON lines spooled to a
-    temporary file as they arrive; only (url, offset) pairs are kept, sorted, and the
-    lines copied into ``pages.jsonl`` in URL order."""
+async def _export(args: argparse.Namespace, out: Path) -> ExportResult:
     async with _open_store(args, args.crawl_id) as store:
-        out.mkdir(parents=True, exist_ok=True)
-        index: list[tuple[str, int, int]] = []
-        keys: set[str] = set()  # HSCAN may return a key twice while the hash is rehashed
-        failed = markdown = 0
-        with tempfile.TemporaryFile(dir=out, prefix=".pages-") as spool:
-            async for key, item in store.iter_items():
-                if key in keys:
-                    continue
-                keys.add(key)
-                line = (json.dumps(item, ensure_ascii=False) + "\n").encode()
-                item = item if isinstance(item, dict) else {}
-                url = item.get("url") if isinstance(item.get("url"), str) else None
-                index.append((url or key, spool.tell(), len(line)))
-                spool.write(line)
-                failed += bool(item.get("error"))
-                if url and item.get("markdown"):
-                    path = out / markdown_relpath(url)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(markdown_document(item), encoding="utf-8")
-                    markdown += 1
-            index.sort()
-            target = out / "pages.jsonl"
-            partial = target.with_name(".pages.jsonl.partial")
-            with partial.open("wb") as f:
-                for _, offset, length in index:
-                    spool.seek(offset)
-                    f.write(spool.read(length))
-            partial.replace(target)
-    return len(index), failed, markdown
+        return await export_crawl(store, out)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["markdown_document", "markdown_relpath"]
+__all__ = ["markdown_document", "markdown_relpath", "write_markdown"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_SEGMENT = 120
@@ -51,3 +51,14 @@ def markdown_document(item: dict[str, Any]) -> str:
     front = {k: item.get(k) for k in ("url", "title", "fetched_at")}
     lines = ["---"] + [f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in front.items()]
     return "\n".join(lines) + "\n---\n\n" + (item.get("markdown") or "").rstrip() + "\n"
+
+
+def write_markdown(out_dir: Path, item: dict[str, Any]) -> bool:
+    """Write *item*'s Markdown file under *out_dir*; False if it has no Markdown."""
+    url, markdown = item.get("url"), item.get("markdown")
+    if not (isinstance(url, str) and url and markdown):
+        return False
+    path = out_dir / markdown_relpath(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown_document(item), encoding="utf-8")
+    return True

@@ -18,7 +18,7 @@ from itemadapter import ItemAdapter
 from scrapy.exceptions import DropItem, NotConfigured
 
 from statecrawl.exceptions import SerializationError
-from statecrawl.output import markdown_document, markdown_relpath
+from statecrawl.output import write_markdown
 from statecrawl.serialize import dumps
 from statecrawl.state import WorkerState
 from statecrawl.store import PendingItem, item_key
@@ -75,9 +75,5 @@ class MarkdownFiles:
         return cls(Path(out))
 
     def process_item(self, item: Any) -> Any:
-        data = ItemAdapter(item)
-        if data.get("markdown") and data.get("url"):
-            path = self.out_dir / markdown_relpath(str(data["url"]))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(markdown_document(data.asdict()), encoding="utf-8")
+        write_markdown(self.out_dir, ItemAdapter(item).asdict())
         return item

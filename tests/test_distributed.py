@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from statecrawl import cli
 from statecrawl.demo.site import DemoSite
 from tests.conftest import RedisServer, scrapy_crawl, worker_env
 
@@ -38,6 +39,13 @@ def test_two_workers_share_a_1000_page_crawl(redis_server: RedisServer, big_site
         assert big_site.hits[path] == 1, (path, big_site.hits[path])
     assert client.hlen(f"sc:{{{crawl_id}}}:leases") == 0
     assert client.zcard(f"sc:{{{crawl_id}}}:queue") == 0
+
+    # and `statecrawl export` writes each page exactly once
+    export = tmp_path / "export"
+    assert cli.main(["--redis-url", redis_server.url, "export", crawl_id, "--out", str(export)]) == 0
+    exported = [json.loads(x)["url"] for x in (export / "pages.jsonl").read_text().splitlines()]
+    assert exported == sorted(big_site.expected_urls())
+    assert len(list((export / "markdown").rglob("*.md"))) == len(big_site.page_urls())
 
 
 def test_late_worker_joins_and_both_exit(redis_server: RedisServer, crawl_id: str,
