@@ -168,16 +168,10 @@ def _bad_url(url: str, exc: ValueError) -> ConfigError:
     )
 
 
-async def connect(url: str, *, name: str = "statecrawl") -> redis.asyncio.Redis:
-    """Open an asyncio Redis client for ``url`` and check it answers PING.
-
-    Responses stay ``bytes`` (``decode_responses=False``) because stored
-    values are JSON bytes and fingerprints are binary-safe keys. ``name`` is
-    sent as CLIENT SETNAME so ``CLIENT LIST`` shows which worker holds which
-    connection.
-    """
+def _from_url(cls: Any, url: str, name: str) -> Any:
+    """A client of *cls* (sync or asyncio) for *url*; a malformed URL is a ConfigError."""
     try:
-        client = redis.asyncio.Redis.from_url(
+        return cls.from_url(
             url,
             decode_responses=False,
             health_check_interval=HEALTH_CHECK_INTERVAL,
@@ -186,6 +180,17 @@ async def connect(url: str, *, name: str = "statecrawl") -> redis.asyncio.Redis:
         )
     except ValueError as exc:
         raise _bad_url(url, exc) from exc
+
+
+async def connect(url: str, *, name: str = "statecrawl") -> redis.asyncio.Redis:
+    """Open an asyncio Redis client for ``url`` and check it answers PING.
+
+    Responses stay ``bytes`` (``decode_responses=False``) because stored
+    values are JSON bytes and fingerprints are binary-safe keys. ``name`` is
+    sent as CLIENT SETNAME so ``CLIENT LIST`` shows which worker holds which
+    connection.
+    """
+    client = _from_url(redis.asyncio.Redis, url, name)
     retry = client.get_retry()
     client.set_retry(AsyncRetry(NoBackoff(), 0))
     try:
@@ -200,16 +205,7 @@ async def connect(url: str, *, name: str = "statecrawl") -> redis.asyncio.Redis:
 
 def connect_sync(url: str, *, name: str = "statecrawl") -> redis.Redis:
     """Blocking twin of :func:`connect`, for CLI commands run outside the reactor."""
-    try:
-        client = redis.Redis.from_url(
-            url,
-            decode_responses=False,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            client_name=name,
-        )
-    except ValueError as exc:
-        raise _bad_url(url, exc) from exc
+    client = _from_url(redis.Redis, url, name)
     retry = client.get_retry()
     client.set_retry(Retry(NoBackoff(), 0))
     try:

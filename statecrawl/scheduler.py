@@ -37,7 +37,7 @@ from scrapy.utils.misc import build_from_crawler, load_object
 from statecrawl._engine import wake, watch_completed
 from statecrawl.exceptions import SerializationError
 from statecrawl.serialize import request_from_json, request_to_json
-from statecrawl.state import _RETRY_ERRORS, WorkerState
+from statecrawl.state import RETRY_ERRORS, WorkerState
 from statecrawl.store import CommitResult, PendingRequest
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ class Scheduler(BaseScheduler):
                 return
             try:
                 state, pairs = await store.lease(self.state.worker_id, want, check_finished=check)
-            except _RETRY_ERRORS as exc:
+            except RETRY_ERRORS as exc:
                 logger.warning("statecrawl: lease failed (%s); retrying", exc)
                 await asyncio.sleep(1.0)
                 continue

@@ -26,8 +26,7 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from scrapy import signals
 
 from statecrawl.connection import connect, resolve_redis_url
@@ -39,11 +38,14 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from scrapy.crawler import Crawler
 
-__all__ = ["WorkerState", "crawl_id_for"]
+__all__ = ["RETRY_ERRORS", "WorkerState", "crawl_id_for"]
 
 logger = logging.getLogger(__name__)
 
-_RETRY_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+#: Errors after which a Redis operation is retried with backoff: the data stays
+#: in the worker's buffers, so nothing is lost while Redis is unreachable or
+#: refuses writes (e.g. over maxmemory).
+RETRY_ERRORS = (RedisError, OSError)
 
 
 def crawl_id_for(crawler: Crawler) -> str:
@@ -166,9 +168,11 @@ class WorkerState:
                     self.worker_id, dedupe=self.dedupe_mode,
                     requests=requests, items=items, acks=acks,
                 )
-            except _RETRY_ERRORS as exc:
+            except RETRY_ERRORS as exc:
                 stats.inc_value("statecrawl/redis_errors")
-                logger.warning("statecrawl: commit failed (%s); retrying in %.1fs", exc, backoff)
+                logger.error("statecrawl: commit to Redis failed (%s); keeping %d requests, %d items, "
+                             "%d acks and retrying in %.1fs", exc, len(self._requests),
+                             len(self._items), len(self._acks), backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -193,7 +197,7 @@ class WorkerState:
             try:
                 assert self.store is not None
                 await self.store.heartbeat(self.worker_id)
-            except _RETRY_ERRORS as exc:
+            except RETRY_ERRORS as exc:
                 logger.warning("statecrawl: heartbeat failed: %s", exc)
 
     async def _close(self) -> None:
