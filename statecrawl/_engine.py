@@ -10,6 +10,10 @@
    the scheduler for them now, not at its next 5-second heartbeat.
    :func:`wake` schedules the engine's ``nextcall``, as ``engine.crawl()``
    does.
+3. *Stop*: on SIGINT/SIGTERM Scrapy stops the engine, then waits for every
+   in-flight download before it closes the scheduler. Leases should go back
+   to the frontier at the start of that, not the end: :func:`on_stop` runs a
+   callback when ``engine.stop_async()`` is called.
 
 Both touch private attributes (``engine._slot``); this module is the only
 place that does, and it fails loudly if a Scrapy release changes them.
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.core.engine import ExecutionEngine
 
-__all__ = ["wake", "watch_completed"]
+__all__ = ["on_stop", "wake", "watch_completed"]
 
 
 class _NotifyingSet(set):  # type: ignore[type-arg]
@@ -63,3 +67,14 @@ def wake(engine: ExecutionEngine | None) -> None:
     slot = getattr(engine, "_slot", None)
     if slot is not None and slot.closing is None:
         slot.nextcall.schedule()
+
+
+def on_stop(engine: ExecutionEngine, callback: Callable[[], None]) -> None:
+    """Call *callback* first thing when the engine is asked to stop."""
+    original = engine.stop_async
+
+    async def stop_async() -> None:
+        callback()
+        await original()
+
+    engine.stop_async = stop_async  # type: ignore[method-assign]

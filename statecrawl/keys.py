@@ -18,7 +18,10 @@ key                            type    contents
                                        digits, zero-padded), score = -priority.
                                        ZPOPMIN gives the highest priority first
                                        and, within one priority, the oldest id
-                                       (members of equal score sort by bytes)
+                                       (members of equal score sort by bytes).
+                                       Also a pub/sub channel: a message means
+                                       "work appeared" (enqueue into an empty
+                                       frontier, or a reclaim)
 ``sc:{id}:reqs``               HASH    request id -> request JSON
                                        (:mod:`statecrawl.serialize`), for every
                                        queued or leased request; deleted on ack
@@ -26,8 +29,17 @@ key                            type    contents
                                        every request a worker has popped and
                                        not yet acknowledged (the in-flight set)
 ``sc:{id}:workers``            ZSET    worker id -> last heartbeat (ms, Redis
-                                       clock); written on every lease and by
-                                       the worker's heartbeat task
+                                       clock); written by each worker's
+                                       heartbeat thread and on every lease. A
+                                       worker silent for longer than
+                                       ``STATECRAWL_WORKER_TIMEOUT`` is dead:
+                                       the next heartbeat of any worker puts
+                                       its leases back into ``queue``
+``sc:{id}:tokens``             HASH    ``<worker>`` / ``<worker>|lease`` ->
+                                       ``"<token> <result JSON>"``: the last
+                                       commit / lease each worker made, so one
+                                       re-sent after a lost reply is not
+                                       applied twice
 ``sc:{id}:seen``               SET     the exact dupefilter: 20-byte binary
                                        request fingerprints (Scrapy's
                                        ``REQUEST_FINGERPRINTER``)
@@ -38,7 +50,8 @@ key                            type    contents
 ``sc:{id}:failed``             SET     item keys whose item carries an error
 ``sc:{id}:stats``              HASH    crawl-wide counters: ``enqueued``,
                                        ``duplicates``, ``limit_dropped``,
-                                       ``leased``, ``acked``, ``released``
+                                       ``leased``, ``acked``, ``released``,
+                                       ``reclaimed``
 =============================  ======  ==========================================
 
 A request's life: the commit script assigns it an id, checks its fingerprint
@@ -96,8 +109,9 @@ class CrawlKeys:
     items = property(lambda self: self.prefix + "items")
     failed = property(lambda self: self.prefix + "failed")
     stats = property(lambda self: self.prefix + "stats")
+    tokens = property(lambda self: self.prefix + "tokens")
 
     def all(self) -> list[str]:
         """Every key of the crawl (for deletion)."""
         return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
-                self.seen, self.items, self.failed, self.stats]
+                self.seen, self.items, self.failed, self.stats, self.tokens]

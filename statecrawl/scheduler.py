@@ -34,11 +34,11 @@ from scrapy.exceptions import DontCloseSpider
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler, load_object
 
-from statecrawl._engine import wake, watch_completed
+from statecrawl._engine import on_stop, wake, watch_completed
 from statecrawl.exceptions import SerializationError
 from statecrawl.serialize import request_from_json, request_to_json
 from statecrawl.state import RETRY_ERRORS, WorkerState
-from statecrawl.store import CommitResult, PendingRequest
+from statecrawl.store import CommitResult, PendingRequest, new_token
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
@@ -79,6 +79,7 @@ class Scheduler(BaseScheduler):
         self._idle = False
         self._finished = False
         self._closing = False
+        self._draining: asyncio.Future[None] | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Scheduler:
@@ -109,7 +110,10 @@ class Scheduler(BaseScheduler):
             self.df.driven_by_scheduler = True  # type: ignore[attr-defined]
         store = await self.state.open()
         self.state.listeners.append(self._on_commit)
+        self.state.work_listeners.append(self._on_work)
+        self.state.forgotten_listeners.append(self._on_forgotten)
         watch_completed(self.crawler.engine, self._on_done)
+        on_stop(self.crawler.engine, self._drain)
         self.crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
         d = self.df.open()  # type: ignore[attr-defined]
         if d is not None:
@@ -125,19 +129,41 @@ class Scheduler(BaseScheduler):
     def close(self, reason: str) -> Deferred[None]:
         return deferred_from_coro(self._close(reason))
 
-    async def _close(self, reason: str) -> None:
-        self._closing = True
-        if self._refill_task is not None:
-            self._refill_task.cancel()
+    def _drain(self) -> None:
+        """The engine is stopping: lease nothing more, give back what we hold, now.
+
+        Requests already downloading may still finish here; their output is
+        committed as usual (it is idempotent) and their acks are no-ops, since
+        another worker may be fetching them already.
+        """
+        if self._draining is None:
+            self._closing = True
+            if self._refill_task is not None:
+                self._refill_task.cancel()
+            self._draining = asyncio.ensure_future(self._release_held())
+
+    async def _release_held(self) -> None:
         store = self.state.store
-        if store is not None:
-            await self.state.flush()
-            unprocessed = [lease_id for lease_id, _ in self._buffer] + sorted(self._open_leases)
-            if unprocessed:
-                released = await store.release(self.state.worker_id, unprocessed)
-                self.crawler.stats.inc_value("statecrawl/released", released)
-                logger.info("statecrawl: released %d unprocessed leases", released)
+        held = [lease_id for lease_id, _ in self._buffer] + sorted(self._open_leases)
         self._buffer.clear()
+        if store is None or not held:
+            return
+        while True:
+            try:
+                released = await store.release(self.state.worker_id, held)
+                break
+            except RETRY_ERRORS as exc:
+                logger.warning("statecrawl: cannot release leases yet (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+        self.crawler.stats.inc_value("statecrawl/released", released)
+        logger.info("statecrawl: stopping; gave %d leased requests back to the frontier", released)
+
+    async def _close(self, reason: str) -> None:
+        if self.state.store is not None:
+            await self.state.flush()  # output first: acks of finished requests land
+        self._drain()
+        assert self._draining is not None
+        await self._draining
         d = self.df.close(reason)  # type: ignore[attr-defined]
         if d is not None:
             await maybe_deferred_to_future(d)
@@ -207,6 +233,15 @@ class Scheduler(BaseScheduler):
             self._wakeup.set()
             self._refill()
 
+    def _on_work(self) -> None:
+        self._wakeup.set()
+        self._refill()
+
+    def _on_forgotten(self) -> None:
+        # Our buffered leases were reclaimed and may be another worker's now.
+        self.crawler.stats.inc_value("statecrawl/dropped_reclaimed", len(self._buffer))
+        self._buffer.clear()
+
     def _on_idle(self, spider: Spider) -> None:
         if self._finished and not self.state.pending_writes and not self._open_leases:
             return  # the whole crawl is done: let the spider close
@@ -226,6 +261,7 @@ class Scheduler(BaseScheduler):
 
     async def _refill_loop(self) -> None:
         poll = 0.005
+        token: str | None = None  # kept across a failed lease, so a lost reply is replayed
         while not self._closing:
             want = self.prefetch - len(self._buffer)
             if want <= 0:
@@ -235,12 +271,15 @@ class Scheduler(BaseScheduler):
             store = self.state.store
             if store is None:
                 return
+            token = token or new_token()
             try:
-                state, pairs = await store.lease(self.state.worker_id, want, check_finished=check)
+                state, pairs = await store.lease(
+                    self.state.worker_id, want, check_finished=check, token=token)
             except RETRY_ERRORS as exc:
                 logger.warning("statecrawl: lease failed (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(0.5)
                 continue
+            token = None
             if state == "cancelled":
                 self._finished = True
                 logger.info("statecrawl: crawl %r was cancelled", store.crawl_id)

@@ -24,7 +24,8 @@ import logging
 import os
 import socket
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from scrapy import signals
@@ -32,7 +33,8 @@ from scrapy import signals
 from statecrawl.connection import connect, resolve_redis_url
 from statecrawl.exceptions import ConfigError
 from statecrawl.keys import validate_crawl_id
-from statecrawl.store import CrawlStore, PendingItem, PendingRequest
+from statecrawl.liveness import HeartbeatThread, listen_for_work
+from statecrawl.store import CommitResult, CrawlStore, PendingItem, PendingRequest, new_token
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -75,10 +77,19 @@ class WorkerState:
         self._items: list[PendingItem] = []
         self._acks: list[str] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat: HeartbeatThread | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._batch = crawler.settings.getint("STATECRAWL_COMMIT_BATCH", 500)
-        self._heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 2.0)
-        self.listeners: list[Any] = []  # called with each CommitResult
+        self.heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 0.1)
+        self.worker_timeout = crawler.settings.getfloat("STATECRAWL_WORKER_TIMEOUT", 0.4)
+        if self.worker_timeout < 2 * self.heartbeat_interval:
+            raise ConfigError(
+                f"STATECRAWL_WORKER_TIMEOUT ({self.worker_timeout}s) must be at least twice "
+                f"STATECRAWL_HEARTBEAT_INTERVAL ({self.heartbeat_interval}s)"
+            )
+        self.listeners: list[Callable[[CommitResult], None]] = []  # after each commit
+        self.work_listeners: list[Callable[[], None]] = []  # work appeared in the frontier
+        self.forgotten_listeners: list[Callable[[], None]] = []  # this worker was declared dead
         crawler.signals.connect(self._close, signal=signals.spider_closed)
 
     @classmethod
@@ -110,6 +121,7 @@ class WorkerState:
         settings = self.crawler.settings
         url = await asyncio.to_thread(resolve_redis_url, settings)
         self.client = await connect(url, name=f"statecrawl:{self.worker_id}")
+        self.url = url
         self.store = CrawlStore(self.client, crawl_id_for(self.crawler))
         spider = self.crawler.spider
         await self.store.open_crawl(
@@ -118,8 +130,16 @@ class WorkerState:
             limit=getattr(spider, "crawl_limit", None),
             args=getattr(spider, "crawl_args", None),
         )
-        await self.store.heartbeat(self.worker_id)
-        self._heartbeat = asyncio.ensure_future(self._heartbeat_loop())
+        await self.store.heartbeat(self.worker_id, self.worker_timeout)
+        self._heartbeat = HeartbeatThread(
+            url=url, keys=self.store.keys, worker=self.worker_id,
+            interval=self.heartbeat_interval, timeout=self.worker_timeout,
+            loop=asyncio.get_running_loop(), on_reclaimed=self._on_reclaimed,
+            on_forgotten=self._on_forgotten,
+        )
+        self._heartbeat.start()
+        self._listener = asyncio.ensure_future(
+            listen_for_work(url, self.store.keys.queue, self._on_work))
         logger.info("statecrawl: worker %s joined crawl %r", self.worker_id, self.store.crawl_id)
 
     # -- writes ---------------------------------------------------------------
@@ -163,19 +183,22 @@ class WorkerState:
             assert self.store is not None
             b = self._batch
             requests, items, acks = self._requests[:b], self._items[:b], self._acks[:b]
-            try:
-                result = await self.store.commit(
-                    self.worker_id, dedupe=self.dedupe_mode,
-                    requests=requests, items=items, acks=acks,
-                )
-            except RETRY_ERRORS as exc:
-                stats.inc_value("statecrawl/redis_errors")
-                logger.error("statecrawl: commit to Redis failed (%s); keeping %d requests, %d items, "
-                             "%d acks and retrying in %.1fs", exc, len(self._requests),
-                             len(self._items), len(self._acks), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
+            token = new_token()
+            while True:  # the same batch, with the same token, until Redis has it
+                try:
+                    result = await self.store.commit(
+                        self.worker_id, dedupe=self.dedupe_mode, requests=requests,
+                        items=items, acks=acks, token=token,
+                    )
+                    break
+                except RETRY_ERRORS as exc:
+                    stats.inc_value("statecrawl/redis_errors")
+                    logger.error(
+                        "statecrawl: commit to Redis failed (%s); keeping %d requests, %d items "
+                        "and %d acks, retrying in %.1fs", exc, len(self._requests),
+                        len(self._items), len(self._acks), backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
             backoff = 0.1
             del self._requests[: len(requests)]
             del self._items[: len(items)]
@@ -191,24 +214,37 @@ class WorkerState:
             for listener in self.listeners:
                 listener(result)
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._heartbeat_interval)
-            try:
-                assert self.store is not None
-                await self.store.heartbeat(self.worker_id)
-            except RETRY_ERRORS as exc:
-                logger.warning("statecrawl: heartbeat failed: %s", exc)
+    # -- liveness events (from the heartbeat thread and the work listener) ----
+
+    def _on_work(self) -> None:
+        for listener in self.work_listeners:
+            listener()
+
+    def _on_reclaimed(self, reclaimed: int, dead: list[str]) -> None:
+        self.crawler.stats.inc_value("statecrawl/reclaimed", reclaimed)
+        logger.warning("statecrawl: workers %s stopped answering; %d of their requests went "
+                       "back to the frontier", ", ".join(dead), reclaimed)
+
+    def _on_forgotten(self) -> None:
+        self.crawler.stats.inc_value("statecrawl/forgotten")
+        logger.warning("statecrawl: this worker was declared dead (heartbeat older than %.1fs); "
+                       "its leases may be served by others", self.worker_timeout)
+        for listener in self.forgotten_listeners:
+            listener()
 
     async def _close(self) -> None:
         if self.store is None:
             return
         try:
             await self.flush()
-            await self.store.leave(self.worker_id)
+            if await self.store.leave(self.worker_id):
+                logger.warning("statecrawl: gave back leases this worker had lost track of")
         finally:
             if self._heartbeat is not None:
-                self._heartbeat.cancel()
+                self._heartbeat.stop()
+                await asyncio.to_thread(self._heartbeat.join, 5)
+            if self._listener is not None:
+                self._listener.cancel()
             assert self.client is not None
             await self.client.aclose()
             self.store = None

@@ -10,24 +10,35 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from statecrawl.keys import CRAWLS_KEY, CrawlKeys
 from statecrawl.serialize import dumps, loads
 
-__all__ = ["CommitResult", "CrawlStore", "PendingItem", "PendingRequest", "item_key"]
+__all__ = [
+    "DEDUPE_MODES", "CommitResult", "CrawlStore", "Heartbeat", "PendingItem", "PendingRequest",
+    "heartbeat_keys", "item_key", "new_token", "script_source",
+]
 
-#: A heartbeat older than this (seconds) no longer counts as a live worker.
+#: Dupefilter modes of the commit script (``lua/dedupe_<mode>.lua``).
+DEDUPE_MODES = ("none", "set")
+
+#: ``statecrawl status`` counts workers heard from within this many seconds.
 LIVE_WORKER_WINDOW = 15.0
 
 
 def _script(name: str) -> str:
     return resources.files("statecrawl").joinpath("lua", name).read_text()
+
+
+script_source = _script
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +66,31 @@ class CommitResult:
     acked: int
 
 
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    was_registered: bool  # False: this worker had been declared dead and forgotten
+    reclaimed: int  # leases of dead workers put back into the frontier
+    dead: list[str]  # the workers declared dead by this call
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def heartbeat_keys(k: CrawlKeys) -> list[str]:
+    """KEYS of heartbeat.lua and leave.lua (shared with the heartbeat thread's client)."""
+    return [k.queue, k.leases, k.workers, k.stats, k.tokens]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    # results replayed from the tokens hash come back through cjson as str
+    return value.encode() if isinstance(value, str) else value
+
+
 def item_key(item: dict[str, Any], body: bytes) -> str:
     """The key an item is stored under: its ``url``, else a hash of its JSON."""
     url = item.get("url")
@@ -70,9 +106,20 @@ class CrawlStore:
         self.client = client
         self.keys = CrawlKeys(crawl_id)
         self.crawl_id = crawl_id
-        self._commit = client.register_script(_script("commit.lua"))
+        self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
         self._lease = client.register_script(_script("lease.lua"))
         self._release = client.register_script(_script("release.lua"))
+        self._heartbeat = client.register_script(_script("heartbeat.lua"))
+        self._leave = client.register_script(_script("leave.lua"))
+
+    def _commit_script(self, dedupe: str) -> AsyncScript:
+        script = self._commits.get(dedupe)
+        if script is None:
+            if dedupe not in DEDUPE_MODES:
+                raise ValueError(f"unknown dupefilter mode {dedupe!r}")
+            source = _script(f"dedupe_{dedupe}.lua") + _script("commit.lua")
+            script = self._commits[dedupe] = self.client.register_script(source)
+        return script
 
     async def open_crawl(
         self, *, spider: str, start_url: str | None = None, limit: int | None = None,
@@ -96,25 +143,33 @@ class CrawlStore:
         return str(results[-1].decode())
 
     async def lease(
-        self, worker: str, n: int, *, check_finished: bool
+        self, worker: str, n: int, *, check_finished: bool, token: str | None = None
     ) -> tuple[str, list[tuple[str, bytes]]]:
-        """Lease up to *n* requests; returns (crawl state, [(id, json)])."""
+        """Lease up to *n* requests; returns (crawl state, [(id, json)]).
+
+        Re-sending a lease with the same *token* (after a lost reply) returns
+        the same requests instead of leasing more.
+        """
         k = self.keys
         out = await self._lease(
-            keys=[k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats],
-            args=[worker, n, "1" if check_finished else "0"],
+            keys=[k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens],
+            args=[worker, n, "1" if check_finished else "0", token or new_token()],
         )
-        state = out[0].decode()
-        pairs = [(out[i].decode(), out[i + 1]) for i in range(1, len(out), 2)]
+        state = _text(out[0])
+        pairs = [(_text(out[i]), _bytes(out[i + 1])) for i in range(1, len(out), 2)]
         return state, pairs
 
     async def commit(
         self, worker: str, *, dedupe: str, requests: Sequence[PendingRequest] = (),
-        items: Sequence[PendingItem] = (), acks: Sequence[str] = (),
+        items: Sequence[PendingItem] = (), acks: Sequence[str] = (), token: str | None = None,
     ) -> CommitResult:
-        """Enqueue *requests*, store *items*, then acknowledge *acks*, atomically."""
+        """Enqueue *requests*, store *items*, then acknowledge *acks*, atomically.
+
+        Re-sending the same batch with the same *token* is a no-op that
+        returns the first result.
+        """
         k = self.keys
-        args: list[Any] = [worker, dedupe, len(requests)]
+        args: list[Any] = [worker, token or new_token(), len(requests)]
         for r in requests:
             args += [r.fingerprint, "1" if r.filter else "0", r.score, r.body]
         args.append(len(items))
@@ -122,8 +177,9 @@ class CrawlStore:
             args += [it.key, "1" if it.failed else "0", it.body]
         args.append(len(acks))
         args += acks
-        out = await self._commit(
-            keys=[k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats],
+        out = await self._commit_script(dedupe)(
+            keys=[k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
+                  k.tokens],
             args=args,
         )
         return CommitResult(*(int(x) for x in out))
@@ -135,12 +191,15 @@ class CrawlStore:
         k = self.keys
         return int(await self._release(keys=[k.queue, k.leases, k.stats], args=[worker, *ids]))
 
-    async def heartbeat(self, worker: str) -> None:
-        now_s, now_us = await self.client.time()
-        await self.client.zadd(self.keys.workers, {worker: now_s * 1000 + now_us // 1000})
+    async def heartbeat(self, worker: str, timeout: float) -> Heartbeat:
+        """Record *worker* as alive and reclaim the leases of workers silent for *timeout* s."""
+        k = self.keys
+        out = await self._heartbeat(keys=heartbeat_keys(k), args=[worker, int(timeout * 1000)])
+        return Heartbeat(bool(out[0]), int(out[1]), [_text(w) for w in out[2:]])
 
-    async def leave(self, worker: str) -> None:
-        await self.client.zrem(self.keys.workers, worker)
+    async def leave(self, worker: str) -> int:
+        """Forget *worker*, giving back any lease it still holds; returns how many."""
+        return int(await self._leave(keys=heartbeat_keys(self.keys), args=[worker]))
 
     async def exists(self) -> bool:
         return bool(await self.client.exists(self.keys.meta))

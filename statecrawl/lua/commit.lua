@@ -6,16 +6,31 @@
 -- output of its callback, so a crash never loses the output of a request
 -- whose lease is gone.
 --
--- KEYS: meta seq queue reqs leases seen items failed stats
--- ARGV: worker dedupe_mode('set'|'none')
+-- The dupefilter is a prepended snippet (dedupe_<mode>.lua) defining
+-- make_dedupe(seen_key, meta_key) -> function(fingerprint) -> true if new.
+--
+-- A commit is applied at most once: the worker's last commit token and its
+-- result are kept in the tokens hash (a worker has one commit in flight at a
+-- time), so a worker that lost the reply (Redis restarted, connection cut)
+-- can send the same commit again safely.
+--
+-- KEYS: meta seq queue reqs leases seen items failed stats tokens
+-- ARGV: worker token
 --       n_requests {fingerprint filter(0|1) score json}*
 --       n_items {key failed(0|1) json}*
 --       n_acks {request_id}*
 -- Returns {enqueued, duplicates, limit_dropped, acked}
-local meta, seq, queue, reqs, leases, seen, items, failed, stats =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local worker, mode = ARGV[1], ARGV[2]
+local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local worker, token = ARGV[1], ARGV[2]
 local i = 3
+
+local last = redis.call('HGET', tokens, worker)
+if last and string.sub(last, 1, #token + 1) == token .. ' ' then
+  return cjson.decode(string.sub(last, #token + 2))
+end
+local seen_add = make_dedupe(seen, meta)
+local was_empty = redis.call('ZCARD', queue) == 0
 
 local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
 local admitted = tonumber(redis.call('HGET', stats, 'enqueued') or '0') or 0
@@ -26,8 +41,8 @@ for _ = 1, n do
   local fp, filter, score, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   i = i + 4
   local new = true
-  if mode == 'set' and filter == '1' then
-    new = redis.call('SADD', seen, fp) == 1
+  if filter == '1' then
+    new = seen_add(fp)
   end
   if not new then
     duplicates = duplicates + 1
@@ -78,4 +93,8 @@ end
 if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) end
 if limit_dropped > 0 then redis.call('HINCRBY', stats, 'limit_dropped', limit_dropped) end
 if acked > 0 then redis.call('HINCRBY', stats, 'acked', acked) end
-return {enqueued, duplicates, limit_dropped, acked}
+-- Wake idle workers when work appears in an empty frontier.
+if was_empty and enqueued > 0 then redis.call('PUBLISH', queue, 'work') end
+local result = {enqueued, duplicates, limit_dropped, acked}
+redis.call('HSET', tokens, worker, token .. ' ' .. cjson.encode(result))
+return result

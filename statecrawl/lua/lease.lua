@@ -5,13 +5,22 @@
 -- so in meta. The caller asks for that check only when it has no unflushed
 -- output of its own, so a worker's start requests cannot race it.
 --
--- KEYS: meta queue reqs leases workers stats
--- ARGV: worker n check_finished(0|1)
+-- Like a commit, a lease is applied at most once per token (kept in the
+-- tokens hash under "<worker>|lease"), so a worker that lost the reply gets
+-- the same requests when it asks again.
+--
+-- KEYS: meta queue reqs leases workers stats tokens
+-- ARGV: worker n check_finished(0|1) token
 -- Times come from the Redis clock, so workers on different machines agree.
 -- Returns {state, id1, json1, id2, json2, ...}
-local meta, queue, reqs, leases, workers, stats =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local worker, n = ARGV[1], tonumber(ARGV[2])
+local meta, queue, reqs, leases, workers, stats, tokens =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local worker, n, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
+local field = worker .. '|lease'
+local last = redis.call('HGET', tokens, field)
+if last and string.sub(last, 1, #token + 1) == token .. ' ' then
+  return cjson.decode(string.sub(last, #token + 2))
+end
 local now = redis.call('TIME')
 
 redis.call('ZADD', workers, now[1] * 1000 + math.floor(now[2] / 1000), worker)
@@ -36,6 +45,7 @@ if n > 0 then
       out[1] = 'running'
       redis.call('HSET', meta, 'state', 'running')
     end
+    redis.call('HSET', tokens, field, token .. ' ' .. cjson.encode(out))
     return out
   end
 end

@@ -17,5 +17,8 @@ for j = 2, #ARGV do
     released = released + 1
   end
 end
-if released > 0 then redis.call('HINCRBY', stats, 'released', released) end
+if released > 0 then
+  redis.call('HINCRBY', stats, 'released', released)
+  redis.call('PUBLISH', queue, 'released')
+end
 return released

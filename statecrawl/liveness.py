@@ -1,0 +1,103 @@
+"""Worker liveness: a heartbeat thread that also reclaims dead workers' leases,
+and a pub/sub listener that wakes the worker when work appears.
+
+Why a thread: the heartbeat must keep going while the reactor is busy (a long
+callback, a slow render), or a live worker's leases would be taken from it.
+The thread has its own blocking Redis connection and never touches the
+reactor; it only hands events to the asyncio loop with
+``call_soon_threadsafe``.
+
+Each beat runs ``heartbeat.lua``: record this worker as alive (Redis clock),
+then put back into the frontier every lease held by a worker silent for
+longer than the timeout. Any live worker can do the reclaim; the script is
+atomic, so each lease is reclaimed exactly once. A worker that finds itself
+forgotten (it was silent too long, e.g. Redis was unreachable) is told so,
+since its leases may now belong to others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import redis
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from statecrawl.store import heartbeat_keys, script_source
+
+if TYPE_CHECKING:
+    from statecrawl.keys import CrawlKeys
+
+__all__ = ["HeartbeatThread", "listen_for_work"]
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatThread(threading.Thread):
+    """Beat every *interval* s; declare workers silent for *timeout* s dead."""
+
+    def __init__(
+        self, *, url: str, keys: CrawlKeys, worker: str, interval: float, timeout: float,
+        loop: asyncio.AbstractEventLoop, on_reclaimed: Callable[[int, list[str]], None],
+        on_forgotten: Callable[[], None],
+    ) -> None:
+        super().__init__(name=f"statecrawl-heartbeat-{worker}", daemon=True)
+        self.url, self.keys, self.worker = url, keys, worker
+        self.interval, self.timeout_ms = interval, int(timeout * 1000)
+        self.loop = loop
+        self.on_reclaimed, self.on_forgotten = on_reclaimed, on_forgotten
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        client = redis.Redis.from_url(self.url, socket_timeout=max(1.0, self.interval * 5),
+                                      socket_connect_timeout=2.0)
+        script = client.register_script(script_source("heartbeat.lua"))
+        keys = heartbeat_keys(self.keys)
+        failing = False
+        try:
+            while not self._stop_event.wait(self.interval):
+                try:
+                    out = script(keys=keys, args=[self.worker, self.timeout_ms])
+                except (RedisError, OSError) as exc:
+                    if not failing:
+                        logger.warning("statecrawl: heartbeat cannot reach Redis (%s); retrying", exc)
+                    failing = True
+                    continue
+                if failing:
+                    logger.info("statecrawl: heartbeat reaches Redis again")
+                    failing = False
+                if not out[0]:
+                    self.loop.call_soon_threadsafe(self.on_forgotten)
+                if int(out[1]) or len(out) > 2:
+                    dead = [w.decode() for w in out[2:]]
+                    self.loop.call_soon_threadsafe(self.on_reclaimed, int(out[1]), dead)
+        finally:
+            client.close()
+
+
+async def listen_for_work(url: str, channel: str, on_work: Callable[[], None]) -> None:
+    """Call *on_work* for each message on *channel*, reconnecting with backoff, forever."""
+    backoff = 0.1
+    while True:
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(channel)
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None:
+                        on_work()
+        except (RedisError, OSError) as exc:
+            logger.debug("statecrawl: work listener lost Redis (%s); reconnecting", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+        finally:
+            await client.aclose()
