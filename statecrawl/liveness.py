@@ -43,13 +43,14 @@ class HeartbeatThread(threading.Thread):
     def __init__(
         self, *, url: str, keys: CrawlKeys, worker: str, interval: float, timeout: float,
         loop: asyncio.AbstractEventLoop, on_reclaimed: Callable[[int, list[str]], None],
-        on_forgotten: Callable[[], None],
+        on_forgotten: Callable[[], None], on_recovered: Callable[[], None],
     ) -> None:
         super().__init__(name=f"statecrawl-heartbeat-{worker}", daemon=True)
         self.url, self.keys, self.worker = url, keys, worker
         self.interval, self.timeout_ms = interval, int(timeout * 1000)
         self.loop = loop
         self.on_reclaimed, self.on_forgotten = on_reclaimed, on_forgotten
+        self.on_recovered = on_recovered
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -71,8 +72,8 @@ class HeartbeatThread(threading.Thread):
                     failing = True
                     continue
                 if failing:
-                    logger.info("statecrawl: heartbeat reaches Redis again")
                     failing = False
+                    self.loop.call_soon_threadsafe(self.on_recovered)
                 if not out[0]:
                     self.loop.call_soon_threadsafe(self.on_forgotten)
                 if int(out[1]) or len(out) > 2:

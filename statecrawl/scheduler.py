@@ -80,6 +80,7 @@ class Scheduler(BaseScheduler):
         self._finished = False
         self._closing = False
         self._draining: asyncio.Future[None] | None = None
+        self._must_reconcile = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Scheduler:
@@ -112,6 +113,7 @@ class Scheduler(BaseScheduler):
         self.state.listeners.append(self._on_commit)
         self.state.work_listeners.append(self._on_work)
         self.state.forgotten_listeners.append(self._on_forgotten)
+        self.state.recovered_listeners.append(self._on_recovered)
         watch_completed(self.crawler.engine, self._on_done)
         on_stop(self.crawler.engine, self._drain)
         self.crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
@@ -237,6 +239,14 @@ class Scheduler(BaseScheduler):
         self._wakeup.set()
         self._refill()
 
+    def _on_recovered(self) -> None:
+        # Redis may have lost writes (restart with appendfsync everysec) or kept
+        # a lease whose reply we lost: forget which links we already sent, and
+        # give back leases we hold in Redis without knowing (next refill pass).
+        self._sent.clear()
+        self._must_reconcile = True
+        self._refill()
+
     def _on_forgotten(self) -> None:
         # Our buffered leases were reclaimed and may be another worker's now.
         self.crawler.stats.inc_value("statecrawl/dropped_reclaimed", len(self._buffer))
@@ -262,7 +272,11 @@ class Scheduler(BaseScheduler):
     async def _refill_loop(self) -> None:
         poll = 0.005
         token: str | None = None  # kept across a failed lease, so a lost reply is replayed
+        failed = False
         while not self._closing:
+            # never while a lease is unresolved: its requests are ours but unknown yet
+            if self._must_reconcile and token is None and not await self._reconcile():
+                continue
             want = self.prefetch - len(self._buffer)
             if want <= 0:
                 return
@@ -278,8 +292,12 @@ class Scheduler(BaseScheduler):
             except RETRY_ERRORS as exc:
                 logger.warning("statecrawl: lease failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
+                failed = True
                 continue
             token = None
+            if failed:
+                self._on_recovered()
+                failed = False
             if state == "cancelled":
                 self._finished = True
                 logger.info("statecrawl: crawl %r was cancelled", store.crawl_id)
@@ -302,6 +320,25 @@ class Scheduler(BaseScheduler):
             except asyncio.TimeoutError:
                 pass
             poll = min(poll * 2, self.idle_poll_max)
+
+    async def _reconcile(self) -> bool:
+        """Run in the refill loop, so no lease is in flight meanwhile; False on error."""
+        store = self.state.store
+        if store is None:
+            return True
+        known = [lease_id for lease_id, _ in self._buffer] + list(self._open_leases)
+        try:
+            released = await store.reconcile(self.state.worker_id, known)
+        except RETRY_ERRORS as exc:
+            logger.warning("statecrawl: cannot reconcile leases yet (%s); retrying", exc)
+            await asyncio.sleep(0.5)
+            return False
+        self._must_reconcile = False
+        if released:
+            self.crawler.stats.inc_value("statecrawl/reconciled", released)
+            logger.warning("statecrawl: gave back %d leases Redis held for this worker unknown "
+                           "to it", released)
+        return True
 
     def _accept(self, pairs: list[tuple[str, bytes]]) -> None:
         self.crawler.stats.inc_value("statecrawl/leased", len(pairs))

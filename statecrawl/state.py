@@ -90,6 +90,7 @@ class WorkerState:
         self.listeners: list[Callable[[CommitResult], None]] = []  # after each commit
         self.work_listeners: list[Callable[[], None]] = []  # work appeared in the frontier
         self.forgotten_listeners: list[Callable[[], None]] = []  # this worker was declared dead
+        self.recovered_listeners: list[Callable[[], None]] = []  # Redis answers again after errors
         crawler.signals.connect(self._close, signal=signals.spider_closed)
 
     @classmethod
@@ -135,7 +136,7 @@ class WorkerState:
             url=url, keys=self.store.keys, worker=self.worker_id,
             interval=self.heartbeat_interval, timeout=self.worker_timeout,
             loop=asyncio.get_running_loop(), on_reclaimed=self._on_reclaimed,
-            on_forgotten=self._on_forgotten,
+            on_forgotten=self._on_forgotten, on_recovered=self.recovered,
         )
         self._heartbeat.start()
         self._listener = asyncio.ensure_future(
@@ -199,6 +200,8 @@ class WorkerState:
                         len(self._items), len(self._acks), backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
+            if backoff > 0.1:
+                self.recovered()
             backoff = 0.1
             del self._requests[: len(requests)]
             del self._items[: len(items)]
@@ -224,6 +227,13 @@ class WorkerState:
         self.crawler.stats.inc_value("statecrawl/reclaimed", reclaimed)
         logger.warning("statecrawl: workers %s stopped answering; %d of their requests went "
                        "back to the frontier", ", ".join(dead), reclaimed)
+
+    def recovered(self) -> None:
+        """Redis answers again after errors: it may have lost or kept what we sent."""
+        logger.info("statecrawl: Redis is reachable again; reconciling this worker's leases")
+        self.crawler.stats.inc_value("statecrawl/redis_recoveries")
+        for listener in self.recovered_listeners:
+            listener()
 
     def _on_forgotten(self) -> None:
         self.crawler.stats.inc_value("statecrawl/forgotten")

@@ -111,6 +111,7 @@ class CrawlStore:
         self._release = client.register_script(_script("release.lua"))
         self._heartbeat = client.register_script(_script("heartbeat.lua"))
         self._leave = client.register_script(_script("leave.lua"))
+        self._reconcile = client.register_script(_script("reconcile.lua"))
 
     def _commit_script(self, dedupe: str) -> AsyncScript:
         script = self._commits.get(dedupe)
@@ -196,6 +197,11 @@ class CrawlStore:
         k = self.keys
         out = await self._heartbeat(keys=heartbeat_keys(k), args=[worker, int(timeout * 1000)])
         return Heartbeat(bool(out[0]), int(out[1]), [_text(w) for w in out[2:]])
+
+    async def reconcile(self, worker: str, known: Sequence[str]) -> int:
+        """Give back every lease of *worker* in Redis that is not in *known*."""
+        k = self.keys
+        return int(await self._reconcile(keys=[k.queue, k.leases, k.stats], args=[worker, *known]))
 
     async def leave(self, worker: str) -> int:
         """Forget *worker*, giving back any lease it still holds; returns how many."""

@@ -119,7 +119,8 @@ def test_heartbeat_thread_beats_while_the_event_loop_is_blocked(redis_server: An
     loop = asyncio.new_event_loop()
     thread = HeartbeatThread(url=redis_server.url, keys=keys, worker="busy", interval=0.05,
                              timeout=0.2, loop=loop, on_reclaimed=lambda n, d: events.append("r"),
-                             on_forgotten=lambda: events.append("f"))
+                             on_forgotten=lambda: events.append("f"),
+                             on_recovered=lambda: events.append("ok"))
     client = redis.Redis(port=redis_server.port)
     thread.start()
     try:
