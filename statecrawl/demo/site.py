@@ -94,6 +94,8 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body:
             with site._hits_lock:
                 site.hits[self.path] += 1
+                if site.record:
+                    site.log.append((time.monotonic(), self.path))
         if site.delay:
             time.sleep(site.delay)
         head, body = site._responses.get(self.path.split("?", 1)[0], _NOT_FOUND)
@@ -200,11 +202,17 @@ class DemoSite:
     ``final_url`` is page 3, ``/redirect-out`` an ``OutOfScopeRedirect`` error item.
     """
 
-    def __init__(self, pages: int = 60, host: str = "127.0.0.1", port: int = 0, delay: float = 0.0) -> None:
+    def __init__(
+        self, pages: int = 60, host: str = "127.0.0.1", port: int = 0, delay: float = 0.0, record: bool = False
+    ) -> None:
         if pages < 1:
             raise ValueError(f"pages must be >= 1, got {pages}")
         self.pages, self.host, self.port, self.delay = pages, host, port, delay
         self.hits: collections.Counter[str] = collections.Counter()
+        # With record=True, (time.monotonic(), path) of every GET on arrival, in order:
+        # lets a test or benchmark time a re-fetch. requests_since() reads it thread-safely.
+        self.record = record
+        self.log: list[tuple[float, str]] = []
         self._hits_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -250,8 +258,15 @@ class DemoSite:
         self.stop()
 
     def reset_hits(self) -> None:
+        """Forget the hits counted so far (and the request log)."""
         with self._hits_lock:
             self.hits.clear()
+            self.log.clear()
+
+    def requests_since(self, start: float) -> list[tuple[float, str]]:
+        """The logged GETs (``record=True``) that arrived at or after monotonic time *start*."""
+        with self._hits_lock:
+            return [entry for entry in self.log if entry[0] >= start]
 
     def page_urls(self) -> list[str]:
         """Absolute URLs of the HTML pages a correct crawl produces a 200 item for: index, pages, orphan."""
