@@ -10,8 +10,10 @@ noisy neighbour hurts all of them alike:
 * ``statecrawl``  statecrawl.scheduler.Scheduler + RedisDupeFilter
 * ``statecrawl x2`` two statecrawl processes sharing one crawl (pages/s of the pair)
 
-The site is the bundled demo site served by its own process; Redis is a
-private ``redis-server`` (no persistence) on a free port. Two figures per run:
+The site is the bundled demo site, written out as static files and served by
+nginx when it is installed (``apt-get install nginx-light``), else served by
+the demo site's own Python server (``--server python`` forces that); Redis is
+a private ``redis-server`` (no persistence) on a free port. Two figures per run:
 pages/s (wall clock, from the first response to close) and CPU ms per page
 (crawler processes plus the Redis server), which is steadier on a shared
 machine. Each figure is the median over rounds; ratios are against plain
@@ -67,11 +69,38 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def start_site(pages: int) -> tuple[subprocess.Popen[str], str]:
+def start_site(pages: int, server: str, tmp: Path) -> tuple[subprocess.Popen[str], str]:
+    """Serve the demo site; returns (process, base URL)."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if server == "nginx" or (server == "auto" and nginx):
+        if nginx is None:
+            raise SystemExit("nginx is not installed (apt-get install nginx-light)")
+        from statecrawl.demo.site import write_site
+
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        root = tmp / "site"
+        write_site(root, pages, url)
+        tmp.chmod(0o755)  # nginx workers drop to an unprivileged user
+        conf = tmp / "nginx.conf"
+        conf.write_text(
+            f"worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/nginx.err;\n"
+            "events { worker_connections 1024; }\n"
+            f"http {{ access_log off; include /etc/nginx/mime.types; keepalive_requests 100000;\n"
+            f"  server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n")
+        proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp)], text=True)
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    print(f"site: nginx serving {pages} pages at {url}", flush=True)
+                    return proc, url
+            time.sleep(0.05)
+        raise RuntimeError("nginx did not start")
     proc = subprocess.Popen([sys.executable, "-m", "statecrawl.demo.site", "--pages", str(pages),
                              "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
+    print(f"site: python demo server, {line.strip()}", flush=True)
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
@@ -105,6 +134,8 @@ def run(setup: str, url: str, redis_url: str, redis_pid: int, workers: int = 1) 
     rows = [json.loads(line) for line in result.read_text().splitlines()]
     result.unlink()
     pages = sum(r["responses"] for r in rows)
+    if pages == 0:
+        raise RuntimeError(f"{setup}: no page was crawled; is the site up at {url}?")
     cpu_ms = 1000 * cpu / pages
     if workers == 1:
         return pages / rows[0]["seconds"], cpu_ms
@@ -116,10 +147,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         redis_proc, redis_url = start_redis(Path(tmp))
-        site_proc, url = start_site(args.pages)
+        site_proc, url = start_site(args.pages, args.server, Path(tmp))
         try:
             names = [*SETUPS, "statecrawl x2"]
             figures: dict[str, list[float]] = {n: [] for n in names}
