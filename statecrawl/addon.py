@@ -23,7 +23,19 @@ class Addon:
         settings.set(
             "TWISTED_REACTOR", "twisted.internet.asyncioreactor.AsyncioSelectorReactor", "addon"
         )
+        from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as ScrapyRobots
+        from scrapy.utils.misc import load_object
+
         from statecrawl.pipelines import MarkdownFiles, RedisItemStore
+        from statecrawl.robots import RobotsTxtMiddleware
+
+        # Scrapy 2.19's robots.txt middleware lets through the requests that
+        # wait for robots.txt (see statecrawl.robots); ours replaces it.
+        base = settings.getdict("DOWNLOADER_MIDDLEWARES_BASE")
+        priority = next(v for k, v in base.items() if load_object(k) is ScrapyRobots)
+        settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", ScrapyRobots, None)
+        settings.setdefault_in_component_priority_dict(
+            "DOWNLOADER_MIDDLEWARES", RobotsTxtMiddleware, priority)
 
         # Kept where a project already lists them (with its own priority).
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)

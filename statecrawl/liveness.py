@@ -83,8 +83,13 @@ class HeartbeatThread(threading.Thread):
             client.close()
 
 
-async def listen_for_work(url: str, channel: str, on_work: Callable[[], None]) -> None:
-    """Call *on_work* for each message on *channel*, reconnecting with backoff, forever."""
+async def listen_for_work(url: str, channel: str, on_work: Callable[[str], None]) -> None:
+    """Call *on_work(kind)* for each message on *channel*, reconnecting with backoff, forever.
+
+    *kind* is the message: ``work`` (requests entered an empty frontier),
+    ``reclaimed`` (a dead worker's leases came back) or ``released`` (a
+    stopping worker gave its leases back).
+    """
     backoff = 0.1
     while True:
         client = redis.asyncio.Redis.from_url(url)
@@ -95,7 +100,8 @@ async def listen_for_work(url: str, channel: str, on_work: Callable[[], None]) -
                 while True:
                     message = await pubsub.get_message(timeout=None)
                     if message is not None:
-                        on_work()
+                        data = message.get("data")
+                        on_work(data.decode() if isinstance(data, bytes) else str(data))
         except (RedisError, OSError) as exc:
             logger.debug("statecrawl: work listener lost Redis (%s); reconnecting", exc)
             await asyncio.sleep(backoff)

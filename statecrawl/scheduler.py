@@ -81,6 +81,7 @@ class Scheduler(BaseScheduler):
         self._closing = False
         self._draining: asyncio.Future[None] | None = None
         self._must_reconcile = False
+        self._urgent = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Scheduler:
@@ -140,11 +141,16 @@ class Scheduler(BaseScheduler):
         """
         if self._draining is None:
             self._closing = True
-            if self._refill_task is not None:
-                self._refill_task.cancel()
+            self._wakeup.set()  # the refill loop stops at its next step
             self._draining = asyncio.ensure_future(self._release_held())
 
     async def _release_held(self) -> None:
+        task = self._refill_task
+        if task is not None and not task.done():
+            # Let a lease call in flight return, so what it leased is released
+            # below; cancelling it would leave those leases to leave.lua.
+            await asyncio.wait({task}, timeout=5)
+            task.cancel()
         store = self.state.store
         held = [lease_id for lease_id, _ in self._buffer] + sorted(self._open_leases)
         self._buffer.clear()
@@ -235,7 +241,11 @@ class Scheduler(BaseScheduler):
             self._wakeup.set()
             self._refill()
 
-    def _on_work(self) -> None:
+    def _on_work(self, kind: str) -> None:
+        if kind in ("reclaimed", "released"):
+            # Another worker's requests are back and have waited longest: take
+            # some now, ahead of our buffer, instead of when it runs low.
+            self._urgent = True
         self._wakeup.set()
         self._refill()
 
@@ -277,7 +287,8 @@ class Scheduler(BaseScheduler):
             # never while a lease is unresolved: its requests are ours but unknown yet
             if self._must_reconcile and token is None and not await self._reconcile():
                 continue
-            want = self.prefetch - len(self._buffer)
+            urgent, self._urgent = self._urgent, False
+            want = self.prefetch if urgent else self.prefetch - len(self._buffer)
             if want <= 0:
                 return
             check = self._idle and not self.state.pending_writes and not self._open_leases
@@ -304,7 +315,7 @@ class Scheduler(BaseScheduler):
                 asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="cancelled"))
                 return
             if pairs:
-                self._accept(pairs)
+                self._accept(pairs, front=urgent)
                 self._idle = False
                 poll = 0.005
                 wake(self.crawler.engine)
@@ -340,8 +351,9 @@ class Scheduler(BaseScheduler):
                            "to it", released)
         return True
 
-    def _accept(self, pairs: list[tuple[str, bytes]]) -> None:
+    def _accept(self, pairs: list[tuple[str, bytes]], *, front: bool = False) -> None:
         self.crawler.stats.inc_value("statecrawl/leased", len(pairs))
+        accepted: list[tuple[str, Request]] = []
         for lease_id, body in pairs:
             try:
                 request = request_from_json(body, self.spider)
@@ -350,4 +362,8 @@ class Scheduler(BaseScheduler):
                 self.crawler.stats.inc_value("statecrawl/request_undecodable")
                 self.state.ack(lease_id)
                 continue
-            self._buffer.append((lease_id, request))
+            accepted.append((lease_id, request))
+        if front:
+            self._buffer.extendleft(reversed(accepted))
+        else:
+            self._buffer.extend(accepted)

@@ -88,7 +88,7 @@ class WorkerState:
                 f"STATECRAWL_HEARTBEAT_INTERVAL ({self.heartbeat_interval}s)"
             )
         self.listeners: list[Callable[[CommitResult], None]] = []  # after each commit
-        self.work_listeners: list[Callable[[], None]] = []  # work appeared in the frontier
+        self.work_listeners: list[Callable[[str], None]] = []  # work appeared in the frontier
         self.forgotten_listeners: list[Callable[[], None]] = []  # this worker was declared dead
         self.recovered_listeners: list[Callable[[], None]] = []  # Redis answers again after errors
         crawler.signals.connect(self._close, signal=signals.spider_closed)
@@ -219,9 +219,9 @@ class WorkerState:
 
     # -- liveness events (from the heartbeat thread and the work listener) ----
 
-    def _on_work(self) -> None:
+    def _on_work(self, kind: str) -> None:
         for listener in self.work_listeners:
-            listener()
+            listener(kind)
 
     def _on_reclaimed(self, reclaimed: int, dead: list[str]) -> None:
         self.crawler.stats.inc_value("statecrawl/reclaimed", reclaimed)

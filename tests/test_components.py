@@ -100,3 +100,38 @@ def test_redis_dupefilter_with_scrapys_own_scheduler_persists_across_runs(
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"loaded {seen} fingerprints" in second.stderr
     assert sum(site.hits.values()) == 0  # everything was already seen
+
+
+ROBOTS_SPIDER = '''
+import os
+from scrapy import Request, Spider
+
+class Robots(Spider):
+    name = "robots"
+    crawl_id = os.environ["CRAWL_ID"]
+    custom_settings = {"ADDONS": {"statecrawl.Addon": 0}, "ROBOTSTXT_OBEY": True,
+                       "STATECRAWL_OUTPUT_DIR": ""}
+
+    async def start(self):
+        for path in ("/page/1.html", "/private/secret.html", "/page/2.html", "/private/secret.html?x"):
+            yield Request(os.environ["BASE"] + path, callback=self.parse)
+
+    def parse(self, response):
+        yield {"url": response.url}
+'''
+
+
+def test_requests_waiting_for_robots_txt_are_all_checked(redis_server: RedisServer, crawl_id: str,
+                                                         tmp_path: Path) -> None:
+    """Scrapy 2.19 lets through all but the first request that waited for robots.txt."""
+    with DemoSite(pages=5) as fresh:  # robots.txt not yet fetched by anyone
+        spider = tmp_path / "robots_spider.py"
+        spider.write_text(ROBOTS_SPIDER)
+        env = worker_env(redis_server.url, None, CRAWL_ID=crawl_id, BASE=fresh.url)
+        env.pop("SCRAPY_SETTINGS_MODULE", None)
+        result = subprocess.run([sys.executable, "-m", "scrapy", "runspider", str(spider)],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert fresh.hits["/private/secret.html"] == 0 and fresh.hits["/private/secret.html?x"] == 0
+        assert fresh.hits["/page/1.html"] == 1 and fresh.hits["/page/2.html"] == 1
+        assert "'robotstxt/forbidden': 2" in result.stderr
