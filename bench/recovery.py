@@ -1,0 +1,214 @@
+"""How long a SIGKILLed worker's requests wait before another worker fetches them.
+
+    .venv/bin/python bench/recovery.py [--kills 10] [--pages 20000] [--delay 0.005] [--seed N]
+
+Two ``scrapy crawl site`` workers share one crawl of the demo site (served in
+this process with ``record=True``, so every GET is logged with its arrival
+time) on a private ``redis-server``. Then, ``--kills`` times: once the victim
+has joined, wait a random 0.5-1.5 s, read the leases the victim holds (its
+worker id carries its pid) and their URLs (reqs hash), SIGKILL it at t0, and
+measure t0 -> the first GET of any of those URLs; restart the victim as a new
+process on the same crawl once the re-fetch is seen (``--restart-first``: at
+once, so that its start-up, about 1.5 s of CPU for Scrapy's imports, competes
+with the survivor as it would under a supervisor). That time is the failure
+detection (``STATECRAWL_WORKER_TIMEOUT`` after the victim's last heartbeat), the
+reclaim, the next lease by a live worker and its request reaching the site; the time
+to the reclaim itself (``reclaimed`` in the stats hash, polled every 5 ms) is
+printed too.
+
+GETs in the first 50 ms after t0 are ignored: they are the victim's own last
+requests still in the socket buffers (no reclaim can happen that early, the
+timeout being 0.4 s). A kill whose victim held no lease is skipped and counted.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis
+
+from statecrawl.demo.site import DemoSite
+
+ROOT = Path(__file__).resolve().parent.parent
+STRAGGLERS = 0.05  # s after t0 during which a GET may still be the victim's own
+REFETCH_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], redis.Redis, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return proc, client, f"redis://127.0.0.1:{port}/0"
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+class Crawl:
+    def __init__(self, site: DemoSite, redis_url: str, client: redis.Redis, tmp: Path) -> None:
+        self.site, self.client, self.tmp = site, client, tmp
+        self.crawl_id = "bench-recovery-" + uuid.uuid4().hex[:8]
+        self.k = f"sc:{{{self.crawl_id}}}:"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "STATECRAWL_"))}
+        self.env.update(REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
+        self.started = 0
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        self.started += 1
+        env = dict(self.env, STATECRAWL_OUTPUT_DIR=str(self.tmp / f"out{self.started}"))
+        with open(self.tmp / f"worker{self.started}.log", "wb") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"url={self.site.url}/",
+                 "-a", f"crawl_id={self.crawl_id}", "-s", "RETRY_TIMES=0", "-s", "LOG_LEVEL=WARNING"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def running(self) -> bool:
+        return self.client.hget(self.k + "meta", "state") != b"finished"
+
+    def reclaimed(self) -> int:
+        return int(self.client.hget(self.k + "stats", "reclaimed") or 0)
+
+    def joined(self, pid: int) -> bool:
+        return any(_pid(w.decode()) == pid for w in self.client.zrange(self.k + "workers", 0, -1))
+
+    def held_paths(self, pid: int) -> set[str]:
+        """Paths of the requests leased by the worker process *pid*."""
+        leases = self.client.hgetall(self.k + "leases")
+        ids = [lid for lid, value in leases.items() if _pid(value.decode().rsplit(" ", 1)[0]) == pid]
+        if not ids:
+            return set()
+        bodies = self.client.hmget(self.k + "reqs", ids)
+        return {json.loads(b)["url"][len(self.site.url):] for b in bodies if b is not None}
+
+
+def _pid(worker_id: str) -> int:
+    return int(worker_id.rsplit("-", 2)[1])  # "<hostname>-<pid>-<hex>"
+
+
+def first_refetch(crawl: Crawl, paths: set[str], t0: float, reclaimed_before: int,
+                  ) -> tuple[float | None, float | None]:
+    """Seconds from t0 to the reclaim (stats hash, polled) and to the first GET of one of *paths*."""
+    deadline = t0 + REFETCH_TIMEOUT
+    reclaimed_at = None
+    while time.monotonic() < deadline:
+        if reclaimed_at is None and crawl.reclaimed() > reclaimed_before:
+            reclaimed_at = time.monotonic() - t0
+        for when, path in crawl.site.requests_since(t0 + STRAGGLERS):
+            if path.split("?", 1)[0] in paths:
+                return reclaimed_at, when - t0
+        time.sleep(0.005)
+    return reclaimed_at, None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--pages", type=int, default=20000)
+    parser.add_argument("--delay", type=float, default=0.005, help="seconds per request at the site")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--restart-first", action="store_true",
+                        help="restart the victim right after the kill, not after the measurement")
+    args = parser.parse_args()
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    rng = random.Random(seed)
+    print(f"{args.kills} kills, {args.pages} pages, site delay {args.delay * 1000:.0f} ms, seed {seed}")
+
+    with tempfile.TemporaryDirectory(prefix="statecrawl-recovery-") as tmpdir:
+        tmp = Path(tmpdir)
+        redis_proc, client, redis_url = start_redis(tmp)
+        site = DemoSite(pages=args.pages, delay=args.delay, record=True).start()
+        crawl = Crawl(site, redis_url, client, tmp)
+        survivor, victim = crawl.start_worker(), crawl.start_worker()
+        measured: list[float] = []
+        reclaims: list[float] = []
+        skipped = lost = 0
+        try:
+            for kill in range(1, args.kills + 1):
+                deadline = time.monotonic() + 30
+                while not crawl.joined(victim.pid) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                time.sleep(rng.uniform(0.5, 1.5))
+                if not crawl.running() or survivor.poll() is not None:
+                    print(f"the crawl ended after {kill - 1} kills; use more --pages")
+                    break
+                paths = crawl.held_paths(victim.pid)
+                reclaimed_before = crawl.reclaimed()
+                t0 = time.monotonic()
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                if args.restart_first:
+                    victim = crawl.start_worker()
+                reclaimed_at, took = (None, None)
+                if paths:
+                    reclaimed_at, took = first_refetch(crawl, paths, t0, reclaimed_before)
+                if not args.restart_first:
+                    victim = crawl.start_worker()
+                if not paths:
+                    skipped += 1
+                    print(f"kill {kill:2d}: the victim held no lease, skipped")
+                    continue
+                if took is None:
+                    lost += 1
+                    print(f"kill {kill:2d}: {len(paths)} leased, none fetched again within {REFETCH_TIMEOUT:.0f} s")
+                    continue
+                measured.append(took)
+                if reclaimed_at is not None:
+                    reclaims.append(reclaimed_at)
+                    seen = f"(reclaimed after {reclaimed_at * 1000:4.0f} ms)"
+                else:
+                    seen = "(reclaim not seen first)"
+                print(f"kill {kill:2d}: {len(paths):3d} leased, first re-fetch after {took * 1000:5.0f} ms {seen}")
+        finally:
+            for proc in (survivor, victim):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in (survivor, victim):
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            site.stop()
+            client.close()
+            redis_proc.terminate()
+            redis_proc.wait(10)
+
+    if measured:
+        ms = [t * 1000 for t in measured]
+        print(f"kill -> first re-fetch: median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms "
+              f"over {len(ms)} kills")
+    if reclaims:
+        ms = [t * 1000 for t in reclaims]
+        print(f"kill -> reclaim (stats hash): median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms")
+    print(f"kills with no leased request (skipped): {skipped}; never re-fetched: {lost}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
