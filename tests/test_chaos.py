@@ -36,13 +36,10 @@ pytestmark = pytest.mark.slow
 
 KILLS = 3
 
-#: Scrapy 2.19's RobotsTxtMiddleware (asyncio reactor) lets through every request
-#: that waits for robots.txt except the first: they all await one Deferred, and
-#: ``Deferred.asFuture`` consumes its result, so the others get ``None`` ("no
-#: robots.txt"). A worker that joins a running crawl leases a batch at once, and
-#: if the batch holds this page it is fetched. Tolerated (the test ends in xfail,
-#: after every other check) until the middleware is fixed or replaced.
-ROBOTS_BUG_PATH = "/private/secret.html"
+#: Disallowed by robots.txt. Scrapy 2.19's own middleware let it through for
+#: requests that waited for robots.txt; statecrawl.robots fixes that, and these
+#: tests check it is never fetched.
+ROBOTS_PATH = "/private/secret.html"
 
 
 class Worker:
@@ -102,18 +99,13 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, poll:
 
 
 def check_every_page_once(server: RedisServer, crawl_id: str, site: DemoSite, out: Path,
-                          context: str = "") -> bool:
-    """The crawl is complete and drained, and Redis and `statecrawl export` hold each URL once.
-
-    Returns True if the robots.txt-protected page slipped in (see ROBOTS_BUG_PATH).
-    """
+                          context: str = "") -> None:
+    """The crawl is complete and drained, and Redis and `statecrawl export` hold each URL once."""
     client = server.client()
     k = f"sc:{{{crawl_id}}}:"
     expected = site.expected_urls()
-    robots_bug = site.url + ROBOTS_BUG_PATH
     stored = {key.decode() for key in client.hkeys(k + "items")}
-    leaked = robots_bug in stored
-    stored.discard(robots_bug)
+    assert site.url + ROBOTS_PATH not in stored, f"{context} robots.txt was not obeyed"
     assert stored == expected, (f"{context} missing {sorted(expected - stored)[:10]}, "
                                 f"extra {sorted(stored - expected)[:10]}")
     assert client.hlen(k + "leases") == 0 and client.zcard(k + "queue") == 0, context
@@ -124,14 +116,7 @@ def check_every_page_once(server: RedisServer, crawl_id: str, site: DemoSite, ou
     lines = (out / "pages.jsonl").read_text().splitlines()
     counts = collections.Counter(json.loads(line)["url"] for line in lines)
     assert {u: n for u, n in counts.items() if n != 1} == {}, f"{context} exported twice"
-    assert set(counts) - {robots_bug} == expected, context
-    return leaked
-
-
-def xfail_if_robots_bug(leaked: bool) -> None:
-    if leaked:
-        pytest.xfail(f"{ROBOTS_BUG_PATH} was crawled despite robots.txt (Scrapy 2.19 "
-                     "RobotsTxtMiddleware: concurrent waiters get no parser)")
+    assert set(counts) == expected, context
 
 
 def test_victim_killed_repeatedly_every_page_exactly_once(
@@ -178,6 +163,5 @@ def test_victim_killed_repeatedly_every_page_exactly_once(
         assert [survivor.proc.returncode, victim.proc.returncode] == [0, 0], f"seed {seed}\n{logs}"
         assert "Spider closed (finished)" in survivor.text(), logs
         assert int(client.hget(k + "stats", "reclaimed") or 0) > 0, (seed, held_at_kill)
-        leaked = check_every_page_once(redis_server, crawl_id, site, tmp_path / "export",
+        check_every_page_once(redis_server, crawl_id, site, tmp_path / "export",
                                        context=f"seed {seed}:")
-    xfail_if_robots_bug(leaked)

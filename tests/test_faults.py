@@ -23,7 +23,6 @@ from tests.test_chaos import (
     request_urls,
     wait_until,
     worker_pid,
-    xfail_if_robots_bug,
 )
 
 pytestmark = pytest.mark.slow
@@ -80,11 +79,10 @@ def test_redis_killed_and_restarted_mid_crawl(crawl_id: str, tmp_path: Path) -> 
             assert [w.proc.returncode for w in workers] == [0, 0], logs
             for w in workers:
                 assert "Spider closed (finished)" in w.text(), logs
-            leaked = check_every_page_once(server, crawl_id, site, tmp_path / "export")
+            check_every_page_once(server, crawl_id, site, tmp_path / "export")
     finally:
         client.close()
         server.stop()
-    xfail_if_robots_bug(leaked)
 
 
 def test_sigterm_gives_leases_back_within_a_second(redis_server: RedisServer, crawl_id: str,
@@ -124,8 +122,7 @@ def test_sigterm_gives_leases_back_within_a_second(redis_server: RedisServer, cr
         assert [w.proc.returncode for w in workers] == [0, 0], logs
         assert "Spider closed (shutdown)" in a.text(), logs
         assert "Spider closed (finished)" in b.text(), logs
-        leaked = check_every_page_once(redis_server, crawl_id, site, tmp_path / "export")
-    xfail_if_robots_bug(leaked)
+        check_every_page_once(redis_server, crawl_id, site, tmp_path / "export")
 
 
 def test_stop_everything_then_resume_fetches_nothing_twice(
@@ -178,8 +175,7 @@ def test_stop_everything_then_resume_fetches_nothing_twice(
                 assert 1 <= hits <= 2, (url, hits)
             else:
                 assert hits == 1, (url, hits, "not in flight at the stop")
-        leaked = check_every_page_once(redis_server, crawl_id, site, tmp_path / "export")
-    xfail_if_robots_bug(leaked)
+        check_every_page_once(redis_server, crawl_id, site, tmp_path / "export")
 
 
 def test_slow_but_alive_worker_keeps_its_leases(redis_server: RedisServer, crawl_id: str,
@@ -196,5 +192,4 @@ def test_slow_but_alive_worker_keeps_its_leases(redis_server: RedisServer, crawl
         assert "statecrawl/forgotten" not in w.text(), logs
         for url in site.expected_urls():
             assert site.hits[path_of(site, url)] == 1, (url, site.hits)
-        leaked = check_every_page_once(redis_server, crawl_id, site, tmp_path / "export")
-    xfail_if_robots_bug(leaked)
+        check_every_page_once(redis_server, crawl_id, site, tmp_path / "export")
