@@ -12,7 +12,12 @@ key                            type    contents
                                        ``created_at``, ``finished_at`` (unix s),
                                        ``spider``, ``start_url``, ``limit``
                                        (max requests admitted, 0 = none),
-                                       ``args`` (JSON of the spider arguments)
+                                       ``args`` (JSON of the spider arguments),
+                                       ``dupefilter`` (``exact`` / ``bloom`` /
+                                       ``set``; fixed by the crawl's first
+                                       worker) and, for ``bloom``,
+                                       ``bloom_capacity``, ``bloom_error_rate``,
+                                       ``bloom_m`` (bits), ``bloom_k`` (hashes)
 ``sc:{id}:seq``                STRING  counter; the next request id
 ``sc:{id}:queue``              ZSET    the frontier: member = request id (12 hex
                                        digits, zero-padded), score = -priority.
@@ -40,9 +45,18 @@ key                            type    contents
                                        commit / lease each worker made, so one
                                        re-sent after a lost reply is not
                                        applied twice
-``sc:{id}:seen``               SET     the exact dupefilter: 20-byte binary
-                                       request fingerprints (Scrapy's
-                                       ``REQUEST_FINGERPRINTER``)
+``sc:{id}:digests``            HASH    the ``exact`` dupefilter (the default):
+                                       field = the first 2 bytes of a request
+                                       fingerprint (65,536 buckets), value = the
+                                       next 8 bytes of each fingerprint in that
+                                       bucket, concatenated (80 bits kept)
+``sc:{id}:bloom``              STRING  the ``bloom`` dupefilter: a bitmap of
+                                       ``bloom_m`` bits, preallocated when the
+                                       crawl is created; ``bloom_k`` bits per
+                                       fingerprint (double hashing)
+``sc:{id}:seen``               SET     the ``set`` dupefilter of crawls begun
+                                       before ``digests`` existed: 20-byte
+                                       binary fingerprints, one member each
 ``sc:{id}:items``              HASH    item key -> item JSON; the key is the
                                        item's ``url`` (else a SHA-1 of its
                                        JSON), so a re-fetched page replaces its
@@ -51,16 +65,22 @@ key                            type    contents
 ``sc:{id}:stats``              HASH    crawl-wide counters: ``enqueued``,
                                        ``duplicates``, ``limit_dropped``,
                                        ``leased``, ``acked``, ``released``,
-                                       ``reclaimed``
+                                       ``reclaimed``; ``seen`` (fingerprints in
+                                       ``digests`` / ``bloom``) and, for
+                                       ``bloom``, ``bloom_estimated_false_skips``
+                                       (new URLs expected to have been skipped
+                                       as false positives)
 =============================  ======  ==========================================
 
 A request's life: the commit script assigns it an id, checks its fingerprint
-against ``seen`` and stores it in ``reqs`` + ``queue`` (one atomic step per
-batch); the lease script moves ids from ``queue`` to ``leases``; the commit
-script that carries the request's callback output (new requests and items)
-also deletes the lease and the ``reqs`` entry, in that order, atomically. A
-request whose worker dies stays in ``leases`` under that worker's id; putting
-such leases back into ``queue`` needs only the worker id (issue 3: reclaim).
+against the crawl's dupefilter (``digests``, ``bloom`` or ``seen``, as
+``meta.dupefilter`` says) and stores it in ``reqs`` + ``queue`` (one atomic
+step per batch); the lease script moves ids from ``queue`` to ``leases``; the
+commit script that carries the request's callback output (new requests and
+items) also deletes the lease and the ``reqs`` entry, in that order,
+atomically. A request whose worker dies stays in ``leases`` under that
+worker's id; putting such leases back into ``queue`` needs only the worker id
+(issue 3: reclaim).
 The crawl is finished when ``queue`` and ``leases`` are both empty.
 """
 
@@ -106,6 +126,8 @@ class CrawlKeys:
     leases = property(lambda self: self.prefix + "leases")
     workers = property(lambda self: self.prefix + "workers")
     seen = property(lambda self: self.prefix + "seen")
+    digests = property(lambda self: self.prefix + "digests")
+    bloom = property(lambda self: self.prefix + "bloom")
     items = property(lambda self: self.prefix + "items")
     failed = property(lambda self: self.prefix + "failed")
     stats = property(lambda self: self.prefix + "stats")
@@ -114,4 +136,5 @@ class CrawlKeys:
     def all(self) -> list[str]:
         """Every key of the crawl (for deletion)."""
         return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
-                self.seen, self.items, self.failed, self.stats, self.tokens]
+                self.seen, self.digests, self.bloom, self.items, self.failed, self.stats,
+                self.tokens]

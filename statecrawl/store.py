@@ -27,8 +27,9 @@ __all__ = [
     "heartbeat_keys", "item_key", "new_token", "script_source",
 ]
 
-#: Dupefilter modes of the commit script (``lua/dedupe_<mode>.lua``).
-DEDUPE_MODES = ("none", "set")
+#: Dupefilter modes of the commit script (``lua/dedupe_<mode>.lua``); see
+#: :mod:`statecrawl.dupefilter` for ``exact`` and ``bloom``.
+DEDUPE_MODES = ("none", "set", "exact", "bloom")
 
 #: ``statecrawl status`` counts workers heard from within this many seconds.
 LIVE_WORKER_WINDOW = 15.0
@@ -233,7 +234,8 @@ class CrawlStore:
             "in_flight": in_flight,
             "done": done,
             "failed": failed,
-            "seen": seen,
+            # the exact and bloom layouts count what they record; a pre-0.1 crawl has a SET
+            "seen": seen or int(stats.get(b"seen", 0)),
             "workers": workers,
             "start_url": meta.get("start_url"),
             "spider": meta.get("spider"),

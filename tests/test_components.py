@@ -84,7 +84,7 @@ def test_scheduler_and_dupefilter_alone(redis_server: RedisServer, site: DemoSit
     # the unserializable request is an error with its reason, not a silent drop
     assert "cannot schedule <GET" in log and "meta.bad: object is not plain JSON data" in log
     assert "'statecrawl/request_unserializable': 1" in log
-    assert client.scard(k + "seen") > 5
+    assert int(client.hget(k + "stats", "seen")) > 5
     assert not client.exists(k + "items")  # no pipeline without the add-on
 
 
@@ -93,7 +93,7 @@ def test_redis_dupefilter_with_scrapys_own_scheduler_persists_across_runs(
     df = "DUPEFILTER_CLASS=statecrawl.dupefilter.RedisDupeFilter"
     first = runspider(tmp_path, redis_server, site, crawl_id, df)
     assert first.returncode == 0, first.stderr[-3000:]
-    seen = redis_server.client().scard(f"sc:{{{crawl_id}}}:seen")
+    seen = int(redis_server.client().hget(f"sc:{{{crawl_id}}}:stats", "seen"))
     assert seen > 5
     site.reset_hits()
     second = runspider(tmp_path, redis_server, site, crawl_id, df)
