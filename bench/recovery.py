@@ -18,7 +18,7 @@ printed too.
 
 GETs in the first 50 ms after t0 are ignored: they are the victim's own last
 requests still in the socket buffers (no reclaim can happen that early, the
-timeout being 0.4 s). A kill whose victim held no lease is skipped and counted.
+default timeout being 0.25 s). A kill whose victim held no lease is skipped and counted.
 Prints figures; asserts nothing.
 """
 

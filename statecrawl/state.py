@@ -80,8 +80,8 @@ class WorkerState:
         self._heartbeat: HeartbeatThread | None = None
         self._listener: asyncio.Task[None] | None = None
         self._batch = crawler.settings.getint("STATECRAWL_COMMIT_BATCH", 500)
-        self.heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 0.1)
-        self.worker_timeout = crawler.settings.getfloat("STATECRAWL_WORKER_TIMEOUT", 0.4)
+        self.heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 0.05)
+        self.worker_timeout = crawler.settings.getfloat("STATECRAWL_WORKER_TIMEOUT", 0.25)
         if self.worker_timeout < 2 * self.heartbeat_interval:
             raise ConfigError(
                 f"STATECRAWL_WORKER_TIMEOUT ({self.worker_timeout}s) must be at least twice "
