@@ -65,7 +65,7 @@ key                            type    contents
 ``sc:{id}:stats``              HASH    crawl-wide counters: ``enqueued``,
                                        ``duplicates``, ``limit_dropped``,
                                        ``leased``, ``acked``, ``released``,
-                                       ``reclaimed``; ``seen`` (fingerprints in
+                                       ``reclaimed``, ``retried``; ``seen`` (fingerprints in
                                        ``digests`` / ``bloom``) and, for
                                        ``bloom``, ``bloom_estimated_false_skips``
                                        (new URLs expected to have been skipped

@@ -210,6 +210,8 @@ class Scheduler(BaseScheduler):
                 self._sent.clear()
             self._sent.add(fp)
         self.state.add_request(PendingRequest(fp, filter_, -request.priority, body))
+        if request.meta.get("retry_times"):
+            self.state.count("retried")
         self._finished = False
         stats.inc_value("scheduler/enqueued/redis")
         stats.inc_value("scheduler/enqueued")

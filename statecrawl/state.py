@@ -20,6 +20,7 @@ loop that Scrapy's asyncio reactor runs on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -76,6 +77,7 @@ class WorkerState:
         self._requests: list[PendingRequest] = []
         self._items: list[PendingItem] = []
         self._acks: list[str] = []
+        self._counters: collections.Counter[str] = collections.Counter()
         self._flusher: asyncio.Task[None] | None = None
         self._heartbeat: HeartbeatThread | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -153,6 +155,10 @@ class WorkerState:
         self._items.append(item)
         self._kick()
 
+    def count(self, name: str, delta: int = 1) -> None:
+        """Add to a crawl-wide counter (the stats hash) with the next commit."""
+        self._counters[name] += delta
+
     def ack(self, request_id: str) -> None:
         self._acks.append(request_id)
         self._kick()
@@ -184,12 +190,13 @@ class WorkerState:
             assert self.store is not None
             b = self._batch
             requests, items, acks = self._requests[:b], self._items[:b], self._acks[:b]
+            counters, self._counters = dict(self._counters), collections.Counter()
             token = new_token()
             while True:  # the same batch, with the same token, until Redis has it
                 try:
                     result = await self.store.commit(
                         self.worker_id, dedupe=self.dedupe_mode, requests=requests,
-                        items=items, acks=acks, token=token,
+                        items=items, acks=acks, token=token, counters=counters,
                     )
                     break
                 except RETRY_ERRORS as exc:

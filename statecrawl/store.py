@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -164,14 +164,20 @@ class CrawlStore:
     async def commit(
         self, worker: str, *, dedupe: str, requests: Sequence[PendingRequest] = (),
         items: Sequence[PendingItem] = (), acks: Sequence[str] = (), token: str | None = None,
+        counters: Mapping[str, int] | None = None,
     ) -> CommitResult:
         """Enqueue *requests*, store *items*, then acknowledge *acks*, atomically.
 
         Re-sending the same batch with the same *token* is a no-op that
-        returns the first result.
+        returns the first result. *counters* are added to the crawl's stats
+        hash in the same step.
         """
         k = self.keys
-        args: list[Any] = [worker, token or new_token(), len(requests)]
+        counters = counters or {}
+        args: list[Any] = [worker, token or new_token(), len(counters)]
+        for name, delta in counters.items():
+            args += [name, delta]
+        args.append(len(requests))
         for r in requests:
             args += [r.fingerprint, "1" if r.filter else "0", r.score, r.body]
         args.append(len(items))

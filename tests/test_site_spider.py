@@ -53,6 +53,9 @@ def test_full_crawl_items_files_and_feed(redis_server: RedisServer, site: DemoSi
     assert {json.loads(line)["url"] for line in feed.read_text().splitlines()} == site.expected_urls()
     status = redis_server.client().hget(f"sc:{{{crawl_id}}}:meta", "state")
     assert status == b"finished"
+    # crawl-wide counters: /error.html was retried twice (RETRY_TIMES=2), then failed
+    stats = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:stats")
+    assert int(stats[b"retried"]) == 2 and int(stats[b"acked"]) == int(stats[b"leased"])
 
 
 def test_rerun_of_a_finished_crawl_fetches_nothing(redis_server: RedisServer, site: DemoSite,

@@ -16,6 +16,7 @@
 --
 -- KEYS: meta seq queue reqs leases seen items failed stats tokens
 -- ARGV: worker token
+--       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
 --       n_requests {fingerprint filter(0|1) score json}*
 --       n_items {key failed(0|1) json}*
 --       n_acks {request_id}*
@@ -30,6 +31,12 @@ if last and string.sub(last, 1, #token + 1) == token .. ' ' then
   return cjson.decode(string.sub(last, #token + 2))
 end
 local seen_add = make_dedupe(seen, meta)
+
+local n_counters = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n_counters do
+  redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
 local was_empty = redis.call('ZCARD', queue) == 0
 
 local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
