@@ -111,8 +111,9 @@ class CrawlStore:
         self._lease = client.register_script(_script("lease.lua"))
         self._release = client.register_script(_script("release.lua"))
         self._heartbeat = client.register_script(_script("heartbeat.lua"))
-        self._leave = client.register_script(_script("leave.lua"))
-        self._reconcile = client.register_script(_script("reconcile.lua"))
+        requeue = _script("requeue_owned.lua")
+        self._leave = client.register_script(requeue + _script("leave.lua"))
+        self._reconcile = client.register_script(requeue + _script("reconcile.lua"))
 
     def _commit_script(self, dedupe: str) -> AsyncScript:
         script = self._commits.get(dedupe)

@@ -7,6 +7,7 @@ crawl id, so tests share the server without sharing state.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -14,14 +15,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from statecrawl.demo.site import DemoSite
+from statecrawl.store import CrawlStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,3 +131,20 @@ def scrapy_crawl(
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+T = TypeVar("T")
+
+
+def run_store(redis_url: str, crawl_id: str, body: Callable[[CrawlStore], Awaitable[T]]) -> T:
+    """Run *body* with a fresh CrawlStore for *crawl_id* (its crawl opened) on its own loop."""
+    async def main() -> T:
+        client = AsyncRedis.from_url(redis_url)
+        try:
+            store = CrawlStore(client, crawl_id)
+            await store.open_crawl(spider="test")
+            return await body(store)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import random
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 from scrapy.utils.test import get_crawler
 
 from statecrawl.demo.site import DemoSite
@@ -27,22 +24,8 @@ from statecrawl.dupefilter import (
 from statecrawl.exceptions import ConfigError
 from statecrawl.store import CrawlStore, PendingRequest
 from tests.conftest import RedisServer, scrapy_crawl, worker_env
+from tests.conftest import run_store as run
 from tests.test_components import runspider
-
-T = TypeVar("T")
-
-
-def run(redis_url: str, crawl_id: str, body: Callable[[CrawlStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = Redis.from_url(redis_url)
-        try:
-            store = CrawlStore(client, crawl_id)
-            await store.open_crawl(spider="test")
-            return await body(store)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
 
 
 def digests(n: int, seed: int) -> list[bytes]:

@@ -5,30 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
-from redis.asyncio import Redis
 
 from statecrawl.keys import CrawlKeys
 from statecrawl.liveness import HeartbeatThread
 from statecrawl.store import CrawlStore, PendingItem, PendingRequest
-
-T = TypeVar("T")
-
-
-def run(redis_url: str, crawl_id: str, body: Callable[[CrawlStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = Redis.from_url(redis_url)
-        try:
-            store = CrawlStore(client, crawl_id)
-            await store.open_crawl(spider="test")
-            return await body(store)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+from tests.conftest import run_store as run
 
 
 def req(url: str, priority: int = 0) -> PendingRequest:
@@ -135,3 +119,18 @@ def test_heartbeat_thread_beats_while_the_event_loop_is_blocked(redis_server: An
         loop.close()
         client.close()
     assert not thread.is_alive() and events == []  # alone, it never reclaims or is forgotten
+
+
+def test_reconcile_gives_back_only_leases_the_worker_does_not_know(redis_url: str,
+                                                                     crawl_id: str) -> None:
+    async def body(store: CrawlStore) -> tuple[int, int, dict[str, Any]]:
+        await store.commit("w", dedupe="set", requests=[req(u) for u in "abcd"])
+        _, mine = await store.lease("w", 3, check_finished=False)
+        await store.lease("other", 1, check_finished=False)
+        released = await store.reconcile("w", [mine[0][0]])  # it lost track of two
+        again = await store.reconcile("w", [mine[0][0]])
+        return released, again, await store.status()
+
+    released, again, s = run(redis_url, crawl_id, body)
+    assert (released, again) == (2, 0)
+    assert (s["queued"], s["in_flight"]) == (2, 2)  # w's known lease and other's stay

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from statecrawl.store import CrawlStore, PendingItem, PendingRequest
-
-T = TypeVar("T")
-
-
-def run(redis_url: str, crawl_id: str, body: Callable[[CrawlStore], Awaitable[T]]) -> T:
-    async def main() -> T:
-        client = Redis.from_url(redis_url)
-        try:
-            store = CrawlStore(client, crawl_id)
-            await store.open_crawl(spider="test")
-            return await body(store)
-        finally:
-            await client.aclose()
-
-    return asyncio.run(main())
+from tests.conftest import run_store as run
 
 
 def req(url: str, priority: int = 0, *, filter: bool = True) -> PendingRequest:

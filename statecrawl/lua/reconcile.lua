@@ -7,24 +7,7 @@
 --
 -- KEYS: queue leases stats
 -- ARGV: worker {known_request_id}*
--- Returns the number given back.
-local queue, leases, stats = KEYS[1], KEYS[2], KEYS[3]
-local worker = ARGV[1]
-local prefix = worker .. ' '
+-- Returns the number given back. (requeue_owned.lua is prepended.)
 local known = {}
 for j = 2, #ARGV do known[ARGV[j]] = true end
-local released = 0
-local all = redis.call('HGETALL', leases)
-for j = 1, #all, 2 do
-  local id, value = all[j], all[j + 1]
-  if not known[id] and string.sub(value, 1, #prefix) == prefix then
-    redis.call('HDEL', leases, id)
-    redis.call('ZADD', queue, string.sub(value, #prefix + 1), id)
-    released = released + 1
-  end
-end
-if released > 0 then
-  redis.call('HINCRBY', stats, 'released', released)
-  redis.call('PUBLISH', queue, 'released')
-end
-return released
+return requeue_owned(KEYS[1], KEYS[2], KEYS[3], ARGV[1], known)
