@@ -254,14 +254,21 @@ class WorkerState:
             return
         try:
             await self.flush()
+            # Stop beating first: a beat after leave() would register this
+            # worker again, as a ghost that others later declare dead.
+            await self._stop_heartbeat()
             if await self.store.leave(self.worker_id):
                 logger.warning("statecrawl: gave back leases this worker had lost track of")
         finally:
-            if self._heartbeat is not None:
-                self._heartbeat.stop()
-                await asyncio.to_thread(self._heartbeat.join, 5)
+            await self._stop_heartbeat()
             if self._listener is not None:
                 self._listener.cancel()
             assert self.client is not None
             await self.client.aclose()
             self.store = None
+
+    async def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            await asyncio.to_thread(self._heartbeat.join, 5)
+            self._heartbeat = None
