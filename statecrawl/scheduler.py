@@ -339,7 +339,9 @@ class Scheduler(BaseScheduler):
         store = self.state.store
         if store is None:
             return True
-        known = [lease_id for lease_id, _ in self._buffer] + list(self._open_leases)
+        # ours: buffered, in the engine, or finished with the ack not yet committed
+        known = ([lease_id for lease_id, _ in self._buffer] + list(self._open_leases)
+                 + self.state.pending_acks)
         try:
             released = await store.reconcile(self.state.worker_id, known)
         except RETRY_ERRORS as exc:

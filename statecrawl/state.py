@@ -164,6 +164,11 @@ class WorkerState:
         self._kick()
 
     @property
+    def pending_acks(self) -> list[str]:
+        """Lease ids finished here whose ack is not committed yet (still ours)."""
+        return list(self._acks)
+
+    @property
     def pending_writes(self) -> bool:
         return bool(self._requests or self._items or self._acks) or (
             self._flusher is not None and not self._flusher.done()
