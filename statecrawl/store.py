@@ -109,9 +109,10 @@ class CrawlStore:
         self.crawl_id = crawl_id
         self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
         self._lease = client.register_script(_script("lease.lua"))
-        self._release = client.register_script(_script("release.lua"))
+
         self._heartbeat = client.register_script(_script("heartbeat.lua"))
         requeue = _script("requeue_owned.lua")
+        self._release = client.register_script(requeue + _script("release.lua"))
         self._leave = client.register_script(requeue + _script("leave.lua"))
         self._reconcile = client.register_script(requeue + _script("reconcile.lua"))
 

@@ -7,7 +7,7 @@
 -- Returns the number of leases given back. (requeue_owned.lua is prepended.)
 local queue, leases, workers, stats, tokens = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local worker = ARGV[1]
-local released = requeue_owned(queue, leases, stats, worker, {})
+local released = requeue_owned(queue, leases, stats, worker, function() return true end)
 redis.call('ZREM', workers, worker)
 redis.call('HDEL', tokens, worker, worker .. '|lease')
 return released

@@ -1,14 +1,14 @@
--- Shared by reconcile.lua and leave.lua (prepended to each when loaded).
--- Puts every lease owned by `worker` back into the frontier with its score,
--- except ids in the `keep` set; counts them as released and wakes idle
+-- Shared by release.lua, reconcile.lua and leave.lua (prepended to each).
+-- Puts every lease owned by `worker` whose id `wanted(id)` accepts back into
+-- the frontier with its score; counts them as released and wakes idle
 -- workers. Returns how many.
-local function requeue_owned(queue, leases, stats, worker, keep)
+local function requeue_owned(queue, leases, stats, worker, wanted)
   local prefix = worker .. ' '
   local released = 0
   local all = redis.call('HGETALL', leases)
   for j = 1, #all, 2 do
     local id, value = all[j], all[j + 1]
-    if not keep[id] and string.sub(value, 1, #prefix) == prefix then
+    if string.sub(value, 1, #prefix) == prefix and wanted(id) then
       redis.call('HDEL', leases, id)
       redis.call('ZADD', queue, string.sub(value, #prefix + 1), id)
       released = released + 1
