@@ -68,7 +68,6 @@ from statecrawl.state import WorkerState
 from statecrawl.store import script_source
 
 if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
     from scrapy import Request, Spider
     from scrapy.crawler import Crawler
     from twisted.internet.defer import Deferred
@@ -238,7 +237,6 @@ class RedisDupeFilter:
         self._seen: set[bytes] = set()
         self._unsaved: list[bytes] = []
         self._writer: asyncio.Task[None] | None = None
-        self._add: AsyncScript | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> RedisDupeFilter:
@@ -296,8 +294,6 @@ class RedisDupeFilter:
                 f"crawl {store.crawl_id!r} uses the bloom dupefilter, which works only with "
                 f"statecrawl's scheduler (SCHEDULER = 'statecrawl.scheduler.Scheduler')")
         self.statecrawl_mode = crawl.mode
-        self._add = store.client.register_script(
-            script_source(f"dedupe_{crawl.mode}.lua") + script_source("dedupe_check.lua"))
         if crawl.mode == "set":
             async for fp in store.client.sscan_iter(store.keys.seen, count=1000):
                 self._seen.add(fp)
@@ -323,10 +319,9 @@ class RedisDupeFilter:
 
     async def _save(self) -> None:
         store = await WorkerState.of(self.crawler).open()
-        assert self._add is not None
         while self._unsaved:
             batch, self._unsaved = self._unsaved[:1000], self._unsaved[1000:]
-            await self._add(keys=[store.keys.seen, store.keys.meta], args=["1", *batch])
+            await check_fingerprints(store, self.statecrawl_mode, batch, add=True)
 
     async def _report_false_skips(self) -> None:
         state = WorkerState.of(self.crawler)

@@ -62,6 +62,9 @@ class Scheduler(BaseScheduler):
     ) -> None:
         self.crawler = crawler
         self.df = dupefilter
+        # A statecrawl dupefilter is checked in Redis, inside the commit script;
+        # any other is asked locally, as Scrapy's own scheduler does.
+        self._redis_dedupe = getattr(dupefilter, "statecrawl_mode", None) is not None
         self.prefetch = max(1, prefetch)
         self.dedupe_start_requests = dedupe_start_requests
         self.idle_poll_max = idle_poll_max
@@ -95,10 +98,6 @@ class Scheduler(BaseScheduler):
             idle_poll_max=settings.getfloat("STATECRAWL_IDLE_POLL_MAX", 0.5),
             sent_cache=settings.getint("STATECRAWL_LOCAL_SEEN_MAX", 1_000_000),
         )
-
-    @property
-    def _redis_dedupe(self) -> bool:
-        return getattr(self.df, "statecrawl_mode", None) is not None
 
     # -- lifecycle -------------------------------------------------------------
 

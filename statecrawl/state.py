@@ -180,11 +180,8 @@ class WorkerState:
 
     async def flush(self) -> None:
         """Wait until every write made so far is committed."""
-        while self._requests or self._items or self._acks or (
-            self._flusher is not None and not self._flusher.done()
-        ):
-            if self._flusher is None or self._flusher.done():
-                self._kick()
+        while self.pending_writes:
+            self._kick()  # no-op while a flush is running
             assert self._flusher is not None
             await asyncio.shield(self._flusher)
 

@@ -35,11 +35,10 @@ DEDUPE_MODES = ("none", "set", "exact", "bloom")
 LIVE_WORKER_WINDOW = 15.0
 
 
-def _script(name: str) -> str:
+def script_source(name: str) -> str:
+    """The text of ``statecrawl/lua/<name>``."""
     return resources.files("statecrawl").joinpath("lua", name).read_text()
 
-
-script_source = _script
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,20 +107,20 @@ class CrawlStore:
         self.keys = CrawlKeys(crawl_id)
         self.crawl_id = crawl_id
         self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
-        self._lease = client.register_script(_script("lease.lua"))
+        self._lease = client.register_script(script_source("lease.lua"))
 
-        self._heartbeat = client.register_script(_script("heartbeat.lua"))
-        requeue = _script("requeue_owned.lua")
-        self._release = client.register_script(requeue + _script("release.lua"))
-        self._leave = client.register_script(requeue + _script("leave.lua"))
-        self._reconcile = client.register_script(requeue + _script("reconcile.lua"))
+        self._heartbeat = client.register_script(script_source("heartbeat.lua"))
+        requeue = script_source("requeue_owned.lua")
+        self._release = client.register_script(requeue + script_source("release.lua"))
+        self._leave = client.register_script(requeue + script_source("leave.lua"))
+        self._reconcile = client.register_script(requeue + script_source("reconcile.lua"))
 
     def _commit_script(self, dedupe: str) -> AsyncScript:
         script = self._commits.get(dedupe)
         if script is None:
             if dedupe not in DEDUPE_MODES:
                 raise ValueError(f"unknown dupefilter mode {dedupe!r}")
-            source = _script(f"dedupe_{dedupe}.lua") + _script("commit.lua")
+            source = script_source(f"dedupe_{dedupe}.lua") + script_source("commit.lua")
             script = self._commits[dedupe] = self.client.register_script(source)
         return script
 
