@@ -7,19 +7,22 @@ this process with ``record=True``, so every GET is logged with its arrival
 time) on a private ``redis-server``. Then, ``--kills`` times: once the victim
 has joined, wait a random 0.5-1.5 s, read the leases the victim holds (its
 worker id carries its pid) and their URLs (reqs hash), SIGKILL it at t0, and
-measure t0 -> the first GET of any of those URLs; restart the victim as a new
+measure t0 -> the first GET of any of those URLs by another worker; restart the victim as a new
 process on the same crawl once the re-fetch is seen (``--restart-first``: at
 once, so that its start-up, about 1.5 s of CPU for Scrapy's imports, competes
 with the survivor as it would under a supervisor). That time is the failure
-detection (``STATECRAWL_WORKER_TIMEOUT`` after the victim's last heartbeat), the
-reclaim, the next lease by a live worker and its request reaching the site; the time
+detection, the reclaim, the next lease by a live worker and its request
+reaching the site; the time
 to the reclaim itself (``reclaimed`` in the stats hash, polled every 5 ms) is
 printed too.
 
-GETs in the first 50 ms after t0 are ignored: they are the victim's own last
-requests still in the socket buffers (no reclaim can happen that early, the
-default timeout being 0.25 s). A kill whose victim held no lease is skipped and counted.
-Prints figures; asserts nothing.
+A killed worker is found two ways: its watchdog process sees its pipe close
+and gives its leases back at once (the default), or, with ``--no-watchdog``,
+the survivor's heartbeat finds it silent for ``STATECRAWL_WORKER_TIMEOUT``.
+Each worker process sends its own User-Agent, so a GET the victim sent just
+before it died (still in the socket buffers) is never taken for a re-fetch.
+A kill whose victim held no lease is skipped and counted. Prints figures;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +47,6 @@ import redis
 from statecrawl.demo.site import DemoSite
 
 ROOT = Path(__file__).resolve().parent.parent
-STRAGGLERS = 0.05  # s after t0 during which a GET may still be the victim's own
 REFETCH_TIMEOUT = 15.0
 
 
@@ -71,8 +73,9 @@ def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], redis.Redis, str]:
 
 
 class Crawl:
-    def __init__(self, site: DemoSite, redis_url: str, client: redis.Redis, tmp: Path) -> None:
-        self.site, self.client, self.tmp = site, client, tmp
+    def __init__(self, site: DemoSite, redis_url: str, client: redis.Redis, tmp: Path,
+                 settings: list[str]) -> None:
+        self.site, self.client, self.tmp, self.settings = site, client, tmp, settings
         self.crawl_id = "bench-recovery-" + uuid.uuid4().hex[:8]
         self.k = f"sc:{{{self.crawl_id}}}:"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "STATECRAWL_"))}
@@ -85,8 +88,13 @@ class Crawl:
         with open(self.tmp / f"worker{self.started}.log", "wb") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"url={self.site.url}/",
-                 "-a", f"crawl_id={self.crawl_id}", "-s", "RETRY_TIMES=0", "-s", "LOG_LEVEL=WARNING"],
+                 "-a", f"crawl_id={self.crawl_id}", "-s", "RETRY_TIMES=0", "-s", "LOG_LEVEL=WARNING",
+                 "-s", f"USER_AGENT={self.agent(self.started)}", *self.settings],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def agent(n: int) -> str:
+        return f"recovery-bench-worker-{n}"
 
     def running(self) -> bool:
         return self.client.hget(self.k + "meta", "state") != b"finished"
@@ -111,16 +119,17 @@ def _pid(worker_id: str) -> int:
     return int(worker_id.rsplit("-", 2)[1])  # "<hostname>-<pid>-<hex>"
 
 
-def first_refetch(crawl: Crawl, paths: set[str], t0: float, reclaimed_before: int,
+def first_refetch(crawl: Crawl, paths: set[str], t0: float, reclaimed_before: int, victim: str,
                   ) -> tuple[float | None, float | None]:
-    """Seconds from t0 to the reclaim (stats hash, polled) and to the first GET of one of *paths*."""
+    """Seconds from t0 to the reclaim (stats hash, polled) and to the first GET of one of
+    *paths* by a worker other than the one whose User-Agent is *victim*."""
     deadline = t0 + REFETCH_TIMEOUT
     reclaimed_at = None
     while time.monotonic() < deadline:
         if reclaimed_at is None and crawl.reclaimed() > reclaimed_before:
             reclaimed_at = time.monotonic() - t0
-        for when, path in crawl.site.requests_since(t0 + STRAGGLERS):
-            if path.split("?", 1)[0] in paths:
+        for when, path, agent in crawl.site.requests_since(t0):
+            if agent != victim and path.split("?", 1)[0] in paths:
                 return reclaimed_at, when - t0
         time.sleep(0.005)
     return reclaimed_at, None
@@ -134,16 +143,21 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--restart-first", action="store_true",
                         help="restart the victim right after the kill, not after the measurement")
+    parser.add_argument("--no-watchdog", action="store_true",
+                        help="find dead workers by heartbeat timeout only (STATECRAWL_WATCHDOG=False)")
     args = parser.parse_args()
+    settings = ["-s", "STATECRAWL_WATCHDOG=False"] if args.no_watchdog else []
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
-    print(f"{args.kills} kills, {args.pages} pages, site delay {args.delay * 1000:.0f} ms, seed {seed}")
+    how = "heartbeat timeout only" if args.no_watchdog else "watchdog"
+    print(f"{args.kills} kills, {args.pages} pages, site delay {args.delay * 1000:.0f} ms, "
+          f"seed {seed}, dead workers found by {how}")
 
     with tempfile.TemporaryDirectory(prefix="statecrawl-recovery-") as tmpdir:
         tmp = Path(tmpdir)
         redis_proc, client, redis_url = start_redis(tmp)
         site = DemoSite(pages=args.pages, delay=args.delay, record=True).start()
-        crawl = Crawl(site, redis_url, client, tmp)
+        crawl = Crawl(site, redis_url, client, tmp, settings)
         survivor, victim = crawl.start_worker(), crawl.start_worker()
         measured: list[float] = []
         reclaims: list[float] = []
@@ -158,6 +172,7 @@ def main() -> int:
                     print(f"the crawl ended after {kill - 1} kills; use more --pages")
                     break
                 paths = crawl.held_paths(victim.pid)
+                victim_agent = crawl.agent(crawl.started)  # the victim is the latest start
                 reclaimed_before = crawl.reclaimed()
                 t0 = time.monotonic()
                 victim.send_signal(signal.SIGKILL)
@@ -166,7 +181,8 @@ def main() -> int:
                     victim = crawl.start_worker()
                 reclaimed_at, took = (None, None)
                 if paths:
-                    reclaimed_at, took = first_refetch(crawl, paths, t0, reclaimed_before)
+                    reclaimed_at, took = first_refetch(crawl, paths, t0, reclaimed_before,
+                                                       victim_agent)
                 if not args.restart_first:
                     victim = crawl.start_worker()
                 if not paths:

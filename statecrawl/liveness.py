@@ -1,5 +1,7 @@
 """Worker liveness: a heartbeat thread that also reclaims dead workers' leases,
-and a pub/sub listener that wakes the worker when work appears.
+a watchdog process that gives a worker's leases back the moment its process
+dies (:mod:`statecrawl._watchdog`), and a pub/sub listener that wakes the
+worker when work appears.
 
 Why a thread: the heartbeat must keep going while the reactor is busy (a long
 callback, a slow render), or a live worker's leases would be taken from it.
@@ -18,9 +20,14 @@ since its leases may now belong to others.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
@@ -32,7 +39,7 @@ from statecrawl.store import heartbeat_keys, script_source
 if TYPE_CHECKING:
     from statecrawl.keys import CrawlKeys
 
-__all__ = ["HeartbeatThread", "listen_for_work"]
+__all__ = ["HeartbeatThread", "listen_for_work", "start_watchdog"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +69,16 @@ class HeartbeatThread(threading.Thread):
         script = client.register_script(script_source("heartbeat.lua"))
         keys = heartbeat_keys(self.keys)
         failing = False
+        last = time.monotonic()
         try:
             while not self._stop_event.wait(self.interval):
+                now = time.monotonic()
+                if (now - last) * 1000 > self.timeout_ms / 2:
+                    # the process did not run this thread (GIL held, CPU starved)
+                    logger.warning("statecrawl: heartbeat %.0f ms late; at %d ms others "
+                                   "declare this worker dead", (now - last - self.interval) * 1000,
+                                   self.timeout_ms)
+                last = now
                 try:
                     out = script(keys=keys, args=[self.worker, self.timeout_ms])
                 except (RedisError, OSError) as exc:
@@ -81,6 +96,25 @@ class HeartbeatThread(threading.Thread):
                     self.loop.call_soon_threadsafe(self.on_reclaimed, int(out[1]), dead)
         finally:
             client.close()
+
+
+def start_watchdog(url: str, keys: CrawlKeys, worker: str) -> subprocess.Popen[bytes]:
+    """Start the worker's watchdog process; close its stdin to let it go.
+
+    The pipe's write end stays in this process only (Python's pipes are
+    close-on-exec, so browsers and other children never hold it): when this
+    process dies, by any signal, the watchdog reads EOF and gives the
+    worker's leases back.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "_watchdog.py")],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+    )
+    assert proc.stdin is not None
+    config = {"url": url, "keys": heartbeat_keys(keys), "worker": worker}
+    proc.stdin.write(json.dumps(config).encode() + b"\n")
+    proc.stdin.flush()
+    return proc
 
 
 async def listen_for_work(url: str, channel: str, on_work: Callable[[str], None]) -> None:

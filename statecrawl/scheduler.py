@@ -7,9 +7,11 @@ inside those calls:
 * :meth:`enqueue_request` serializes the request and hands it to the worker's
   write buffer (:class:`statecrawl.state.WorkerState`), which commits it,
   deduplicated in Redis, with the next group commit.
-* :meth:`next_request` pops from a small local buffer of *leased* requests,
-  which a background task keeps filled (``STATECRAWL_PREFETCH``) and which
-  wakes the engine as soon as requests arrive.
+* :meth:`next_request` pops from a small local buffer of *leased* requests
+  (``STATECRAWL_PREFETCH``). While the worker is busy, each group commit
+  also leases what the buffer lacks; a background task leases on its own
+  only when no commit is coming (start, idle, reclaimed work). Either wakes
+  the engine as soon as requests arrive.
 * When the engine has finished a request (callback output committed to the
   write buffer), its lease is acknowledged through the same buffer, after
   that output.
@@ -85,6 +87,8 @@ class Scheduler(BaseScheduler):
         self._draining: asyncio.Future[None] | None = None
         self._must_reconcile = False
         self._urgent = False
+        self._leasing = False  # the refill loop has a lease call in flight
+        self._local_dupes = 0  # not yet added to the stats
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Scheduler:
@@ -93,7 +97,8 @@ class Scheduler(BaseScheduler):
         return cls(
             crawler,
             build_from_crawler(df_cls, crawler),
-            prefetch=settings.getint("STATECRAWL_PREFETCH") or settings.getint("CONCURRENT_REQUESTS"),
+            prefetch=settings.getint("STATECRAWL_PREFETCH")
+            or 2 * settings.getint("CONCURRENT_REQUESTS"),
             dedupe_start_requests=settings.getbool("STATECRAWL_DEDUPE_START_REQUESTS", True),
             idle_poll_max=settings.getfloat("STATECRAWL_IDLE_POLL_MAX", 0.5),
             sent_cache=settings.getint("STATECRAWL_LOCAL_SEEN_MAX", 1_000_000),
@@ -114,6 +119,7 @@ class Scheduler(BaseScheduler):
         self.state.work_listeners.append(self._on_work)
         self.state.forgotten_listeners.append(self._on_forgotten)
         self.state.recovered_listeners.append(self._on_recovered)
+        self.state.lease_demand = self._lease_demand
         watch_completed(self.crawler.engine, self._on_done)
         on_stop(self.crawler.engine, self._drain)
         self.crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
@@ -150,6 +156,7 @@ class Scheduler(BaseScheduler):
             # below; cancelling it would leave those leases to leave.lua.
             await asyncio.wait({task}, timeout=5)
             task.cancel()
+        await self.state.wait_commit(5)  # a commit in flight may be leasing for us
         store = self.state.store
         held = [lease_id for lease_id, _ in self._buffer] + sorted(self._open_leases)
         self._buffer.clear()
@@ -166,6 +173,7 @@ class Scheduler(BaseScheduler):
         logger.info("statecrawl: stopping; gave %d leased requests back to the frontier", released)
 
     async def _close(self, reason: str) -> None:
+        self._count_local_dupes()
         if self.state.store is not None:
             await self.state.flush()  # output first: acks of finished requests land
         self._drain()
@@ -195,8 +203,7 @@ class Scheduler(BaseScheduler):
         fp = self.crawler.request_fingerprinter.fingerprint(request)
         if filter_ and self._redis_dedupe:
             if fp in self._sent:
-                stats.inc_value("statecrawl/duplicates_local")
-                stats.inc_value("dupefilter/filtered")
+                self._local_dupes += 1  # most links are repeats: counted into stats in bulk
                 return False
         try:
             body = request_to_json(request, self.spider)
@@ -223,7 +230,7 @@ class Scheduler(BaseScheduler):
         lease_id, request = self._buffer.popleft()
         request.meta[LEASE_META_KEY] = lease_id
         self._open_leases.add(lease_id)
-        if len(self._buffer) <= self.prefetch // 2:
+        if self._short():
             self._refill()
         self.crawler.stats.inc_value("scheduler/dequeued/redis")
         self.crawler.stats.inc_value("scheduler/dequeued")
@@ -237,10 +244,32 @@ class Scheduler(BaseScheduler):
             self._open_leases.discard(lease_id)
             self.state.ack(lease_id)
 
+    def _lease_demand(self) -> tuple[int, bool]:
+        """(requests the next commit should lease, whether the buffer runs short)."""
+        if self._closing or self._must_reconcile or self._leasing:
+            return 0, False
+        return max(0, self.prefetch - len(self._buffer)), self._short()
+
+    def _short(self) -> bool:
+        return len(self._buffer) <= self.prefetch // 2
+
+    def _count_local_dupes(self) -> None:
+        if self._local_dupes:
+            self.crawler.stats.inc_value("statecrawl/duplicates_local", self._local_dupes)
+            self.crawler.stats.inc_value("dupefilter/filtered", self._local_dupes)
+            self._local_dupes = 0
+
     def _on_commit(self, result: CommitResult) -> None:
-        if result.enqueued:
+        self._count_local_dupes()
+        if result.leased:
+            self.crawler.stats.inc_value("statecrawl/commit_leases")
+            self._accept(list(result.leased))
+            self._idle = False
+            wake(self.crawler.engine)
+        if result.enqueued or result.leased:
             self._wakeup.set()
-            self._refill()
+            if self._short():
+                self._refill()
 
     def _on_work(self, kind: str) -> None:
         if kind in ("reclaimed", "released"):
@@ -278,6 +307,9 @@ class Scheduler(BaseScheduler):
             return
         if self.state.store is None:
             return
+        if self.state.commit_coming and not (self._urgent or self._idle or self._must_reconcile):
+            self.state.hurry()  # that commit leases for us; no round trip of our own
+            return
         self._refill_task = asyncio.ensure_future(self._refill_loop())
 
     async def _refill_loop(self) -> None:
@@ -298,6 +330,7 @@ class Scheduler(BaseScheduler):
             if store is None:
                 return
             token = token or new_token()
+            self._leasing = True
             try:
                 state, pairs = await store.lease(
                     self.state.worker_id, want, check_finished=check, token=token)
@@ -306,6 +339,8 @@ class Scheduler(BaseScheduler):
                 await asyncio.sleep(0.5)
                 failed = True
                 continue
+            finally:
+                self._leasing = False
             token = None
             if failed:
                 self._on_recovered()
@@ -320,6 +355,8 @@ class Scheduler(BaseScheduler):
                 self._idle = False
                 poll = 0.005
                 wake(self.crawler.engine)
+                if self.state.commit_coming:
+                    return  # that commit tops the buffer up
                 continue
             if state == "finished" and check:
                 self._finished = True
@@ -338,6 +375,9 @@ class Scheduler(BaseScheduler):
         store = self.state.store
         if store is None:
             return True
+        if self.state.committing:  # it may be leasing for us: wait for what it brings
+            await asyncio.sleep(0.01)
+            return False
         # ours: buffered, in the engine, or finished with the ack not yet committed
         known = ([lease_id for lease_id, _ in self._buffer] + list(self._open_leases)
                  + self.state.pending_acks)

@@ -13,6 +13,12 @@ writes accumulate, and the next commit carries all of them in one Lua call.
 Writes are committed in the order requests -> items -> acks, so the ack of a
 request never reaches Redis before the output of its callback.
 
+Back-to-back commits are spaced at least ``STATECRAWL_COMMIT_INTERVAL``
+apart unless the scheduler is running short of requests, and each commit
+also leases what the scheduler's buffer lacks (:attr:`WorkerState.lease_demand`):
+a busy worker makes one round trip per interval instead of one commit and
+one lease per finished page.
+
 Nothing here blocks the reactor: all I/O is ``redis.asyncio`` on the asyncio
 loop that Scrapy's asyncio reactor runs on.
 """
@@ -24,9 +30,10 @@ import collections
 import logging
 import os
 import socket
+import subprocess
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 from scrapy import signals
@@ -34,7 +41,7 @@ from scrapy import signals
 from statecrawl.connection import connect, resolve_redis_url
 from statecrawl.exceptions import ConfigError
 from statecrawl.keys import validate_crawl_id
-from statecrawl.liveness import HeartbeatThread, listen_for_work
+from statecrawl.liveness import HeartbeatThread, listen_for_work, start_watchdog
 from statecrawl.store import CommitResult, CrawlStore, PendingItem, PendingRequest, new_token
 
 if TYPE_CHECKING:
@@ -82,8 +89,14 @@ class WorkerState:
         self._heartbeat: HeartbeatThread | None = None
         self._listener: asyncio.Task[None] | None = None
         self._batch = crawler.settings.getint("STATECRAWL_COMMIT_BATCH", 500)
-        self.heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 0.05)
-        self.worker_timeout = crawler.settings.getfloat("STATECRAWL_WORKER_TIMEOUT", 0.25)
+        self._interval = crawler.settings.getfloat("STATECRAWL_COMMIT_INTERVAL", 0.05)
+        self._hurry = asyncio.Event()  # commit now, without waiting out the interval
+        self._last_commit = 0.0  # loop time the last commit was sent
+        self._committing = False  # a commit is in flight (sent, result not yet delivered)
+        self.heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 0.1)
+        self.worker_timeout = crawler.settings.getfloat("STATECRAWL_WORKER_TIMEOUT", 1.0)
+        self._use_watchdog = crawler.settings.getbool("STATECRAWL_WATCHDOG", True)
+        self._watchdog: subprocess.Popen[bytes] | None = None
         if self.worker_timeout < 2 * self.heartbeat_interval:
             raise ConfigError(
                 f"STATECRAWL_WORKER_TIMEOUT ({self.worker_timeout}s) must be at least twice "
@@ -93,6 +106,9 @@ class WorkerState:
         self.work_listeners: list[Callable[[str], None]] = []  # work appeared in the frontier
         self.forgotten_listeners: list[Callable[[], None]] = []  # this worker was declared dead
         self.recovered_listeners: list[Callable[[], None]] = []  # Redis answers again after errors
+        # How many requests to lease with the next commit, and whether the
+        # scheduler is short of them (then the commit goes at once).
+        self.lease_demand: Callable[[], tuple[int, bool]] | None = None
         crawler.signals.connect(self._close, signal=signals.spider_closed)
 
     @classmethod
@@ -141,6 +157,9 @@ class WorkerState:
             on_forgotten=self._on_forgotten, on_recovered=self.recovered,
         )
         self._heartbeat.start()
+        if self._use_watchdog:
+            self._watchdog = await asyncio.to_thread(
+                start_watchdog, url, self.store.keys, self.worker_id)
         self._listener = asyncio.ensure_future(
             listen_for_work(url, self.store.keys.queue, self._on_work))
         logger.info("statecrawl: worker %s joined crawl %r", self.worker_id, self.store.crawl_id)
@@ -174,6 +193,19 @@ class WorkerState:
             self._flusher is not None and not self._flusher.done()
         )
 
+    @property
+    def commit_coming(self) -> bool:
+        """A commit is in flight or writes are waiting: a lease will ride along."""
+        return self._committing or bool(self._requests or self._items or self._acks)
+
+    @property
+    def committing(self) -> bool:
+        return self._committing
+
+    def hurry(self) -> None:
+        """Send the next commit without waiting out ``STATECRAWL_COMMIT_INTERVAL``."""
+        self._hurry.set()
+
     def _kick(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_loop())
@@ -182,36 +214,70 @@ class WorkerState:
         """Wait until every write made so far is committed."""
         while self.pending_writes:
             self._kick()  # no-op while a flush is running
+            self.hurry()
             assert self._flusher is not None
             await asyncio.shield(self._flusher)
 
-    async def _flush_loop(self) -> None:
-        backoff = 0.1
-        stats = self.crawler.stats
-        while self._requests or self._items or self._acks:
-            assert self.store is not None
-            b = self._batch
-            requests, items, acks = self._requests[:b], self._items[:b], self._acks[:b]
-            counters, self._counters = dict(self._counters), collections.Counter()
-            token = new_token()
-            while True:  # the same batch, with the same token, until Redis has it
+    async def wait_commit(self, timeout: float) -> None:
+        """Wait, at most *timeout* s, for the commit in flight (if any) to return."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._committing and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def _linger(self) -> None:
+        """Space back-to-back commits ``STATECRAWL_COMMIT_INTERVAL`` apart, unless hurried."""
+        loop = asyncio.get_running_loop()
+        wait = self._last_commit + self._interval - loop.time()
+        if wait <= 0 or self._hurry.is_set():
+            return
+        if max(len(self._requests), len(self._items), len(self._acks)) >= self._batch:
+            return
+        if self.lease_demand is not None and self.lease_demand()[1]:
+            return  # the scheduler is short of requests
+        try:
+            await asyncio.wait_for(self._hurry.wait(), wait)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _commit(self, **batch: Any) -> CommitResult:
+        """Commit *batch* with one token until Redis has it, backing off while it fails."""
+        assert self.store is not None
+        token, backoff = new_token(), 0.1
+        self._committing = True
+        try:
+            while True:
                 try:
                     result = await self.store.commit(
-                        self.worker_id, dedupe=self.dedupe_mode, requests=requests,
-                        items=items, acks=acks, token=token, counters=counters,
-                    )
+                        self.worker_id, dedupe=self.dedupe_mode, token=token, **batch)
                     break
                 except RETRY_ERRORS as exc:
-                    stats.inc_value("statecrawl/redis_errors")
+                    self.crawler.stats.inc_value("statecrawl/redis_errors")
                     logger.error(
                         "statecrawl: commit to Redis failed (%s); keeping %d requests, %d items "
                         "and %d acks, retrying in %.1fs", exc, len(self._requests),
                         len(self._items), len(self._acks), backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-            if backoff > 0.1:
-                self.recovered()
-            backoff = 0.1
+        finally:
+            self._committing = False
+        if backoff > 0.1:
+            self.recovered()
+        return result
+
+    async def _flush_loop(self) -> None:
+        stats = self.crawler.stats
+        loop = asyncio.get_running_loop()
+        while self._requests or self._items or self._acks:
+            await self._linger()
+            self._hurry.clear()
+            self._last_commit = loop.time()
+            b = self._batch
+            requests, items, acks = self._requests[:b], self._items[:b], self._acks[:b]
+            counters, self._counters = dict(self._counters), collections.Counter()
+            want = self.lease_demand()[0] if self.lease_demand is not None else 0
+            result = await self._commit(
+                requests=requests, items=items, acks=acks, counters=counters, want=want)
             del self._requests[: len(requests)]
             del self._items[: len(items)]
             del self._acks[: len(acks)]
@@ -263,11 +329,22 @@ class WorkerState:
                 logger.warning("statecrawl: gave back leases this worker had lost track of")
         finally:
             await self._stop_heartbeat()
+            await self._stop_watchdog()
             if self._listener is not None:
                 self._listener.cancel()
             assert self.client is not None
             await self.client.aclose()
             self.store = None
+
+    async def _stop_watchdog(self) -> None:
+        """Let the watchdog go: it runs leave (a no-op now) and exits."""
+        proc, self._watchdog = self._watchdog, None
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
+            try:
+                await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     async def _stop_heartbeat(self) -> None:
         if self._heartbeat is not None:

@@ -64,6 +64,7 @@ class CommitResult:
     duplicates: int
     limit_dropped: int
     acked: int
+    leased: tuple[tuple[str, bytes], ...] = ()  # (lease id, request JSON), when asked to lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,17 +166,17 @@ class CrawlStore:
     async def commit(
         self, worker: str, *, dedupe: str, requests: Sequence[PendingRequest] = (),
         items: Sequence[PendingItem] = (), acks: Sequence[str] = (), token: str | None = None,
-        counters: Mapping[str, int] | None = None,
+        counters: Mapping[str, int] | None = None, want: int = 0,
     ) -> CommitResult:
-        """Enqueue *requests*, store *items*, then acknowledge *acks*, atomically.
+        """Enqueue *requests*, store *items*, acknowledge *acks*, then lease up to *want*.
 
-        Re-sending the same batch with the same *token* is a no-op that
-        returns the first result. *counters* are added to the crawl's stats
-        hash in the same step.
+        All in one atomic step. Re-sending the same batch with the same
+        *token* is a no-op that returns the first result (the same leases).
+        *counters* are added to the crawl's stats hash in the same step.
         """
         k = self.keys
         counters = counters or {}
-        args: list[Any] = [worker, token or new_token(), len(counters)]
+        args: list[Any] = [worker, token or new_token(), max(0, want), len(counters)]
         for name, delta in counters.items():
             args += [name, delta]
         args.append(len(requests))
@@ -191,7 +192,8 @@ class CrawlStore:
                   k.tokens],
             args=args,
         )
-        return CommitResult(*(int(x) for x in out))
+        leased = tuple((_text(out[i]), _bytes(out[i + 1])) for i in range(4, len(out), 2))
+        return CommitResult(int(out[0]), int(out[1]), int(out[2]), int(out[3]), leased)
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
         """Give *ids* (leased by *worker*) back to the frontier."""

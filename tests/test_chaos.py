@@ -2,10 +2,12 @@
 
 Two `scrapy crawl site` processes share one crawl; one of them (the victim) is
 SIGKILLed at random moments while it holds leases, and restarted each time as
-a new process on the same crawl id. The survivor's heartbeat declares each dead
-victim's worker id dead after ``STATECRAWL_WORKER_TIMEOUT`` and puts its leases
-back into the frontier. At the end every URL of the site is in the crawl's
-items exactly once, in Redis and in ``statecrawl export``.
+a new process on the same crawl id. Both ways a dead worker is found are
+exercised: at even kills the victim's watchdog sees it die and gives its
+leases back at once; at odd kills the watchdog is SIGKILLed first (as when a
+whole machine is lost), so the survivor's heartbeat declares the victim dead
+after ``STATECRAWL_WORKER_TIMEOUT``. At the end every URL of the site is in
+the crawl's items exactly once, in Redis and in ``statecrawl export``.
 
 The kill times come from a seeded random: the seed is printed (shown by pytest
 on failure) and can be replayed with ``STATECRAWL_CHAOS_SEED=<seed>``.
@@ -19,6 +21,7 @@ import collections
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -66,6 +69,23 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def watchdogs_of(pid: int) -> list[int]:
+    """The watchdog processes the worker process *pid* started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"_watchdog.py" in cmdline:
+            found.append(int(entry.name))
+    assert found, f"worker {pid} has no watchdog"
+    return found
 
 
 def worker_pid(worker_id: str) -> int:
@@ -149,6 +169,9 @@ def test_victim_killed_repeatedly_every_page_exactly_once(
                 assert victim.proc.poll() is None, (f"seed {seed}", victim.log())
                 assert running(), f"seed {seed}: the crawl finished after only {kill} kills"
                 held_at_kill.append(len(held_by(client, crawl_id, victim.pid)))
+                if kill % 2:
+                    for pid in watchdogs_of(victim.pid):
+                        os.kill(pid, signal.SIGKILL)
                 victim.proc.kill()
                 victim.proc.wait(10)
                 victim = start(f"victim{kill + 1}")

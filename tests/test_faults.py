@@ -220,7 +220,7 @@ def test_slow_but_alive_worker_keeps_its_leases(redis_server: RedisServer, crawl
                                                 tmp_path: Path) -> None:
     client = redis_server.client()
     k = f"sc:{{{crawl_id}}}:"
-    with DemoSite(pages=12, delay=1.5) as site:  # every page takes ~4x the worker timeout
+    with DemoSite(pages=12, delay=3.0) as site:  # every page takes 3x the worker timeout
         w = Worker(crawl_args(site, crawl_id), worker_env(redis_server.url, tmp_path / "w"),
                    tmp_path / "w.log")
         logs = finish([w], 80)
@@ -231,3 +231,31 @@ def test_slow_but_alive_worker_keeps_its_leases(redis_server: RedisServer, crawl
         for url in site.expected_urls():
             assert site.hits[path_of(site, url)] == 1, (url, site.hits)
         check_every_page_once(redis_server, crawl_id, site, tmp_path / "export")
+
+
+def test_sigkilled_worker_leases_come_back_at_once(redis_server: RedisServer, crawl_id: str,
+                                                   tmp_path: Path) -> None:
+    """The watchdog, not the heartbeat: with a 60 s timeout, only it can be this quick."""
+    client = redis_server.client()
+    k = f"sc:{{{crawl_id}}}:"
+    with DemoSite(pages=200, delay=0.5) as site:
+        w = Worker(crawl_args(site, crawl_id, "STATECRAWL_WORKER_TIMEOUT=60",
+                              "STATECRAWL_HEARTBEAT_INTERVAL=5"),
+                   worker_env(redis_server.url, tmp_path / "w"), tmp_path / "w.log")
+        try:
+            wait_until(lambda: len(held_by(client, crawl_id, w.pid)) >= 10, 60,
+                       "the worker holds 10 leases")
+            held = held_by(client, crawl_id, w.pid)
+            t0 = time.monotonic()
+            w.proc.send_signal(signal.SIGKILL)
+            w.proc.wait(10)
+            wait_until(lambda: not held_by(client, crawl_id, w.pid), 5, "its leases are back")
+            took = time.monotonic() - t0
+        finally:
+            w.stop()
+        queued = {m.decode() for m in client.zrange(k + "queue", 0, -1)}
+        assert set(held) <= queued, w.log()
+        assert int(client.hget(k + "stats", "reclaimed") or 0) >= len(held)
+        assert not [m for m in client.zrange(k + "workers", 0, -1)
+                    if worker_pid(m.decode()) == w.pid], "the dead worker is still registered"
+        assert took < 5

@@ -154,3 +154,33 @@ def test_invalid_crawl_id_is_refused() -> None:
     for bad in ("", "a b", "x" * 65, "a}b", "../x"):
         with pytest.raises(ConfigError):
             CrawlKeys(bad)
+
+
+def test_commit_leases_what_it_is_asked_for_once_per_token(redis_url: str, crawl_id: str) -> None:
+    async def body(store: CrawlStore) -> None:
+        await store.commit("w", dedupe="set", requests=[req("a"), req("b", 5)])
+        first = await store.commit("w", dedupe="set", requests=[req("c")], want=2, token="t1")
+        # the new request is enqueued before the lease, so it competes by priority
+        assert [b for _, b in first.leased] == [b"b", b"a"]
+        assert first.enqueued == 1
+        # a replay (lost reply) returns the same leases and leases nothing more
+        again = await store.commit("w", dedupe="set", requests=[req("c")], want=2, token="t1")
+        assert again.leased == first.leased
+        s = await store.status()
+        assert (s["queued"], s["in_flight"], s["stats"]["leased"]) == (1, 2, 2)
+        # acks and the next lease in one call; nothing asked, nothing leased
+        lids = [lid for lid, _ in first.leased]
+        done = await store.commit("w", dedupe="set", acks=lids, want=5)
+        assert done.acked == 2 and [b for _, b in done.leased] == [b"c"]
+        assert (await store.commit("w", dedupe="set", want=0)).leased == ()
+
+    run(redis_url, crawl_id, body)
+
+
+def test_commit_leases_nothing_from_a_cancelled_crawl(redis_url: str, crawl_id: str) -> None:
+    async def body(store: CrawlStore) -> None:
+        await store.commit("w", dedupe="set", requests=[req("a")])
+        await store.cancel()
+        assert (await store.commit("w", dedupe="set", want=3)).leased == ()
+
+    run(redis_url, crawl_id, body)

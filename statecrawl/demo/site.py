@@ -82,6 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 60  # idle keep-alive connections give their thread back eventually
     server: _Server
+    agent = ""  # the request's User-Agent, kept for the request log
 
     def do_GET(self) -> None:
         self._respond(send_body=True)
@@ -95,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
             with site._hits_lock:
                 site.hits[self.path] += 1
                 if site.record:
-                    site.log.append((time.monotonic(), self.path))
+                    site.log.append((time.monotonic(), self.path, self.agent))
         if site.delay:
             time.sleep(site.delay)
         head, body = site._responses.get(self.path.split("?", 1)[0], _NOT_FOUND)
@@ -110,6 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         if len(words) != 3 or words[2] not in ("HTTP/1.0", "HTTP/1.1"):
             return super().parse_request()  # unusual request line: the stdlib answers it properly
         self.command, self.path, self.request_version = words
+        self.agent = ""
         tokens: set[bytes] = set()
         length = 0
         for _ in range(100):
@@ -122,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
                 tokens.update(token.strip() for token in value.lower().split(b","))
             elif name == b"content-length":
                 length = int(value) if value.strip().isdigit() else 0
+            elif name == b"user-agent":
+                self.agent = value.strip().decode("latin-1")
             elif name == b"transfer-encoding":
                 tokens.add(b"close")  # no request body decoding here: answer, then hang up
         else:
@@ -209,7 +213,7 @@ class DemoSite:
             raise ValueError(f"pages must be >= 1, got {pages}")
         self.pages, self.host, self.port, self.delay = pages, host, port, delay
         self.hits: collections.Counter[str] = collections.Counter()
-        # With record=True, (time.monotonic(), path) of every GET on arrival, in order:
+        # With record=True, (time.monotonic(), path, User-Agent) of every GET on arrival, in order:
         # lets a test or benchmark time a re-fetch. requests_since() reads it thread-safely.
         self.record = record
         self.log: list[tuple[float, str]] = []
@@ -263,7 +267,7 @@ class DemoSite:
             self.hits.clear()
             self.log.clear()
 
-    def requests_since(self, start: float) -> list[tuple[float, str]]:
+    def requests_since(self, start: float) -> list[tuple[float, str, str]]:
         """The logged GETs (``record=True``) that arrived at or after monotonic time *start*."""
         with self._hits_lock:
             return [entry for entry in self.log if entry[0] >= start]

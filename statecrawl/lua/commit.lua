@@ -2,6 +2,9 @@
 --   1. new requests: dupefilter check-and-add, crawl limit, then frontier
 --   2. items: stored under their key (a re-fetched page replaces its item)
 --   3. acknowledgements: the lease and the stored request are deleted
+--   4. a lease of up to `want` requests for the same worker, as lease.lua
+--      does, so a busy worker refills its buffer without a round trip of
+--      its own (the crawl's finished-check stays with lease.lua)
 -- A request is acknowledged in the same batch as, or a later batch than, the
 -- output of its callback, so a crash never loses the output of a request
 -- whose lease is gone.
@@ -15,16 +18,16 @@
 -- can send the same commit again safely.
 --
 -- KEYS: meta seq queue reqs leases seen items failed stats tokens
--- ARGV: worker token
+-- ARGV: worker token want
 --       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
 --       n_requests {fingerprint filter(0|1) score json}*
 --       n_items {key failed(0|1) json}*
 --       n_acks {request_id}*
--- Returns {enqueued, duplicates, limit_dropped, acked}
+-- Returns {enqueued, duplicates, limit_dropped, acked, id1, json1, id2, json2, ...}
 local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local worker, token = ARGV[1], ARGV[2]
-local i = 3
+local worker, token, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local i = 4
 
 local last = redis.call('HGET', tokens, worker)
 if last and string.sub(last, 1, #token + 1) == token .. ' ' then
@@ -103,5 +106,24 @@ if acked > 0 then redis.call('HINCRBY', stats, 'acked', acked) end
 -- Wake idle workers when work appears in an empty frontier.
 if was_empty and enqueued > 0 then redis.call('PUBLISH', queue, 'work') end
 local result = {enqueued, duplicates, limit_dropped, acked}
+if want > 0 and redis.call('HGET', meta, 'state') ~= 'cancelled' then
+  local popped = redis.call('ZPOPMIN', queue, want)
+  for j = 1, #popped, 2 do
+    local id, score = popped[j], popped[j + 1]
+    local body = redis.call('HGET', reqs, id)
+    if body then
+      redis.call('HSET', leases, id, worker .. ' ' .. score)
+      result[#result + 1] = id
+      result[#result + 1] = body
+    end
+  end
+  if #result > 4 then
+    redis.call('HINCRBY', stats, 'leased', (#result - 4) / 2)
+    if redis.call('HGET', meta, 'state') == 'finished' then
+      redis.call('HSET', meta, 'state', 'running')
+      redis.call('HDEL', meta, 'finished_at')
+    end
+  end
+end
 redis.call('HSET', tokens, worker, token .. ' ' .. cjson.encode(result))
 return result

@@ -3,11 +3,12 @@
 -- orphaned, even a lease whose reply it never received.
 --
 -- KEYS: queue leases workers stats tokens
--- ARGV: worker
+-- ARGV: worker [reason]   'released' (default: it stopped) or 'reclaimed' (its
+--                         watchdog saw its process die)
 -- Returns the number of leases given back. (requeue_owned.lua is prepended.)
 local queue, leases, workers, stats, tokens = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local worker = ARGV[1]
-local released = requeue_owned(queue, leases, stats, worker, function() return true end)
+local worker, reason = ARGV[1], ARGV[2] or 'released'
+local released = requeue_owned(queue, leases, stats, worker, function() return true end, reason)
 redis.call('ZREM', workers, worker)
 redis.call('HDEL', tokens, worker, worker .. '|lease')
 return released

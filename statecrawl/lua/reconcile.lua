@@ -10,4 +10,5 @@
 -- Returns the number given back. (requeue_owned.lua is prepended.)
 local known = {}
 for j = 2, #ARGV do known[ARGV[j]] = true end
-return requeue_owned(KEYS[1], KEYS[2], KEYS[3], ARGV[1], function(id) return not known[id] end)
+return requeue_owned(KEYS[1], KEYS[2], KEYS[3], ARGV[1], function(id) return not known[id] end,
+  'released')

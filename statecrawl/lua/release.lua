@@ -7,4 +7,5 @@
 -- Returns the number released.
 local ids = {}
 for j = 2, #ARGV do ids[ARGV[j]] = true end
-return requeue_owned(KEYS[1], KEYS[2], KEYS[3], ARGV[1], function(id) return ids[id] end)
+return requeue_owned(KEYS[1], KEYS[2], KEYS[3], ARGV[1], function(id) return ids[id] end,
+  'released')

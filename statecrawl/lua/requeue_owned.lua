@@ -1,8 +1,9 @@
 -- Shared by release.lua, reconcile.lua and leave.lua (prepended to each).
 -- Puts every lease owned by `worker` whose id `wanted(id)` accepts back into
--- the frontier with its score; counts them as released and wakes idle
--- workers. Returns how many.
-local function requeue_owned(queue, leases, stats, worker, wanted)
+-- the frontier with its score; counts them under `reason` ('released' or
+-- 'reclaimed') in the stats and publishes `reason` on the frontier's channel,
+-- which makes idle workers lease at once. Returns how many.
+local function requeue_owned(queue, leases, stats, worker, wanted, reason)
   local prefix = worker .. ' '
   local released = 0
   local all = redis.call('HGETALL', leases)
@@ -15,8 +16,8 @@ local function requeue_owned(queue, leases, stats, worker, wanted)
     end
   end
   if released > 0 then
-    redis.call('HINCRBY', stats, 'released', released)
-    redis.call('PUBLISH', queue, 'released')
+    redis.call('HINCRBY', stats, reason, released)
+    redis.call('PUBLISH', queue, reason)
   end
   return released
 end
