@@ -108,7 +108,8 @@ class CrawlStore:
         self.keys = CrawlKeys(crawl_id)
         self.crawl_id = crawl_id
         self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
-        self._lease = client.register_script(script_source("lease.lua"))
+        take = script_source("take_leases.lua")
+        self._lease = client.register_script(take + script_source("lease.lua"))
 
         self._heartbeat = client.register_script(script_source("heartbeat.lua"))
         requeue = script_source("requeue_owned.lua")
@@ -121,7 +122,8 @@ class CrawlStore:
         if script is None:
             if dedupe not in DEDUPE_MODES:
                 raise ValueError(f"unknown dupefilter mode {dedupe!r}")
-            source = script_source(f"dedupe_{dedupe}.lua") + script_source("commit.lua")
+            source = (script_source(f"dedupe_{dedupe}.lua") + script_source("take_leases.lua")
+                      + script_source("commit.lua"))
             script = self._commits[dedupe] = self.client.register_script(source)
         return script
 

@@ -10,7 +10,8 @@
 -- whose lease is gone.
 --
 -- The dupefilter is a prepended snippet (dedupe_<mode>.lua) defining
--- make_dedupe(seen_key, meta_key) -> function(fingerprint) -> true if new.
+-- make_dedupe(seen_key, meta_key) -> function(fingerprint) -> true if new;
+-- take_leases.lua is prepended too.
 --
 -- A commit is applied at most once: the worker's last commit token and its
 -- result are kept in the tokens hash (a worker has one commit in flight at a
@@ -107,23 +108,7 @@ if acked > 0 then redis.call('HINCRBY', stats, 'acked', acked) end
 if was_empty and enqueued > 0 then redis.call('PUBLISH', queue, 'work') end
 local result = {enqueued, duplicates, limit_dropped, acked}
 if want > 0 and redis.call('HGET', meta, 'state') ~= 'cancelled' then
-  local popped = redis.call('ZPOPMIN', queue, want)
-  for j = 1, #popped, 2 do
-    local id, score = popped[j], popped[j + 1]
-    local body = redis.call('HGET', reqs, id)
-    if body then
-      redis.call('HSET', leases, id, worker .. ' ' .. score)
-      result[#result + 1] = id
-      result[#result + 1] = body
-    end
-  end
-  if #result > 4 then
-    redis.call('HINCRBY', stats, 'leased', (#result - 4) / 2)
-    if redis.call('HGET', meta, 'state') == 'finished' then
-      redis.call('HSET', meta, 'state', 'running')
-      redis.call('HDEL', meta, 'finished_at')
-    end
-  end
+  take_leases(meta, queue, reqs, leases, stats, worker, want, result)
 end
 redis.call('HSET', tokens, worker, token .. ' ' .. cjson.encode(result))
 return result

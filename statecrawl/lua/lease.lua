@@ -12,7 +12,7 @@
 -- KEYS: meta queue reqs leases workers stats tokens
 -- ARGV: worker n check_finished(0|1) token
 -- Times come from the Redis clock, so workers on different machines agree.
--- Returns {state, id1, json1, id2, json2, ...}
+-- Returns {state, id1, json1, id2, json2, ...}. (take_leases.lua is prepended.)
 local meta, queue, reqs, leases, workers, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local worker, n, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
@@ -28,26 +28,10 @@ local state = redis.call('HGET', meta, 'state') or 'running'
 local out = {state}
 if state == 'cancelled' then return out end
 
-if n > 0 then
-  local popped = redis.call('ZPOPMIN', queue, n)
-  for j = 1, #popped, 2 do
-    local id, score = popped[j], popped[j + 1]
-    local body = redis.call('HGET', reqs, id)
-    if body then
-      redis.call('HSET', leases, id, worker .. ' ' .. score)
-      out[#out + 1] = id
-      out[#out + 1] = body
-    end
-  end
-  if #out > 1 then
-    redis.call('HINCRBY', stats, 'leased', (#out - 1) / 2)
-    if state == 'finished' then
-      out[1] = 'running'
-      redis.call('HSET', meta, 'state', 'running')
-    end
-    redis.call('HSET', tokens, field, token .. ' ' .. cjson.encode(out))
-    return out
-  end
+if n > 0 and take_leases(meta, queue, reqs, leases, stats, worker, n, out) > 0 then
+  if state == 'finished' then out[1] = 'running' end
+  redis.call('HSET', tokens, field, token .. ' ' .. cjson.encode(out))
+  return out
 end
 
 if ARGV[3] == '1' and redis.call('ZCARD', queue) == 0 and redis.call('HLEN', leases) == 0 then

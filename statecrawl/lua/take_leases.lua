@@ -1,0 +1,27 @@
+-- Shared by lease.lua and commit.lua (prepended to each).
+-- Pops up to `n` request ids from the frontier, records each as leased by
+-- `worker` (with its score, so a reclaim restores its priority) and appends
+-- id, request JSON pairs to `out`. Counts them in the stats and, when the
+-- crawl was marked finished, marks it running again. Returns how many.
+local function take_leases(meta, queue, reqs, leases, stats, worker, n, out)
+  local taken = 0
+  local popped = redis.call('ZPOPMIN', queue, n)
+  for j = 1, #popped, 2 do
+    local id, score = popped[j], popped[j + 1]
+    local body = redis.call('HGET', reqs, id)
+    if body then
+      redis.call('HSET', leases, id, worker .. ' ' .. score)
+      out[#out + 1] = id
+      out[#out + 1] = body
+      taken = taken + 1
+    end
+  end
+  if taken > 0 then
+    redis.call('HINCRBY', stats, 'leased', taken)
+    if redis.call('HGET', meta, 'state') == 'finished' then
+      redis.call('HSET', meta, 'state', 'running')
+      redis.call('HDEL', meta, 'finished_at')
+    end
+  end
+  return taken
+end
