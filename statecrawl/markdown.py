@@ -1,13 +1,15 @@
-"""Turn a crawled HTML page into GitHub-flavoured Markdown.
+"""Turn a crawled HTML page into GitHub-flavoured Markdown of its main content.
 
-The pipeline is four small steps, each its own function so that the later
-main-content extractor can replace :func:`strip_boilerplate` without
-touching the rest:
+The pipeline is four small steps:
 
 1. :func:`statecrawl.extract.parse_html` -- one lxml tree, never raises;
-2. :func:`strip_boilerplate` -- drop code, embeds, forms and the page's
-   navigation landmarks (a deliberately simple rule set, see below);
-3. html-to-markdown (Rust, a few ms per page) converts ``<body>``, resolving
+2. choose what to convert: the elements matching ``include_tags`` (CSS
+   selectors) if given, minus those matching ``exclude_tags``; else the
+   page's main content (:func:`statecrawl.maincontent.extract_main`: no
+   navigation, sidebars, footers, comment threads, cookie banners); or,
+   with ``only_main_content=False``, the whole ``<body>`` minus code,
+   forms and navigation landmarks (:func:`strip_boilerplate`);
+3. html-to-markdown (Rust, a few ms per page) converts that, resolving
    every link and image against the page's base URL (``<base href>``
    joined to the page URL) so the Markdown works away from the page;
 4. :func:`_tidy` fixes blank lines and trailing whitespace.
@@ -28,15 +30,20 @@ backslashes in every other word are noise.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
+from collections.abc import Sequence
 from urllib.parse import urljoin
 
 import html_to_markdown
+from cssselect import SelectorError
 from lxml import etree
 from lxml import html as lxml_html
+from lxml.cssselect import CSSSelector
 
 from statecrawl.extract import parse_html
+from statecrawl.maincontent import clean_tree, extract_main, flatten_deep
 
 __all__ = ["BOILERPLATE_ROLES", "BOILERPLATE_TAGS", "strip_boilerplate", "to_markdown"]
 
@@ -59,6 +66,7 @@ _ROLED = etree.XPath(".//*[@role]")
 _PADDED_LINKS = etree.XPath(
     ".//*[(@href and normalize-space(@href) != @href) or (@src and normalize-space(@src) != @src)]"
 )
+_TITLED = etree.XPath(".//a[@title] | .//img[@title]")
 _BASE_HREF = etree.XPath("(//base[@href])[1]/@href")  # searches the whole document
 
 _OPTIONS = html_to_markdown.ConversionOptions(
@@ -140,7 +148,7 @@ def _tidy(markdown: str) -> str:
     """Strip trailing spaces and keep at most one blank line in a row, outside code fences.
 
     Fenced code is copied verbatim: blank lines and indentation are part of
-    the code.
+    the code. A table is always followed by a blank line.
     """
     lines: list[str] = []
     fence: str | None = None
@@ -157,35 +165,125 @@ def _tidy(markdown: str) -> str:
         opening = _FENCE.match(line)
         if opening is not None:
             fence = opening.group(1)
+        if line and lines and lines[-1].startswith("|") and not line.startswith("|"):
+            lines.append("")  # the converter may start a list right under a table
         lines.append(line)
     return "\n".join(lines).strip()
 
 
-def _convert(html: str, url: str) -> str:
+@functools.lru_cache(maxsize=256)
+def _selector(css: str) -> CSSSelector | None:
+    """The compiled selector, or ``None`` (warned once per process) if it is not valid CSS.
+
+    Cached: a crawl passes the same few selectors for every page.
+    """
+    try:
+        return CSSSelector(css, translator="html")
+    except (SelectorError, TypeError, ValueError) as exc:
+        logger.warning("Ignoring invalid CSS selector %r: %s", css, exc)
+        return None
+
+
+def _matches(root: lxml_html.HtmlElement, selectors: Sequence[str]) -> list[lxml_html.HtmlElement]:
+    """The elements under ``root`` matching any selector, outermost only, in document order."""
+    if isinstance(selectors, str):  # one selector passed bare
+        selectors = [selectors]
+    found: set[lxml_html.HtmlElement] = set()
+    for css in selectors:
+        selector = _selector(css) if isinstance(css, str) else None
+        if selector is not None:
+            found.update(el for el in selector(root) if isinstance(el, lxml_html.HtmlElement))
+    return [el for el in root.iter() if el in found and not any(a in found for a in el.iterancestors())]
+
+
+def _select(body: lxml_html.HtmlElement, include: Sequence[str]) -> lxml_html.HtmlElement:
+    """A new ``<div>`` holding the elements matching ``include`` (moved out of ``body``)."""
+    wrapper = lxml_html.Element("div")
+    for el in _matches(body, include):
+        el.tail = None
+        wrapper.append(el)
+    return wrapper
+
+
+def _content(
+    root: lxml_html.HtmlElement,
+    only_main_content: bool,
+    include_tags: Sequence[str] | None,
+    exclude_tags: Sequence[str] | None,
+) -> lxml_html.HtmlElement:
+    """The element to convert, chosen as :func:`to_markdown` documents."""
+    body = root.find("body")
+    content = body if body is not None else root
+    if include_tags:
+        content = _select(content, include_tags)
+    if exclude_tags:
+        for el in _matches(content, exclude_tags):
+            if el is not content and el.getparent() is not None:
+                el.drop_tree()
+    if include_tags:
+        clean_tree(content)
+    elif only_main_content:
+        return extract_main(content)  # flattens too-deep nesting itself, knowing the depth
+    else:
+        strip_boilerplate(content)
+    flatten_deep(content)
+    return content
+
+
+def _convert(
+    html: str,
+    url: str,
+    only_main_content: bool,
+    include_tags: Sequence[str] | None,
+    exclude_tags: Sequence[str] | None,
+) -> str:
     root = parse_html(html)
     if root is None:
         return ""
-    body = root.find("body")
-    content = body if body is not None else root
-    strip_boilerplate(content)
+    base_url = _document_base(root, url)
+    content = _content(root, only_main_content, include_tags, exclude_tags)
+    for el in _TITLED(content):  # tooltips, mostly repeating the link text: noise in Markdown
+        del el.attrib["title"]
     _trim_links(content)
-    fragment = etree.tostring(content, encoding="unicode", method="html")
-    options = dataclasses.replace(_OPTIONS, base_url=_document_base(root, url) or None)
+    fragment = etree.tostring(content, encoding="unicode", method="html", with_tail=False)
+    options = dataclasses.replace(_OPTIONS, base_url=base_url or None)
     result = html_to_markdown.convert(fragment, options)
     for warning in result.warnings:  # e.g. content deeper than the converter's depth limit
         logger.debug("html-to-markdown on %s: %s", url, warning.message)
     return _tidy(result.content or "")
 
 
-def to_markdown(html: str, url: str) -> str:
-    """The page's ``<body>`` as GitHub-flavoured Markdown, with absolute links.
+def to_markdown(
+    html: str,
+    url: str,
+    *,
+    only_main_content: bool = True,
+    include_tags: Sequence[str] | None = None,
+    exclude_tags: Sequence[str] | None = None,
+) -> str:
+    """The page's main content as GitHub-flavoured Markdown, with absolute links.
 
-    ATX headings, fenced code, GFM tables, ``-`` bullets; no run of blank
-    lines, no trailing whitespace. Returns ``""`` for an empty or
-    unparseable page and never raises.
+    ATX headings, fenced code (with the language a ``language-*`` or
+    ``lang-*`` class declares), GFM tables, ``-`` bullets, images as
+    ``![alt](src)``; links and images resolved against ``<base href>`` and
+    ``url``; no run of blank lines, no trailing whitespace.
+
+    - ``only_main_content`` (default): the article, product, listing or
+      thread the page is about, without navigation, headers, footers,
+      sidebars, comment threads, cookie banners or share bars (see
+      :mod:`statecrawl.maincontent`). ``False``: the whole ``<body>`` minus
+      scripts, forms and navigation landmarks.
+    - ``include_tags``: CSS selectors; only the matching elements are
+      converted, in document order (an element inside another match is
+      not repeated). The selection replaces main-content detection.
+    - ``exclude_tags``: CSS selectors; matching elements are removed
+      (from the selection, if ``include_tags`` is given).
+
+    An invalid selector is ignored with a warning in the log. Returns
+    ``""`` for an empty or unparseable page, and never raises.
     """
     try:
-        return _convert(html, url)
+        return _convert(html, url, only_main_content, include_tags, exclude_tags)
     except Exception:  # one bad page must never stop a crawl
         logger.warning("Markdown conversion failed for %s", url, exc_info=True)
         return ""

@@ -1,8 +1,15 @@
-"""Tests for statecrawl.markdown: exact Markdown for each HTML construct a crawl meets."""
+"""Tests for statecrawl.markdown: exact Markdown for each HTML construct a crawl meets.
+
+The first tests convert small fragments (no chrome, so main-content
+detection keeps them whole); the main-content tests use full pages with
+navigation, sidebars, comments and a cookie banner; the bad-input tests
+check that every page gives a string, in bounded time.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -107,7 +114,8 @@ def test_entities_are_decoded() -> None:
     assert to_markdown(html, URL) == "Fish & chips cost <5> é€"
 
 
-def test_boilerplate_removed_content_and_tail_text_kept() -> None:
+@pytest.mark.parametrize("only_main_content", [True, False])
+def test_boilerplate_removed_content_and_tail_text_kept(only_main_content: bool) -> None:
     html = (
         "<header><a href='/'>Site</a></header><nav><a href='/a'>A</a></nav>"
         "<div role='Navigation '>Menu</div><main><article><header><h1>Kept</h1></header>"
@@ -117,7 +125,7 @@ def test_boilerplate_removed_content_and_tail_text_kept() -> None:
         "<svg><text>svg</text></svg></article></main>"
         "<footer>Copyright</footer><div role='contentinfo'>Legal</div><div role='banner'>Logo</div>"
     )
-    assert to_markdown(html, URL) == "# Kept\n\nText after."
+    assert to_markdown(html, URL, only_main_content=only_main_content) == "# Kept\n\nText after."
 
 
 def test_strip_boilerplate_never_removes_the_root() -> None:
@@ -187,3 +195,261 @@ def test_converter_failure_is_logged_not_raised(
     with caplog.at_level(logging.WARNING, logger="statecrawl.markdown"):
         assert to_markdown("<p>x</p>", URL) == ""
     assert f"Markdown conversion failed for {URL}" in caplog.text
+
+
+def test_code_language_from_class_prefixes() -> None:
+    html = (
+        "<pre><code class='lang-js'>let a = 1;</code></pre>"
+        "<pre class='language-rust'><code>fn main() {}</code></pre>"
+        "<pre><code class='highlight'>no language</code></pre>"
+    )
+    assert to_markdown(html, URL) == (
+        "```js\nlet a = 1;\n```\n\n```rust\nfn main() {}\n```\n\n```\nno language\n```"
+    )
+
+
+def test_images_titles_and_decorative_images() -> None:
+    html = (
+        "<p><img src='a.png' alt='A chart' title='tooltip'> "
+        "<a href='/x' title='also a tooltip'>x</a> <img src='spacer.gif' alt=''> "
+        "<img src='pixel.gif' width='1' height='1'> <img src='/b.jpg'></p>"
+    )
+    assert to_markdown(html, URL) == (
+        "![A chart](https://example.com/blog/a.png) [x](https://example.com/x) "
+        "![](https://example.com/b.jpg)"
+    )
+
+
+# -- main content ---------------------------------------------------------------
+
+ARTICLE_URL = "https://example.com/news/2024/tides.html"
+ARTICLE = """<!DOCTYPE html>
+<html lang="en">
+<head><title>Why the tides turn</title><base href="https://example.com/news/">
+<script>var tracking = 1;</script></head>
+<body>
+<div id="cookie-banner" class="cookie-consent"><p>We use cookies to give you the best
+experience on our website. <a href="/privacy">Read our privacy policy</a>.</p>
+<button>Accept all</button></div>
+<header class="site-header"><a href="/"><img src="/logo.png" alt="Example News"></a>
+  <nav><ul><li><a href="/world">World</a></li><li><a href="/science">Science</a></li></ul></nav>
+</header>
+<div class="layout">
+  <main>
+    <article>
+      <h1>Why the tides turn</h1>
+      <p class="byline">By Ann Author, 3 May 2024</p>
+      <p>The Moon pulls on the oceans, and the oceans answer twice a day. Where the pull is
+      strongest, the water heaps up into a bulge; on the far side of the Earth, a second bulge forms.</p>
+      <p>As the Earth turns under the two bulges, every coast passes through high and low water,
+      roughly every twelve hours and twenty-five minutes, which is why the tide is a little later
+      each day.</p>
+      <h2>Spring and neap tides</h2>
+      <p>When the Sun and the Moon line up, at new and full moon, their pulls add up and the
+      <a href="tides/spring.html">spring tides</a> are large. At the quarters, they work against
+      each other, and the neap tides are small.</p>
+      <figure><img src="img/chart.png" alt="Tide chart">
+      <figcaption>High and low water at Brest, May 2024.</figcaption></figure>
+      <ul><li>Spring tides: about every two weeks.</li><li>Neap tides: in between.</li></ul>
+      <div class="share-buttons"><a href="https://twitter.com/share">Twitter</a>
+      <a href="https://facebook.com/share">Facebook</a> <a href="mailto:?subject=Tides">Email</a></div>
+    </article>
+    <section id="comments" class="comments">
+      <h3>2 comments</h3>
+      <div class="comment"><p>Great article, thanks for writing it, I never understood why
+      the tide was later every day.</p></div>
+      <div class="comment"><p>What about the Bay of Fundy, are its tides the largest in the world?</p></div>
+    </section>
+  </main>
+  <aside class="sidebar"><h3>Most read</h3><ul>
+    <li><a href="/storm">Storm warning issued for the whole coast tonight</a></li>
+    <li><a href="/harbour">The harbour reopens after three months of works</a></li></ul>
+  </aside>
+</div>
+<footer><p>&copy; 2024 Example News. All rights reserved.</p><a href="/contact">Contact us</a></footer>
+</body>
+</html>"""
+
+ARTICLE_MARKDOWN = (
+    "# Why the tides turn\n\n"
+    "The Moon pulls on the oceans, and the oceans answer twice a day. Where the pull is\n"
+    "strongest, the water heaps up into a bulge; on the far side of the Earth, a second bulge forms.\n\n"
+    "As the Earth turns under the two bulges, every coast passes through high and low water,\n"
+    "roughly every twelve hours and twenty-five minutes, which is why the tide is a little later\n"
+    "each day.\n\n"
+    "## Spring and neap tides\n\n"
+    "When the Sun and the Moon line up, at new and full moon, their pulls add up and the "
+    "[spring tides](https://example.com/news/tides/spring.html) are large. "
+    "At the quarters, they work against\n"
+    "each other, and the neap tides are small.\n\n"
+    "![Tide chart](https://example.com/news/img/chart.png)\n\n"
+    "- Spring tides: about every two weeks.\n"
+    "- Neap tides: in between."
+)
+
+
+def test_main_content_is_the_article_alone() -> None:
+    assert to_markdown(ARTICLE, ARTICLE_URL) == ARTICLE_MARKDOWN
+
+
+def test_whole_page_keeps_what_main_content_drops() -> None:
+    markdown = to_markdown(ARTICLE, ARTICLE_URL, only_main_content=False)
+    assert markdown.startswith(
+        "We use cookies to give you the best\nexperience on our website. "
+        "[Read our privacy policy](https://example.com/privacy).\n\nAccept all\n\n# Why the tides turn\n\n"
+        "By Ann Author, 3 May 2024\n\n"
+    )
+    for kept in ("*High and low water at Brest, May 2024.*", "[Twitter](https://twitter.com/share)",
+                 "### 2 comments", "Bay of Fundy"):  # fmt: skip
+        assert kept in markdown
+    # The landmarks strip_boilerplate removes in both modes.
+    for dropped in ("Most read", "World", "All rights reserved", "tracking"):
+        assert dropped not in markdown
+
+
+def test_main_content_keeps_every_post_of_a_thread() -> None:
+    html = """<html><body>
+    <header><a href="/">Tide Forum</a> <a href="/login">Log in</a></header>
+    <nav class="breadcrumbs"><a href="/">Forums</a> &rsaquo; <a href="/f/sailing">Sailing</a></nav>
+    <main><h1>Anchoring in a strong tidal stream?</h1>
+      <div class="post"><div class="author"><a href="/u/marie">marie</a></div><div class="message">
+        <p>We sail to Alderney next month, where the stream runs at seven knots. How much chain
+        would you put out, and is a Bruce anchor enough?</p></div></div>
+      <div class="post"><div class="author"><a href="/u/tom">tom</a></div><div class="message">
+        <p>Five times the depth at high water, at least, and set the anchor at slack water.</p></div></div>
+      <div class="post"><div class="author"><a href="/u/ines">ines</a></div><div class="message">
+        <p>Braye harbour is sheltered from the stream, so you will not need much: mind the swell.</p>
+      </div></div>
+    </main>
+    <footer><a href="/rules">Forum rules</a> &middot; <a href="/privacy">Privacy</a></footer>
+    </body></html>"""
+    assert to_markdown(html, "https://forum.example.org/t/42") == (
+        "# Anchoring in a strong tidal stream?\n\n"
+        "[marie](https://forum.example.org/u/marie)\n\n"
+        "We sail to Alderney next month, where the stream runs at seven knots. How much chain\n"
+        "would you put out, and is a Bruce anchor enough?\n\n"
+        "[tom](https://forum.example.org/u/tom)\n\n"
+        "Five times the depth at high water, at least, and set the anchor at slack water.\n\n"
+        "[ines](https://forum.example.org/u/ines)\n\n"
+        "Braye harbour is sheltered from the stream, so you will not need much: mind the swell."
+    )
+
+
+def test_main_content_of_a_page_without_prose_is_its_main() -> None:
+    html = """<html><body>
+    <header class="site-header"><a href="/">Shoe Shop</a>
+      <form action="/search"><input name="q"><button>Search</button></form></header>
+    <nav><a href="/men">Men</a> <a href="/women">Women</a></nav>
+    <main><h1>Trail running shoes</h1><ul class="product-grid">
+      <li><a href="/p/1"><img src="/i/1.jpg" alt="Ridge 2"> Ridge 2</a> <span class="price">$120</span></li>
+      <li><a href="/p/2"><img src="/i/2.jpg" alt="Scree Pro"> Scree Pro</a>
+        <span class="price">$150</span></li>
+    </ul></main>
+    <footer><p>Free returns within 30 days of delivery.</p><a href="/help">Help</a></footer>
+    </body></html>"""
+    assert to_markdown(html, "https://shop.example.com/trail") == (
+        "# Trail running shoes\n\n"
+        "- [![Ridge 2](https://shop.example.com/i/1.jpg) Ridge 2](https://shop.example.com/p/1) $120\n"
+        "- [![Scree Pro](https://shop.example.com/i/2.jpg) Scree Pro](https://shop.example.com/p/2) $150"
+    )
+
+
+def test_hidden_elements_and_dialogs_are_not_content() -> None:
+    html = (
+        "<div role='dialog' aria-modal='true'>"
+        "<p>Subscribe to our newsletter for weekly tide tables!</p></div>"
+        "<p>Visible paragraph about the tides, long enough to be a paragraph.</p>"
+        "<p hidden>Hidden paragraph that a browser would never show to anyone.</p>"
+        "<p style='display: none'>Another paragraph hidden by its inline style, never shown.</p>"
+        "<div aria-hidden='true'>Screen readers and eyes both skip this text.</div>"
+    )
+    assert to_markdown(html, URL) == "Visible paragraph about the tides, long enough to be a paragraph."
+
+
+def test_include_tags_keep_only_matching_elements_in_order() -> None:
+    markdown = to_markdown(ARTICLE, ARTICLE_URL, include_tags=["h2", "article h1", "figure", "figure img"])
+    assert markdown == (
+        "# Why the tides turn\n\n## Spring and neap tides\n\n"
+        "![Tide chart](https://example.com/news/img/chart.png)\n\n*High and low water at Brest, May 2024.*"
+    )
+
+
+def test_exclude_tags_remove_matching_elements() -> None:
+    markdown = to_markdown(ARTICLE, ARTICLE_URL, exclude_tags=["h2", "ul", "FIGURE"])
+    assert markdown == ARTICLE_MARKDOWN.replace("## Spring and neap tides\n\n", "").replace(
+        "\n\n![Tide chart](https://example.com/news/img/chart.png)\n\n"
+        "- Spring tides: about every two weeks.\n- Neap tides: in between.", ""
+    )
+    whole = to_markdown(
+        ARTICLE, ARTICLE_URL, only_main_content=False, exclude_tags=["#cookie-banner", ".comments"]
+    )
+    assert whole.startswith("# Why the tides turn\n\nBy Ann Author") and "comments" not in whole
+
+
+def test_exclude_applies_within_include() -> None:
+    html = "<div class='a'><p>one</p><p class='ad'>buy</p></div><div class='b'><p>two</p></div><p>three</p>"
+    assert to_markdown(html, URL, include_tags=[".a", ".b"], exclude_tags=[".ad"]) == "one\n\ntwo"
+    assert to_markdown(html, URL, include_tags=[".nothing"]) == ""
+
+
+def test_invalid_selectors_are_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    html = "<h1>Title</h1><p>Body</p>"
+    with caplog.at_level(logging.WARNING, logger="statecrawl.markdown"):
+        assert to_markdown(html, URL, include_tags=["div[", "h1"]) == "# Title"
+        assert to_markdown(html, URL, exclude_tags=["p:nth-child(", "::"]) == "# Title\n\nBody"
+    assert "Ignoring invalid CSS selector 'div['" in caplog.text
+
+
+# -- bad input ---------------------------------------------------------------------
+
+
+def test_document_without_body_or_text() -> None:
+    assert to_markdown("<html><head><script>x()</script><style>p{}</style></head></html>", URL) == ""
+    script_only = "<script>document.write('<p>late</p>')</script><noscript>Enable JS</noscript>"
+    assert to_markdown(script_only, URL) == ""
+    assert to_markdown("<frameset><frame src='a.html'></frameset>", URL) == ""
+
+
+def test_broken_nesting_keeps_the_text() -> None:
+    html = "<p>one <b>two <i>three</b> four</i> five<table><td>cell<p>in cell</table><li>item"
+    # libxml2 repairs the overlap by closing <i> with <b> (a browser would reopen it).
+    assert to_markdown(html, URL) == "one **two *three*** four five\n\n| cell in cell |\n| --- |\n\n- item"
+
+
+def test_text_decoded_with_errors_and_declared_charset() -> None:
+    latin1 = "<p>caf\xe9 cr\xe8me br\xfbl\xe9e</p>".encode("latin-1")
+    assert to_markdown(latin1.decode("utf-8", errors="replace"), URL) == (
+        "caf\ufffd cr\ufffdme br\ufffdl\ufffde"
+    )
+    # The text is already decoded: a <meta charset> must not decode it again.
+    declared = (
+        "<html><head><meta charset='iso-8859-1'></head><body><p>caf\xe9 \u20ac \u6f22</p></body></html>"
+    )
+    assert to_markdown(declared, URL) == "caf\xe9 \u20ac \u6f22"
+
+
+def test_ten_megabyte_page_in_bounded_time() -> None:
+    paragraph = "<p>The tide rises and falls twice a day, pulled by the Moon, and sailors sail by it.</p>\n"
+    html = (
+        "<html><body><nav><a href='/'>Home</a></nav><article>"
+        + paragraph * (10_000_000 // len(paragraph))
+        + "</article><footer>Contact</footer></body></html>"
+    )
+    started = time.perf_counter()
+    markdown = to_markdown(html, URL)
+    assert time.perf_counter() - started < 10  # catches blow-ups, not a benchmark
+    assert markdown.startswith("The tide rises") and markdown.count("\n\n") == html.count("<p>") - 1
+    assert "Home" not in markdown and "Contact" not in markdown
+
+
+@pytest.mark.parametrize("only_main_content", [True, False])
+def test_deeply_nested_tables_keep_their_text(only_main_content: bool) -> None:
+    html = "<table><tr><td>" * 500 + "deep" + "</td></tr></table>" * 500
+    started = time.perf_counter()
+    assert to_markdown(html, URL, only_main_content=only_main_content) == "| deep |\n| --- |"
+    assert time.perf_counter() - started < 10
+
+
+def test_nesting_deeper_than_the_converter_limit_is_flattened() -> None:
+    html = "<div>" * 1500 + "<p>" + "deep text, " * 5 + "</p>" + "</div>" * 1500
+    assert to_markdown(html, URL) == "deep text, " * 4 + "deep text,"
