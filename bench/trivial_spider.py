@@ -30,6 +30,7 @@ class TrivialSpider(Spider):
         self.host = urlsplit(url).netloc
         self.first: float | None = None
         self.first_cpu = 0.0
+        self.last = 0.0
         self.responses = 0
 
     @classmethod
@@ -46,6 +47,7 @@ class TrivialSpider(Spider):
             self.first = time.monotonic()
             self.first_cpu = time.process_time()
         self.responses += 1
+        self.last = time.monotonic()
         if not isinstance(response, TextResponse):
             return
         for href in response.css("a::attr(href)").getall():
@@ -58,5 +60,6 @@ class TrivialSpider(Spider):
         cpu = time.process_time() - self.first_cpu
         with open(os.environ["BENCH_RESULT"], "a") as f:
             f.write(json.dumps({"responses": self.responses, "seconds": elapsed, "cpu": cpu,
+                                "tail": time.monotonic() - (self.last or time.monotonic()),
                                 "reason": reason, "pid": os.getpid(),
                                 "end": time.time()}) + "\n")

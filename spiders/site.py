@@ -3,8 +3,15 @@
 Arguments (all ``-a name=value``): ``url`` (required), ``crawl_id``,
 ``limit`` (max requests admitted to the crawl, crawl-wide), ``max_depth``,
 ``include`` / ``exclude`` (regexes on the URLs to follow), ``allow_subdomains``
-(``true``/``false``). Start several processes with the same ``crawl_id`` and
-Redis and they share the crawl.
+(``true``/``false``), ``render`` (``http``, ``browser`` or ``auto``; see
+:mod:`statecrawl.render`) and the page controls of rendered pages:
+``wait_for`` (CSS selector), ``wait_ms``, ``wait_until`` (``load``,
+``domcontentloaded``, ``networkidle``, ``commit``), ``screenshot``
+(``true``/``false``), ``formats`` (comma-separated: ``markdown`` (the
+default), ``html`` (cleaned main-content HTML), ``raw_html``, ``links``).
+Start several processes with the same ``crawl_id`` and Redis and they share
+the crawl.
+
 """
 
 from __future__ import annotations
@@ -24,7 +31,14 @@ from twisted.python.failure import Failure
 from statecrawl.exceptions import ConfigError
 from statecrawl.extract import page_metadata
 from statecrawl.items import Page
-from statecrawl.markdown import to_markdown
+from statecrawl.markdown import main_content_html, to_markdown
+from statecrawl.render import (
+    RENDER_META_KEY,
+    RENDER_MODES,
+    RENDER_OPTIONS_META_KEY,
+    RENDERER_META_KEY,
+    WAIT_UNTIL,
+)
 from statecrawl.scope import Scope, validate_start_url
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -57,6 +71,21 @@ def _bool_arg(name: str, value: Any) -> bool:
     raise ConfigError(f"-a {name}= expects true or false, got {value!r}")
 
 
+#: Item formats (``-a formats=``); ``links`` are in every item (page metadata).
+FORMATS = ("markdown", "html", "raw_html", "links")
+
+
+def _formats_arg(value: str | None) -> frozenset[str]:
+    if value is None or not value.strip():
+        return frozenset({"markdown", "links"})
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = names - set(FORMATS)
+    if unknown:
+        raise ConfigError(f"-a formats= takes {', '.join(FORMATS)}; unknown: "
+                          f"{', '.join(sorted(unknown))}")
+    return frozenset(names | {"links"})
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -67,9 +96,22 @@ class SiteSpider(Spider):
     def __init__(
         self, url: str | None = None, crawl_id: str | None = None, limit: Any = None,
         max_depth: Any = None, include: str | None = None, exclude: str | None = None,
-        allow_subdomains: Any = None, **kwargs: Any,
+        allow_subdomains: Any = None, render: str | None = None, wait_for: str | None = None,
+        wait_ms: Any = None, wait_until: str | None = None, screenshot: Any = None,
+        formats: str | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if render is not None and render not in RENDER_MODES:
+            raise ConfigError(f"-a render= must be one of {', '.join(RENDER_MODES)}, got {render!r}")
+        if wait_until is not None and wait_until not in WAIT_UNTIL:
+            raise ConfigError(f"-a wait_until= must be one of {', '.join(WAIT_UNTIL)}, "
+                              f"got {wait_until!r}")
+        self.render = render
+        self.formats = _formats_arg(formats)
+        self.render_options = {k: v for k, v in {
+            "wait_for": wait_for, "wait_ms": _int_arg("wait_ms", wait_ms), "wait_until": wait_until,
+            "screenshot": _bool_arg("screenshot", screenshot) or None,
+        }.items() if v is not None}
         self.start_url = validate_start_url(url)
         self.crawl_id = crawl_id or self.name
         self.crawl_limit = _int_arg("limit", limit)
@@ -84,7 +126,9 @@ class SiteSpider(Spider):
             k: v for k, v in {
                 "url": self.start_url, "limit": self.crawl_limit, "max_depth": self.max_depth,
                 "include": include, "exclude": exclude,
-                "allow_subdomains": self.scope.allow_subdomains,
+                "allow_subdomains": self.scope.allow_subdomains, "render": render,
+                "formats": formats,
+                **self.render_options,
             }.items() if v is not None
         }
         self.link_extractor = LinkExtractor(
@@ -110,15 +154,22 @@ class SiteSpider(Spider):
     def _follow(self, url: str) -> Request:
         # Redirects are taken here, not by Scrapy's RedirectMiddleware, so a
         # redirecting URL gets its own item and an off-site target is named.
-        return Request(url, callback=self.parse, errback=self.on_error,
-                       meta={"dont_redirect": True, "handle_httpstatus_list": _REDIRECTS})
+        meta: dict[str, Any] = {"dont_redirect": True, "handle_httpstatus_list": _REDIRECTS}
+        if self.render is not None:
+            meta[RENDER_META_KEY] = self.render
+        if self.render_options:
+            meta[RENDER_OPTIONS_META_KEY] = self.render_options
+        return Request(url, callback=self.parse, errback=self.on_error, meta=meta)
 
     def parse(self, response: Response) -> Iterator[Page | Request]:
         depth = int(response.meta.get("depth", 0))
-        origin = (response.meta.get("redirect_urls") or [response.url])[0]
+        # the URL asked for: a rendered page may have navigated elsewhere by itself
+        origin = (response.meta.get("redirect_urls") or [response.request.url])[0]
         content_type = response.headers.get("Content-Type", b"").decode("latin-1").split(";")[0].strip().lower()
         page = self._page(origin, final_url=response.url, status=response.status,
-                          content_type=content_type or None, depth=depth)
+                          content_type=content_type or None, depth=depth,
+                          renderer=response.meta.get(RENDERER_META_KEY, "http"),
+                          screenshot=response.meta.get("statecrawl_screenshot"))
         if response.status in _REDIRECTS:
             yield from self._redirect(page, response)
             return
@@ -128,9 +179,17 @@ class SiteSpider(Spider):
         html = response.text
         meta = page_metadata(html, response.url)
         page.title, page.description, page.language = meta["title"], meta["description"], meta["language"]
-        page.markdown = to_markdown(html, response.url)
+        page.canonical, page.open_graph, page.twitter = (
+            meta["canonical"], meta["open_graph"], meta["twitter"])
+        page.published, page.author = meta["published"], meta["author"]
+        if "markdown" in self.formats:
+            page.markdown = to_markdown(html, response.url)
+        if "html" in self.formats:
+            page.html = main_content_html(html, response.url)
+        if "raw_html" in self.formats:
+            page.raw_html = html
         links = self.link_extractor.extract_links(response)
-        page.links = [link.url for link in links]
+        page.links = [{"url": link.url, "text": " ".join(link.text.split())} for link in links]
         yield page
         if not self._may_expand(depth):
             return
@@ -159,16 +218,17 @@ class SiteSpider(Spider):
         request = failure.request  # type: ignore[attr-defined]
         origin = (request.meta.get("redirect_urls") or [request.url])[0]
         depth = int(request.meta.get("depth", 0))
+        renderer = request.meta.get(RENDERER_META_KEY, "http")
         if failure.check(HttpError):
             response = failure.value.response
             content_type = response.headers.get("Content-Type", b"").decode("latin-1").split(";")[0]
             yield self._page(origin, final_url=response.url, status=response.status, depth=depth,
-                             content_type=content_type.strip().lower() or None,
+                             renderer=renderer, content_type=content_type.strip().lower() or None,
                              error={"type": "HttpError", "message": f"HTTP {response.status}"})
         elif failure.check(IgnoreRequest):
             pass  # refused by robots.txt or a filter: not a page of the crawl
         else:
-            yield self._page(origin, depth=depth, error={
+            yield self._page(origin, depth=depth, renderer=renderer, error={
                 "type": type(failure.value).__name__, "message": str(failure.value) or repr(failure.value)})
 
     # -- robots.txt and sitemaps ---------------------------------------------------

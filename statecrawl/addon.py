@@ -37,6 +37,24 @@ class Addon:
         settings.setdefault_in_component_priority_dict(
             "DOWNLOADER_MIDDLEWARES", RobotsTxtMiddleware, priority)
 
+        # Rendering: scrapy-playwright's handler (plain HTTP unless a request
+        # asks for the browser) and the middleware that decides per request.
+        from statecrawl.browser import launch_options
+        from statecrawl.render import RenderMiddleware
+
+        handlers = settings.getdict("DOWNLOAD_HANDLERS")
+        for scheme in ("http", "https"):
+            handlers.setdefault(scheme, "statecrawl.browser.BrowserHandler")
+        settings.set("DOWNLOAD_HANDLERS", handlers, "addon")
+        settings.set("PLAYWRIGHT_LAUNCH_OPTIONS", launch_options(settings), "addon")
+        settings.set("PLAYWRIGHT_ABORT_REQUEST", "statecrawl.browser.block_heavy_resources", "addon")
+        settings.set("PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT",
+                     settings.getfloat("STATECRAWL_RENDER_TIMEOUT", 30.0) * 1000, "addon")
+        settings.set("PLAYWRIGHT_MAX_PAGES_PER_CONTEXT",
+                     settings.getint("STATECRAWL_RENDER_MAX_PAGES", 4), "addon")
+        settings.setdefault_in_component_priority_dict(
+            "DOWNLOADER_MIDDLEWARES", RenderMiddleware, 950)
+
         # Kept where a project already lists them (with its own priority).
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", RedisItemStore, 900)

@@ -99,7 +99,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     crawl_id = validate_crawl_id(args.crawl_id) if args.crawl_id else default_crawl_id(start_url)
     spider_args = {
         "url": start_url, "limit": args.limit, "max_depth": args.max_depth, "include": args.include,
-        "exclude": args.exclude, "allow_subdomains": args.allow_subdomains,
+        "exclude": args.exclude, "allow_subdomains": args.allow_subdomains, "render": args.render,
     }
     out = Path(args.out).resolve()
     logs = out / "logs"
@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include", metavar="RE", help="only follow URLs matching this regex")
     p.add_argument("--exclude", metavar="RE", help="never follow URLs matching this regex")
     p.add_argument("--allow-subdomains", action="store_true", help="also crawl subdomains")
+    p.add_argument("--render", choices=("http", "browser", "auto"), default=None,
+                   help="fetch pages over HTTP, render them in Chromium, or auto: HTTP, and "
+                        "Chromium for pages that look script-built (default: http)")
     p.add_argument("--workers", type=_count(1), default=1, metavar="N", help="worker processes (default: 1)")
     p.add_argument("--crawl-id", metavar="ID", help="crawl id; an existing one is resumed (default: <host>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress line")

@@ -13,8 +13,10 @@ extractor) parse pages the same way.
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TypedDict
+from typing import Any, TypedDict
+from urllib.parse import urljoin
 
 from lxml import etree
 from lxml import html as lxml_html
@@ -35,6 +37,27 @@ class PageMetadata(TypedDict):
     title: str | None
     description: str | None
     language: str | None
+    canonical: str | None  # absolute
+    open_graph: dict[str, str]  # og:title -> "title", og:image -> "image", ...
+    twitter: dict[str, str]  # twitter:card -> "card", ...
+    published: str | None  # as the page writes it (ISO 8601 mostly)
+    author: str | None
+
+
+_EMPTY: PageMetadata = {
+    "title": None, "description": None, "language": None, "canonical": None,
+    "open_graph": {}, "twitter": {}, "published": None, "author": None,
+}
+#: Where pages put their publication time and author, in order of trust.
+_PUBLISHED_KEYS = ("property:article:published_time", "name:article:published_time",
+                   "itemprop:datepublished", "name:date", "name:pubdate", "name:publishdate",
+                   "name:dc.date", "name:dcterms.created", "property:og:published_time")
+_AUTHOR_KEYS = ("name:author", "property:article:author", "name:article:author",
+                "itemprop:author", "name:dc.creator", "name:twitter:creator")
+_LD_JSON = etree.XPath("//script[@type='application/ld+json']")
+_CANONICAL = etree.XPath("//link[@href and contains(concat(' ', normalize-space("
+                         "translate(@rel, 'CANONICAL', 'canonical')), ' '), ' canonical ')]/@href")
+_BASE_HREF = etree.XPath("(//base[@href])[1]/@href")
 
 
 def normalize_space(text: str | None) -> str | None:
@@ -103,7 +126,7 @@ def _meta_contents(root: lxml_html.HtmlElement) -> dict[str, str]:
         content = normalize_space(meta.get("content"))
         if content is None:
             continue
-        for attribute in ("name", "property", "http-equiv"):
+        for attribute in ("name", "property", "http-equiv", "itemprop"):
             key = (meta.get(attribute) or "").strip().lower()
             if key:
                 found.setdefault(f"{attribute}:{key}", content)
@@ -127,8 +150,81 @@ def _language(root: lxml_html.HtmlElement, meta: dict[str, str]) -> str | None:
     return None
 
 
-def _metadata(root: lxml_html.HtmlElement) -> PageMetadata:
+def _prefixed(meta: dict[str, str], prefix: str) -> dict[str, str]:
+    """``prefix:*`` values from ``property`` or ``name`` (pages use both), prefix dropped."""
+    found: dict[str, str] = {}
+    for attribute in ("property", "name"):
+        head = f"{attribute}:{prefix}:"
+        for key, value in meta.items():
+            if key.startswith(head):
+                found.setdefault(key[len(head):], value)
+    return found
+
+
+def _json_ld(root: lxml_html.HtmlElement) -> list[dict[str, Any]]:
+    """The JSON-LD objects of the page (``@graph`` flattened); unreadable blocks skipped."""
+    found: list[dict[str, Any]] = []
+    for script in _LD_JSON(root):
+        try:
+            data = json.loads(script.text or "")
+        except ValueError:
+            continue
+        stack = data if isinstance(data, list) else [data]
+        while stack and len(found) < 50:
+            node = stack.pop(0)
+            if isinstance(node, dict):
+                found.append(node)
+                graph = node.get("@graph")
+                if isinstance(graph, list):
+                    stack.extend(graph)
+    return found
+
+
+def _ld_author(value: Any) -> str | None:
+    if isinstance(value, list):
+        names = [_ld_author(v) for v in value]
+        return ", ".join(n for n in names if n) or None
+    if isinstance(value, dict):
+        value = value.get("name")
+    return normalize_space(value) if isinstance(value, str) else None
+
+
+def _published_and_author(root: lxml_html.HtmlElement,
+                          meta: dict[str, str]) -> tuple[str | None, str | None]:
+    published = next((meta[k] for k in _PUBLISHED_KEYS if k in meta), None)
+    author = next((meta[k] for k in _AUTHOR_KEYS if k in meta), None)
+    if published is None or author is None:
+        for node in _json_ld(root):
+            if published is None and isinstance(node.get("datePublished"), str):
+                published = normalize_space(node["datePublished"])
+            if author is None:
+                author = _ld_author(node.get("author"))
+    if published is None:
+        for time_el in root.iter("time"):
+            if time_el.get("datetime") and ("pubdate" in time_el.attrib
+                                            or time_el.get("itemprop") == "datePublished"):
+                published = normalize_space(time_el.get("datetime"))
+                break
+    return published, author
+
+
+def _canonical(root: lxml_html.HtmlElement, url: str) -> str | None:
+    hrefs = _CANONICAL(root)
+    if not hrefs:
+        return None
+    base = url
+    bases = _BASE_HREF(root)
+    try:
+        if bases:
+            base = urljoin(url, str(bases[0]).strip())
+        return urljoin(base, str(hrefs[0]).strip()) or None
+    except ValueError:  # a malformed IPv6 host, for instance
+        return None
+
+
+def _metadata(root: lxml_html.HtmlElement, url: str = "") -> PageMetadata:
     meta = _meta_contents(root)
+    published, author = _published_and_author(root, meta)
     return {
         "title": (
             _first_text(root, "//title[not(ancestor::svg)]")
@@ -137,26 +233,38 @@ def _metadata(root: lxml_html.HtmlElement) -> PageMetadata:
         ),
         "description": meta.get("name:description") or _og(meta, "description"),
         "language": _language(root, meta),
+        "canonical": _canonical(root, url),
+        "open_graph": _prefixed(meta, "og"),
+        "twitter": _prefixed(meta, "twitter"),
+        "published": published,
+        "author": author,
     }
 
 
 def page_metadata(html: str, url: str) -> PageMetadata:
-    """Title, description and language of a page; each ``None`` when the page has none.
+    """The metadata of a page; each field ``None`` (or ``{}``) when the page has none.
 
     - title: ``<title>``, else ``og:title``, else the first ``<h1>``;
     - description: ``<meta name=description>``, else ``og:description``;
-    - language: ``<html lang>``, else ``<meta http-equiv=content-language>``.
+    - language: ``<html lang>``, else ``<meta http-equiv=content-language>``;
+    - canonical: ``<link rel=canonical>``, made absolute (``<base href>``, ``url``);
+    - open_graph / twitter: every ``og:*`` / ``twitter:*`` meta value, by
+      the name after the prefix (``property`` or ``name``: pages use both);
+    - published: ``article:published_time`` and kin, else JSON-LD
+      ``datePublished``, else a ``<time pubdate>``;
+    - author: ``<meta name=author>`` and kin, else JSON-LD ``author``.
 
-    All values are whitespace-normalised. ``url`` is accepted so every
-    page-level extractor has the same ``(html, url)`` signature; nothing
-    here is relative yet. Never raises.
+    All values are whitespace-normalised. Never raises.
     """
-    empty: PageMetadata = {"title": None, "description": None, "language": None}
     try:
         root = parse_html(html)
         if root is None:
-            return empty
-        return _metadata(root)
+            return _empty()
+        return _metadata(root, url)
     except Exception:  # a metadata bug must never stop a crawl
         logger.warning("Metadata extraction failed for %s", url, exc_info=True)
-        return empty
+        return _empty()
+
+
+def _empty() -> PageMetadata:
+    return {**_EMPTY, "open_graph": {}, "twitter": {}}  # type: ignore[typeddict-item]

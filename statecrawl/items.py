@@ -21,8 +21,16 @@ class Page:
     title: str | None = None
     description: str | None = None
     language: str | None = None
-    markdown: str = ""
-    links: list[str] = field(default_factory=list)
-    renderer: str = "http"
+    canonical: str | None = None
+    open_graph: dict[str, str] = field(default_factory=dict)
+    twitter: dict[str, str] = field(default_factory=dict)
+    published: str | None = None
+    author: str | None = None
+    markdown: str = ""  # the "markdown" format (the default)
+    html: str | None = None  # the "html" format: cleaned main-content HTML
+    raw_html: str | None = None  # the "raw_html" format: the page as fetched
+    links: list[dict[str, str]] = field(default_factory=list)  # {"url", "text"}, deduplicated
+    renderer: str = "http"  # "http" or "browser": what fetched the page
+    screenshot: str | None = None  # a full-page PNG's path (rendered pages, -a screenshot=true)
     depth: int = 0
     error: dict[str, Any] | None = None

@@ -70,6 +70,16 @@ key                            type    contents
                                        ``bloom``, ``bloom_estimated_false_skips``
                                        (new URLs expected to have been skipped
                                        as false positives)
+``sc:{id}:render_hosts``       HASH    the ``auto`` render mode's memory, per
+                                       host (``netloc``): ``"<host> checked"``
+                                       / ``"<host> built"`` -> pages checked
+                                       over HTTP / of those, script-built;
+                                       ``"<host>"`` (present once most checked
+                                       pages were script-built) -> browser
+                                       pages since. Every worker renders such
+                                       a host's pages in the browser; each
+                                       ``STATECRAWL_RENDER_RECHECK``-th is
+                                       fetched over HTTP again to re-check
 =============================  ======  ==========================================
 
 A request's life: the commit script assigns it an id, checks its fingerprint
@@ -132,9 +142,10 @@ class CrawlKeys:
     failed = property(lambda self: self.prefix + "failed")
     stats = property(lambda self: self.prefix + "stats")
     tokens = property(lambda self: self.prefix + "tokens")
+    render_hosts = property(lambda self: self.prefix + "render_hosts")
 
     def all(self) -> list[str]:
         """Every key of the crawl (for deletion)."""
         return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
                 self.seen, self.digests, self.bloom, self.items, self.failed, self.stats,
-                self.tokens]
+                self.tokens, self.render_hosts]

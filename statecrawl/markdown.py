@@ -45,7 +45,8 @@ from lxml.cssselect import CSSSelector
 from statecrawl.extract import parse_html
 from statecrawl.maincontent import clean_tree, extract_main, flatten_deep
 
-__all__ = ["BOILERPLATE_ROLES", "BOILERPLATE_TAGS", "strip_boilerplate", "to_markdown"]
+__all__ = ["BOILERPLATE_ROLES", "BOILERPLATE_TAGS", "main_content_html", "strip_boilerplate",
+           "to_markdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -286,4 +287,33 @@ def to_markdown(
         return _convert(html, url, only_main_content, include_tags, exclude_tags)
     except Exception:  # one bad page must never stop a crawl
         logger.warning("Markdown conversion failed for %s", url, exc_info=True)
+        return ""
+
+
+def main_content_html(
+    html: str,
+    url: str,
+    *,
+    only_main_content: bool = True,
+    include_tags: Sequence[str] | None = None,
+    exclude_tags: Sequence[str] | None = None,
+) -> str:
+    """The same content :func:`to_markdown` converts, as cleaned HTML with absolute links.
+
+    The ``html`` item format. Returns ``""`` for an empty or unparseable
+    page, and never raises.
+    """
+    try:
+        root = parse_html(html)
+        if root is None:
+            return ""
+        base_url = _document_base(root, url)
+        content = _content(root, only_main_content, include_tags, exclude_tags)
+        _trim_links(content)
+        if base_url:
+            content.make_links_absolute(base_url, resolve_base_href=False,
+                                        handle_failures="ignore")
+        return etree.tostring(content, encoding="unicode", method="html", with_tail=False)
+    except Exception:  # one bad page must never stop a crawl
+        logger.warning("HTML cleaning failed for %s", url, exc_info=True)
         return ""

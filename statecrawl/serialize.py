@@ -43,7 +43,13 @@ PRIVATE_META_PREFIX = "_statecrawl"
 
 #: Meta keys Scrapy sets per download attempt; they describe one worker's
 #: fetch, not the request, so they are not carried into the store.
-_TRANSIENT_META = frozenset({"download_latency", "download_slot", "_slot_key"})
+_TRANSIENT_META = frozenset({
+    "download_latency", "download_slot", "_slot_key",
+    # scrapy-playwright's per-render objects and results; statecrawl.render
+    # rebuilds the page methods from the JSON options on whichever worker renders
+    "playwright_page", "playwright_page_methods", "playwright_security_details",
+    "playwright_suggested_filename",
+})
 
 _REQUEST_CLASSES: dict[str, type[Request]] = {
     "Request": Request,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from statecrawl._progress import Progress, spider_argv
-from statecrawl.cli import default_crawl_id, main
+from statecrawl.cli import build_parser, default_crawl_id, main
 from statecrawl.connection import connect
 from statecrawl.demo.site import DemoSite
 from statecrawl.output import markdown_relpath
@@ -299,6 +299,14 @@ def test_default_crawl_id() -> None:
 def test_spider_argv() -> None:
     argv = spider_argv("c1", {"url": "http://x/", "limit": 5, "max_depth": None, "allow_subdomains": True})
     assert argv == ["-a", "crawl_id=c1", "-a", "url=http://x/", "-a", "limit=5", "-a", "allow_subdomains=true"]
+
+
+def test_render_option_reaches_the_workers() -> None:
+    args = build_parser().parse_args(["crawl", "http://x/", "--render", "auto"])
+    assert args.render == "auto"
+    assert spider_argv("c1", {"url": "http://x/", "render": args.render})[-2:] == ["-a", "render=auto"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["crawl", "http://x/", "--render", "sometimes"])
 
 
 def test_progress_line_tty_and_log() -> None:

@@ -10,7 +10,14 @@ import statecrawl.extract
 from statecrawl.extract import normalize_space, page_metadata, parse_html
 
 URL = "https://example.com/page"
-NOTHING = {"title": None, "description": None, "language": None}
+NOTHING = {"title": None, "description": None, "language": None, "canonical": None,
+           "open_graph": {}, "twitter": {}, "published": None, "author": None}
+
+
+def basic(html: str) -> dict[str, object]:
+    """Title, description and language only."""
+    meta = page_metadata(html, URL)
+    return {k: meta[k] for k in ("title", "description", "language")}  # type: ignore[literal-required]
 
 
 def test_primary_sources_whitespace_normalised() -> None:
@@ -21,7 +28,7 @@ def test_primary_sources_whitespace_normalised() -> None:
         <meta property="og:title" content="OG title">
         <meta property="og:description" content="OG description">
         </head><body><h1>Heading</h1></body></html>"""
-    assert page_metadata(html, URL) == {
+    assert basic(html) == {
         "title": "My page title",
         "description": "A short description.",
         "language": "en-GB",
@@ -34,7 +41,7 @@ def test_fallbacks_to_open_graph_and_content_language() -> None:
         <meta property="og:description" content="OG description">
         <meta http-equiv="Content-Language" content="de-AT, en">
         </head><body><h1>Heading</h1></body></html>"""
-    assert page_metadata(html, URL) == {
+    assert basic(html) == {
         "title": "OG & title",
         "description": "OG description",
         "language": "de-AT",
@@ -43,7 +50,7 @@ def test_fallbacks_to_open_graph_and_content_language() -> None:
 
 def test_title_falls_back_to_first_non_empty_h1() -> None:
     html = "<body><h1> </h1><h1>First <em>real</em>\n heading</h1><h1>Second</h1></body>"
-    assert page_metadata(html, URL) == {
+    assert basic(html) == {
         "title": "First real heading",
         "description": None,
         "language": None,
@@ -53,14 +60,14 @@ def test_title_falls_back_to_first_non_empty_h1() -> None:
 def test_meta_keys_are_case_insensitive_and_og_in_name_is_accepted() -> None:
     html = """<head><META NAME="Description" CONTENT="Upper">
         <meta name="og:title" content="Named OG"></head>"""
-    assert page_metadata(html, URL) == {"title": "Named OG", "description": "Upper", "language": None}
+    assert basic(html) == {"title": "Named OG", "description": "Upper", "language": None}
 
 
 def test_empty_meta_content_is_skipped_and_svg_title_ignored() -> None:
     html = """<head><meta name="description" content="  ">
         <meta name="description" content="Second"></head>
         <body><svg><title>icon</title></svg><h1>Real</h1></body>"""
-    assert page_metadata(html, URL) == {"title": "Real", "description": "Second", "language": None}
+    assert basic(html) == {"title": "Real", "description": "Second", "language": None}
 
 
 def test_xml_lang_is_read() -> None:
@@ -79,7 +86,7 @@ def test_pages_without_metadata_give_nones(html: str) -> None:
 def test_failure_is_logged_not_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def boom(root: object) -> object:
+    def boom(*args: object) -> object:
         raise RuntimeError("metadata exploded")
 
     monkeypatch.setattr(statecrawl.extract, "_metadata", boom)
@@ -101,3 +108,29 @@ def test_normalize_space() -> None:
     assert normalize_space(None) is None
     assert normalize_space(" \u00a0\n") is None
     assert normalize_space(" a \u00a0 b\n\tc ") == "a b c"
+
+
+def test_canonical_open_graph_twitter_published_author() -> None:
+    html = """<html><head><base href="/docs/"><title>T</title>
+    <link rel="Canonical alternate" href="guide.html">
+    <meta property="og:title" content="OG title"><meta name="og:image" content="/i.png">
+    <meta name="twitter:card" content="summary"><meta property="twitter:site" content="@x">
+    <meta property="article:published_time" content="2024-01-02T03:04:05Z">
+    <meta name="author" content="  Ann  Lee ">
+    </head><body></body></html>"""
+    meta = page_metadata(html, "https://example.com/a/b.html")
+    assert meta["canonical"] == "https://example.com/docs/guide.html"
+    assert meta["open_graph"] == {"title": "OG title", "image": "/i.png"}
+    assert meta["twitter"] == {"card": "summary", "site": "@x"}
+    assert (meta["published"], meta["author"]) == ("2024-01-02T03:04:05Z", "Ann Lee")
+
+
+def test_published_and_author_from_json_ld_and_time() -> None:
+    html = """<script type="application/ld+json">{"@context": "https://schema.org",
+      "@graph": [{"@type": "NewsArticle", "datePublished": "2023-05-06",
+                  "author": [{"@type": "Person", "name": "Bo"}, {"name": "Cy"}]}]}</script>
+    <script type="application/ld+json">{not json</script><p>x</p>"""
+    assert (page_metadata(html, URL)["published"], page_metadata(html, URL)["author"]) == (
+        "2023-05-06", "Bo, Cy")
+    html = '<article><time pubdate datetime="2022-02-02T10:00">Feb 2</time></article>'
+    assert page_metadata(html, URL)["published"] == "2022-02-02T10:00"

@@ -453,3 +453,18 @@ def test_deeply_nested_tables_keep_their_text(only_main_content: bool) -> None:
 def test_nesting_deeper_than_the_converter_limit_is_flattened() -> None:
     html = "<div>" * 1500 + "<p>" + "deep text, " * 5 + "</p>" + "</div>" * 1500
     assert to_markdown(html, URL) == "deep text, " * 4 + "deep text,"
+
+
+def test_main_content_html_is_the_cleaned_content_with_absolute_links() -> None:
+    html = (
+        "<html><head><base href='https://cdn.example.com/'></head><body>"
+        "<nav><a href='/home'>Home</a></nav><article><h1>Title</h1><p>"
+        + "A sentence of the article, long enough to be its content. " * 8
+        + "<a href='more.html'>more</a></p><script>track()</script></article>"
+        "<footer>Footer</footer></body></html>"
+    )
+    out = statecrawl.markdown.main_content_html(html, URL)
+    assert out.startswith("<article><h1>Title</h1>") and out.endswith("</article>")
+    assert 'href="https://cdn.example.com/more.html"' in out
+    assert "Home" not in out and "Footer" not in out and "track()" not in out
+    assert statecrawl.markdown.main_content_html("", URL) == ""

@@ -34,7 +34,8 @@ def test_full_crawl_items_files_and_feed(redis_server: RedisServer, site: DemoSi
     assert page["status"] == 200 and page["title"] == "Page 10" and page["language"] == "en"
     assert page["renderer"] == "http" and page["crawl_id"] == crawl_id and page["error"] is None
     assert page["markdown"].startswith("# Page 10") and page["description"]
-    assert f"{site.url}/page/21.html" in page["links"] and page["depth"] >= 1
+    assert {"url": f"{site.url}/page/21.html", "text": "Child 21"} in page["links"]
+    assert page["depth"] >= 1 and page["html"] is None and page["raw_html"] is None
     # bad input becomes items, never a crash
     assert items[f"{site.url}/missing.html"]["error"] == {"type": "HttpError", "message": "HTTP 404"}
     assert items[f"{site.url}/error.html"]["status"] == 500
@@ -137,3 +138,23 @@ def test_redis_down_at_start_fails_clearly(site: DemoSite, tmp_path: Path) -> No
     assert "cannot reach Redis at" in result.stderr
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url).ping()
+
+
+def test_formats_html_and_raw_html(redis_server: RedisServer, site: DemoSite, crawl_id: str,
+                                   tmp_path: Path) -> None:
+    crawl(redis_server, site, crawl_id, tmp_path, "-a", "formats=html,raw_html", "-a", "max_depth=1")
+    page = items_in_redis(redis_server, crawl_id)[f"{site.url}/page/1.html"]
+    assert page["markdown"] == ""  # not asked for
+    assert page["html"].startswith("<") and "<h1>Page 1</h1>" in page["html"]
+    assert f'href="{site.url}/page/3.html"' in page["html"]  # links made absolute
+    assert "<nav" not in page["html"] and "<script" not in page["html"]
+    assert page["raw_html"].startswith("<!DOCTYPE html>") and page["links"]
+
+
+def test_unknown_format_is_a_clear_error(redis_server: RedisServer, site: DemoSite,
+                                         crawl_id: str, tmp_path: Path) -> None:
+    result = scrapy_crawl(["-a", f"url={site.url}/", "-a", "formats=markdown,pdf"],
+                          worker_env(redis_server.url, tmp_path))
+    assert result.returncode != 0
+    assert "-a formats= takes markdown, html, raw_html, links; unknown: pdf" in (
+        result.stdout + result.stderr)

@@ -97,9 +97,11 @@ class _Handler(BaseHTTPRequestHandler):
                 site.hits[self.path] += 1
                 if site.record:
                     site.log.append((time.monotonic(), self.path, self.agent))
-        if site.delay:
-            time.sleep(site.delay)
-        head, body = site._responses.get(self.path.split("?", 1)[0], _NOT_FOUND)
+        path = self.path.split("?", 1)[0]
+        delay = site.slow_paths.get(path, site.delay)
+        if delay:
+            time.sleep(delay)
+        head, body = site._responses.get(path, _NOT_FOUND)
         if self.close_connection:
             head += b"Connection: close\r\n"
         self.wfile.write(head + b"\r\n" + body if send_body else head + b"\r\n")
@@ -223,6 +225,11 @@ class DemoSite:
         self._url = ""
         # path -> (status line + headers without the blank line, body), rendered once in start()
         self._responses: dict[str, tuple[bytes, bytes]] = {}
+        self.slow_paths: dict[str, float] = {}  # path -> seconds of sleep instead of `delay`
+
+    def _resources(self, base_url: str) -> dict[str, tuple[int, str, bytes, str]]:
+        """(status, content type, body, Location) per path; subclasses add their own."""
+        return _render(self.pages, base_url)
 
     @property
     def url(self) -> str:
@@ -238,7 +245,7 @@ class DemoSite:
         port = server.server_address[1]
         url_host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         self._url = f"http://{url_host}:{port}"
-        self._responses = {path: _encode(*res) for path, res in _render(self.pages, self._url).items()}
+        self._responses = {path: _encode(*res) for path, res in self._resources(self._url).items()}
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"demo-site-{port}", daemon=True
