@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -135,6 +136,26 @@ def test_long_render_keeps_its_lease(redis_server: RedisServer, crawl_id: str,
         assert int(stats.get(b"reclaimed", 0)) == 0
         # pages 1 and 3 are also redirect targets, which Chromium follows itself
         assert site.hits["/page/2.html"] == 1, site.hits
+
+
+def test_browser_restarts_every_n_pages(redis_server: RedisServer, crawl_id: str,
+                                        tmp_path: Path) -> None:
+    with RenderSite(pages=24, script_every=1) as site:
+        result = scrapy_crawl(["-a", f"url={site.url}/", "-a", f"crawl_id={crawl_id}",
+                               "-a", "render=browser", "-s", "RETRY_TIMES=0",
+                               "-s", "STATECRAWL_BROWSER_RESTART_PAGES=8"],
+                              worker_env(redis_server.url, tmp_path), timeout=180)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-3000:]
+        restarts = re.search(r"'statecrawl/browser_restarts': (\d+)", output)
+        launched = re.search(r"'playwright/browser_count': (\d+)", output)
+        assert restarts and int(restarts.group(1)) >= 2, output[-3000:]
+        # a new browser for the pages after each restart (none after a last one at the end)
+        assert launched and 2 <= int(restarts.group(1)) <= int(launched.group(1)) <= int(
+            restarts.group(1)) + 1
+        raw = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:items")
+        items = {k.decode(): json.loads(v) for k, v in raw.items()}
+        assert all(RENDERED_MARK in items[u]["markdown"] for u in site.script_built_urls())
 
 
 def test_screenshot_beside_the_markdown(redis_server: RedisServer, crawl_id: str,
