@@ -240,8 +240,13 @@ def test_browser_crash_fails_the_request_not_the_worker(redis_server: RedisServe
 
         killer = threading.Thread(target=kill_browser)
         killer.start()
-        output, _ = proc.communicate(timeout=240)
-        killer.join()
+        try:
+            output, _ = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:  # hung: fail the test, but leave no worker behind
+                proc.kill()
+                proc.wait()
+            killer.join()
         assert killed, "Chromium was never seen running"
         assert proc.returncode == 0, output[-4000:]
         raw = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:items")
