@@ -54,6 +54,11 @@ class Addon:
                      settings.getint("STATECRAWL_RENDER_MAX_PAGES", 4), "addon")
         settings.setdefault_in_component_priority_dict(
             "DOWNLOADER_MIDDLEWARES", RenderMiddleware, 950)
+        # A browser that crashed or closed under a page fails it with
+        # Playwright's Error: retried like a dropped connection.
+        retry = settings.getlist("RETRY_EXCEPTIONS")
+        if "playwright.async_api.Error" not in retry:
+            settings.set("RETRY_EXCEPTIONS", [*retry, "playwright.async_api.Error"], "addon")
 
         # Kept where a project already lists them (with its own priority).
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+from scrapy.exceptions import DownloadTimeoutError
 
 if TYPE_CHECKING:
     from playwright.async_api import Request as PlaywrightRequest
@@ -135,6 +136,10 @@ class BrowserHandler(ScrapyPlaywrightDownloadHandler):
             self.abort_request = ResourceBlocker(
                 crawler.settings.getlist("STATECRAWL_RENDER_BLOCK", list(BLOCKED_RESOURCES)))
         self.restart_pages = crawler.settings.getint("STATECRAWL_BROWSER_RESTART_PAGES", 500)
+        # A page gets its navigation timeout and as long again for its page
+        # methods; past that it fails (and is retried). Without this bound a
+        # page being created as the browser crashed waited forever.
+        self.hard_timeout = 2 * crawler.settings.getfloat("STATECRAWL_RENDER_TIMEOUT", 30.0) + 5
         self._rendered = 0  # pages since the browser was launched
         self._open = 0  # pages rendering now
         self._gate = asyncio.Event()  # set: new pages may start
@@ -161,7 +166,12 @@ class BrowserHandler(ScrapyPlaywrightDownloadHandler):
         self._open += 1
         self._idle.clear()
         try:
-            return await super()._download_request(request, spider)
+            return await asyncio.wait_for(super()._download_request(request, spider),
+                                          self.hard_timeout)
+        except asyncio.TimeoutError:
+            self.stats.inc_value("statecrawl/render_timeouts")
+            raise DownloadTimeoutError(f"rendering took over {self.hard_timeout:.0f} s "
+                                       f"(2 x STATECRAWL_RENDER_TIMEOUT + 5)") from None
         finally:
             self._open -= 1
             self._rendered += 1
