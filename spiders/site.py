@@ -12,6 +12,10 @@ default), ``html`` (cleaned main-content HTML), ``raw_html``, ``links``).
 Start several processes with the same ``crawl_id`` and Redis and they share
 the crawl.
 
+Sessions (:mod:`statecrawl.login`, :mod:`statecrawl.passthrough`):
+``login_url`` + ``login_form`` (a JSON object of the form fields to fill in)
+log the crawl in once, shared by every worker; ``cookies`` / ``headers``
+(JSON objects) are sent with every request and never stored.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from twisted.python.failure import Failure
 from statecrawl.exceptions import ConfigError
 from statecrawl.extract import page_metadata
 from statecrawl.items import Page
+from statecrawl.login import pop_session_args
 from statecrawl.markdown import main_content_html, to_markdown
 from statecrawl.render import (
     RENDER_META_KEY,
@@ -100,7 +105,10 @@ class SiteSpider(Spider):
         wait_ms: Any = None, wait_until: str | None = None, screenshot: Any = None,
         formats: str | None = None, **kwargs: Any,
     ) -> None:
+        session_args = pop_session_args(kwargs)  # login_form, cookies, headers: never stored
         super().__init__(**kwargs)
+        for name, value in session_args.items():
+            setattr(self, name, value)
         if render is not None and render not in RENDER_MODES:
             raise ConfigError(f"-a render= must be one of {', '.join(RENDER_MODES)}, got {render!r}")
         if wait_until is not None and wait_until not in WAIT_UNTIL:
@@ -133,6 +141,8 @@ class SiteSpider(Spider):
         }
         self.link_extractor = LinkExtractor(
             unique=True, deny_extensions=[e for e in IGNORED_EXTENSIONS if e not in _FOLLOWED_BINARY])
+        if self.login_url:  # only this: the form holds a password, pass-through is never kept
+            self.crawl_args["login_url"] = self.login_url
 
     async def start(self) -> AsyncIterator[Request]:
         yield self._follow(self.start_url)

@@ -60,6 +60,29 @@ class Addon:
         if "playwright.async_api.Error" not in retry:
             settings.set("RETRY_EXCEPTIONS", [*retry, "playwright.async_api.Error"], "addon")
 
+        # Sessions (issue 6): cookie jars in Redis in place of Scrapy's
+        # in-memory ones (same priority), the crawl-wide login, the session
+        # pool and proxies, pass-through cookies/headers (after the jar's
+        # Cookie header is set), browser storage states (after rendering is
+        # decided), and spider.state checkpoints.
+        from scrapy.downloadermiddlewares.cookies import CookiesMiddleware as ScrapyCookies
+
+        from statecrawl.browser_state import BrowserSessionMiddleware
+        from statecrawl.checkpoint import SpiderStateCheckpoint
+        from statecrawl.cookies import RedisCookiesMiddleware
+        from statecrawl.login import LoginMiddleware
+        from statecrawl.passthrough import PassThroughMiddleware
+        from statecrawl.pool import SessionMiddleware
+
+        cookies = next(v for k, v in base.items() if load_object(k) is ScrapyCookies)
+        settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", ScrapyCookies, None)
+        for component, order in ((LoginMiddleware, cookies - 30), (SessionMiddleware, cookies - 20),
+                                 (RedisCookiesMiddleware, cookies),
+                                 (PassThroughMiddleware, cookies + 10),
+                                 (BrowserSessionMiddleware, 960)):
+            settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", component, order)
+        settings.setdefault_in_component_priority_dict("EXTENSIONS", SpiderStateCheckpoint, 500)
+
         # Kept where a project already lists them (with its own priority).
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", RedisItemStore, 900)

@@ -5,12 +5,17 @@
     StatecrawlError                 base of everything below
     ├── ConfigError                 a setting or argument is wrong; the message says which and how to fix it
     ├── RedisUnavailable            Redis cannot be reached (or started, for the embedded one)
-    └── SerializationError          a value cannot be written to, or read from, the shared store as plain JSON
+    ├── SerializationError          a value cannot be written to, or read from, the shared store as plain JSON
+    ├── SecretKeyError              a stored secret cannot be opened with this worker's STATECRAWL_SECRET_KEY
+    └── LoginError                  the spider's login form was submitted and the site did not log it in
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "RedisUnavailable", "SerializationError", "StatecrawlError"]
+__all__ = [
+    "ConfigError", "LoginError", "RedisUnavailable", "SecretKeyError", "SerializationError",
+    "StatecrawlError",
+]
 
 
 class StatecrawlError(Exception):
@@ -27,3 +32,11 @@ class RedisUnavailable(StatecrawlError):
 
 class SerializationError(StatecrawlError):
     """A request, item or stored value is not plain JSON data."""
+
+
+class SecretKeyError(StatecrawlError):
+    """A stored session secret is encrypted with another key, or not encrypted while a key is set."""
+
+
+class LoginError(StatecrawlError):
+    """Submitting the login form did not log in (wrong credentials, changed form, a CAPTCHA)."""

@@ -69,7 +69,9 @@ key                            type    contents
                                        ``digests`` / ``bloom``) and, for
                                        ``bloom``, ``bloom_estimated_false_skips``
                                        (new URLs expected to have been skipped
-                                       as false positives)
+                                       as false positives); with sessions also
+                                       ``sessions_created``, ``sessions_retired``,
+                                       ``logins``, ``login_failures``
 ``sc:{id}:render_hosts``       HASH    the ``auto`` render mode's memory, per
                                        host (``netloc``): ``"<host> checked"``
                                        / ``"<host> built"`` -> pages checked
@@ -80,7 +82,46 @@ key                            type    contents
                                        a host's pages in the browser; each
                                        ``STATECRAWL_RENDER_RECHECK``-th is
                                        fetched over HTTP again to re-check
+``sc:{id}:sessions``           HASH    session id -> session record JSON:
+                                       ``created`` (ms, Redis clock), ``proxy``
+                                       (index into ``STATECRAWL_PROXIES``, -1 =
+                                       none; never the URL), ``uses``,
+                                       ``errors`` (error score), ``pooled``,
+                                       ``retired`` (reason: ``403``,
+                                       ``max_uses``, ...), ``retired_at``. Every
+                                       session with a jar has one; retired
+                                       records stay
+``sc:{id}:pool``               ZSET    the active pool sessions (``pool-<n>``),
+                                       score = ``created`` (ms)
+``sc:{id}:session_seq``        STRING  counter; numbers new sessions and picks
+                                       their proxy round-robin
+``sc:{id}:jar:<session>``      HASH    a session's cookie jar: field = JSON
+                                       ``[domain, path, name]``, value = the
+                                       cookie as JSON (:mod:`statecrawl.cookies`;
+                                       a Fernet token with
+                                       ``STATECRAWL_SECRET_KEY``). Written as
+                                       diffs; deleted when the session retires
+``sc:{id}:browser:<session>``  STRING  a session's Playwright storage state
+                                       (cookies + localStorage) JSON, sealed
+                                       like jar values
+``sc:{id}:login``              HASH    ``generation`` (successful logins so
+                                       far; workers mount generation N and
+                                       log in again only if N is the newest
+                                       and failed), ``logged_in_at`` (ms),
+                                       ``worker``, ``failed_at`` + ``error``
+                                       (a failed attempt since the last success)
+``sc:{id}:login_lock``         STRING  ``"<token> <worker>"`` while one worker
+                                       logs in (SET NX PX; released by
+                                       compare-and-delete, taken over if the
+                                       holder is no longer in ``workers``)
+``sc:{id}:spider_state``       STRING  the spider's ``state`` dict as JSON
+                                       (sealed like jar values), saved every
+                                       ``STATECRAWL_CHECKPOINT_INTERVAL``
 =============================  ======  ==========================================
+
+``<session>`` is a session id: ``default`` (requests that name no
+``meta["cookiejar"]``, and the login), ``pool-<n>`` (pool sessions), or the
+``cookiejar`` value (``[A-Za-z0-9._:-]{1,64}``, else ``h:`` + a hash of it).
 
 A request's life: the commit script assigns it an id, checks its fingerprint
 against the crawl's dupefilter (``digests``, ``bloom`` or ``seen``, as
@@ -143,9 +184,25 @@ class CrawlKeys:
     stats = property(lambda self: self.prefix + "stats")
     tokens = property(lambda self: self.prefix + "tokens")
     render_hosts = property(lambda self: self.prefix + "render_hosts")
+    sessions = property(lambda self: self.prefix + "sessions")
+    pool = property(lambda self: self.prefix + "pool")
+    session_seq = property(lambda self: self.prefix + "session_seq")
+    login = property(lambda self: self.prefix + "login")
+    login_lock = property(lambda self: self.prefix + "login_lock")
+    spider_state = property(lambda self: self.prefix + "spider_state")
+
+    def jar(self, session: str) -> str:
+        """The cookie jar of *session* (an id from :func:`statecrawl.session_store.session_id`)."""
+        return f"{self.prefix}jar:{session}"
+
+    def browser(self, session: str) -> str:
+        """The Playwright storage state of *session*."""
+        return f"{self.prefix}browser:{session}"
 
     def all(self) -> list[str]:
-        """Every key of the crawl (for deletion)."""
+        """Every fixed-name key of the crawl (for deletion); per-session jars and
+        storage states: :meth:`statecrawl.session_store.SessionStore.delete`."""
         return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
                 self.seen, self.digests, self.bloom, self.items, self.failed, self.stats,
-                self.tokens, self.render_hosts]
+                self.tokens, self.render_hosts, self.sessions, self.pool, self.session_seq,
+                self.login, self.login_lock, self.spider_state]

@@ -1,0 +1,251 @@
+"""Cookie jars that outlive the worker: Scrapy's cookies middleware, kept in Redis.
+
+Scrapy's ``CookiesMiddleware`` keeps one in-memory jar per ``meta["cookiejar"]``
+value; a killed worker takes its sessions with it, and the worker that
+continues its requests starts logged out. :class:`RedisCookiesMiddleware`
+(the add-on puts it in place of Scrapy's, at the same priority) keeps the
+same convention and the same cookie semantics -- it *is* Scrapy's middleware,
+with Scrapy's :class:`~scrapy.http.cookies.CookieJar` and the standard
+library's cookie policy doing all parsing, matching and expiry -- but each
+jar is loaded from Redis on its first use in a worker and every change goes
+back to Redis:
+
+* **Diffs, not snapshots.** The jar's inner ``http.cookiejar.CookieJar`` is a
+  :class:`_TrackingCookieJar`, which notes the ``(domain, path, name)`` of
+  every cookie set or cleared (``Set-Cookie``, ``Max-Age=0``, expiry). Only
+  those are written, and only if their JSON differs from what Redis has: a
+  site that sends the same ``Set-Cookie`` on every page costs nothing.
+* **Batched, off the request path.** Changes are written by the session
+  flush (:mod:`statecrawl.sessions`), one pipeline per
+  ``STATECRAWL_SESSION_FLUSH_INTERVAL``, on the asyncio loop. A SIGKILL
+  loses at most that interval of cookie changes; the login waits for its
+  cookies to be written before it announces the new session.
+* **Expired cookies are dropped** when a jar is loaded (and deleted from
+  Redis), and by Scrapy's periodic ``clear_expired_cookies``.
+
+Two workers using one session at once each write the cookies they were
+sent; for one cookie the last write wins. A worker reloads the jar when the
+crawl's login generation changes (:mod:`statecrawl.login`).
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from scrapy.downloadermiddlewares.cookies import (
+    CookiesMiddleware as _ScrapyCookiesMiddleware,
+)
+from scrapy.exceptions import NotConfigured
+from scrapy.http.cookies import CookieJar
+
+from statecrawl.exceptions import SecretKeyError
+from statecrawl.serialize import dumps, loads
+from statecrawl.session_store import JarChanges, jar_field, session_id
+
+if TYPE_CHECKING:
+    from http.cookiejar import Cookie
+
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+    from statecrawl.sessions import Sessions
+
+__all__ = ["RedisCookiesMiddleware", "SessionJar", "cookie_from_dict", "cookie_to_dict"]
+
+_Key = tuple[str, str, str]
+_ALWAYS = frozenset({"name", "value", "domain", "path"})
+
+
+def cookie_to_dict(cookie: Cookie) -> dict[str, Any]:
+    """The cookie as plain JSON data (every attribute ``http.cookiejar.Cookie`` has)."""
+    data: dict[str, Any] = {
+        "name": cookie.name, "value": cookie.value, "domain": cookie.domain,
+        "path": cookie.path, "secure": cookie.secure, "expires": cookie.expires,
+        "version": cookie.version, "port": cookie.port, "port_specified": cookie.port_specified,
+        "domain_specified": cookie.domain_specified,
+        "domain_initial_dot": cookie.domain_initial_dot, "path_specified": cookie.path_specified,
+        "discard": cookie.discard, "comment": cookie.comment, "comment_url": cookie.comment_url,
+        "rest": dict(cookie._rest),  # type: ignore[attr-defined]  # HttpOnly, SameSite
+        "rfc2109": cookie.rfc2109,
+    }
+    # defaults (None, False, 0, {}) are left out: a jar is read on every worker's first use
+    return {k: v for k, v in data.items() if k in _ALWAYS or v not in (None, False, 0, {})}
+
+
+def cookie_from_dict(data: dict[str, Any]) -> Cookie:
+    return http.cookiejar.Cookie(
+        version=data.get("version", 0), name=data["name"], value=data.get("value"),
+        port=data.get("port"), port_specified=bool(data.get("port_specified")),
+        domain=data["domain"], domain_specified=bool(data.get("domain_specified")),
+        domain_initial_dot=bool(data.get("domain_initial_dot")), path=data.get("path", "/"),
+        path_specified=bool(data.get("path_specified")), secure=bool(data.get("secure")),
+        expires=data.get("expires"), discard=bool(data.get("discard")),
+        comment=data.get("comment"), comment_url=data.get("comment_url"),
+        rest=dict(data.get("rest") or {}), rfc2109=bool(data.get("rfc2109")),
+    )
+
+
+class _TrackingCookieJar(http.cookiejar.CookieJar):
+    """The standard jar, noting which cookies were set or cleared since the last write.
+
+    Every path that changes a ``CookieJar`` goes through ``set_cookie`` or
+    ``clear`` (``set_cookie_if_ok``, ``extract_cookies``, a ``Set-Cookie``
+    with an expiry in the past, ``clear_expired_cookies``,
+    ``clear_session_cookies``), so overriding those two sees every change.
+    """
+
+    def __init__(self, policy: http.cookiejar.CookiePolicy | None = None) -> None:
+        super().__init__(policy)
+        self.dirty: set[_Key] = set()
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        super().set_cookie(cookie)
+        self.dirty.add((cookie.domain, cookie.path, cookie.name))
+
+    def clear(self, domain: str | None = None, path: str | None = None,
+              name: str | None = None) -> None:
+        if name is not None:
+            self.dirty.add((domain or "", path or "", name))
+        else:
+            self.dirty.update(k for k in self._keys()
+                              if (domain is None or k[0] == domain)
+                              and (path is None or k[1] == path))
+        super().clear(domain, path, name)
+
+    def _keys(self) -> Iterator[_Key]:
+        for domain, paths in self._cookies.items():  # type: ignore[attr-defined]
+            for path, names in paths.items():
+                for name in names:
+                    yield domain, path, name
+
+    def get(self, key: _Key) -> Cookie | None:
+        domain, path, name = key
+        return self._cookies.get(domain, {}).get(path, {}).get(name)  # type: ignore[attr-defined, no-any-return]
+
+
+class SessionJar:
+    """One session's Scrapy ``CookieJar``, and what Redis holds of it."""
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+        self.jar = CookieJar()
+        self._tracker = _TrackingCookieJar(self.jar.policy)
+        self.jar.jar = self._tracker
+        self._written: dict[str, bytes] = {}  # field -> cookie JSON as Redis has it
+
+    def load(self, cookies: list[dict[str, Any]]) -> list[str]:
+        """Mount cookies read from Redis; returns the fields of expired ones (to delete)."""
+        now = time.time()
+        expired = []
+        for data in cookies:
+            cookie = cookie_from_dict(data)
+            field = jar_field(cookie.domain, cookie.path, cookie.name)
+            if cookie.is_expired(now):
+                expired.append(field)
+                continue
+            http.cookiejar.CookieJar.set_cookie(self._tracker, cookie)  # not a change
+            self._written[field] = dumps(cookie_to_dict(cookie), "cookie")
+        return expired
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._tracker.dirty)
+
+    def take_changes(self) -> JarChanges:
+        """The writes that bring Redis up to date; call :meth:`written` once they are."""
+        keys, self._tracker.dirty = self._tracker.dirty, set()
+        sets: dict[str, bytes] = {}
+        deletes: list[str] = []
+        for key in keys:
+            field = jar_field(*key)
+            cookie = self._tracker.get(key)
+            if cookie is None:
+                if field in self._written:
+                    deletes.append(field)
+                continue
+            body = dumps(cookie_to_dict(cookie), "cookie")
+            if self._written.get(field) != body:
+                sets[field] = body
+        return JarChanges(sets, deletes)
+
+    def written(self, changes: JarChanges) -> None:
+        self._written.update(changes.sets)
+        for field in changes.deletes:
+            self._written.pop(field, None)
+
+    def unwritten(self, changes: JarChanges) -> None:
+        """The write failed: the same cookies are changes again (their current value)."""
+        for field in [*changes.sets, *changes.deletes]:
+            self._tracker.dirty.add(_key_of(field))
+
+    def __len__(self) -> int:
+        return len(self.jar)
+
+
+def _key_of(field: str) -> _Key:
+    domain, path, name = loads(field, "cookie key")
+    return str(domain), str(path), str(name)
+
+
+class RedisCookiesMiddleware(_ScrapyCookiesMiddleware):
+    """Scrapy's ``CookiesMiddleware`` with jars kept in Redis (see the module docstring).
+
+    ``COOKIES_ENABLED`` and ``COOKIES_DEBUG`` and the ``cookiejar`` and
+    ``dont_merge_cookies`` meta keys work as in Scrapy.
+    """
+
+    def __init__(self, crawler: Crawler, debug: bool = False) -> None:
+        super().__init__(debug)
+        from statecrawl.sessions import Sessions
+
+        self.crawler = crawler
+        self.sessions: Sessions = Sessions.of(crawler)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> RedisCookiesMiddleware:  # type: ignore[override]
+        if not crawler.settings.getbool("COOKIES_ENABLED"):
+            raise NotConfigured("COOKIES_ENABLED is off")
+        return cls(crawler, crawler.settings.getbool("COOKIES_DEBUG"))
+
+    async def process_request(self, request: Request) -> Request | Response | None:  # type: ignore[override]
+        if request.meta.get("dont_merge_cookies", False):
+            return None
+        try:
+            session = await self.sessions.jar(session_id(request.meta.get("cookiejar")))
+        except SecretKeyError:  # logged once; the worker is closing
+            from statecrawl.sessions import requeue
+
+            return requeue(request)  # kept for a worker that has the key
+        cookies = self._get_request_cookies(session.jar, request)
+        self._process_cookies(cookies, jar=session.jar, request=request)
+        request.headers.pop("Cookie", None)
+        session.jar.add_cookie_header(request)
+        self._debug_cookie(request)
+        self.sessions.jar_changed(session)
+        return None
+
+    async def process_response(  # type: ignore[override]
+        self, request: Request, response: Response
+    ) -> Request | Response:
+        if request.meta.get("dont_merge_cookies", False):
+            return response
+        try:
+            session = await self.sessions.jar(session_id(request.meta.get("cookiejar")))
+        except SecretKeyError:
+            return response  # the worker is closing (see process_request)
+        cookies = session.jar.make_cookies(response, request)
+        self._process_cookies(cookies, jar=session.jar, request=request)
+        self._debug_set_cookie(response)
+        self.sessions.jar_changed(session)
+        # The jar sets it again at the next download; a copy scheduled from here
+        # (retry, redirect) must not carry session cookies into the frontier.
+        request.headers.pop("Cookie", None)
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        if not request.meta.get("dont_merge_cookies", False):
+            request.headers.pop("Cookie", None)

@@ -1,0 +1,443 @@
+"""Sessions that outlive workers: the worker's session hub and the session pool.
+
+A session is what a site knows a visitor by: its cookies, the proxy (IP) it
+comes from, and -- after a login -- its account. Workers are disposable, so
+sessions live in Redis (:mod:`statecrawl.session_store`) and
+:class:`Sessions`, one per crawler (``Sessions.of(crawler)``, like
+:class:`~statecrawl.state.WorkerState`), is the worker's view of them:
+
+* the cookie jars this worker has mounted (:mod:`statecrawl.cookies`),
+* this worker's view of the crawl's **session pool**, modelled on Crawlee's
+  ``SessionPool``: ``STATECRAWL_SESSION_POOL_SIZE`` sessions per crawl, each
+  counted (uses, an error score) and retired on a blocked status (401, 403,
+  429 by default), at ``STATECRAWL_SESSION_MAX_ERRORS`` or
+  ``STATECRAWL_SESSION_MAX_USES``, or after ``STATECRAWL_SESSION_MAX_AGE``;
+  the pool refills itself to its size;
+* **proxy affinity**: each session is bound, once and for every worker, to
+  one of ``STATECRAWL_PROXIES`` (Redis keeps its index, never its URL), and
+  its requests get that ``meta["proxy"]``.
+
+Nothing here waits on Redis per request. Uses, error scores and cookie diffs
+collect locally and one background flush per
+``STATECRAWL_SESSION_FLUSH_INTERVAL`` writes them and reads the pool back
+(``sessions_sync.lua``), on its own Redis connection so that flushing at
+close does not race the worker state's. A request waits only the first time
+its worker meets a session (its jar is loaded, its proxy looked up).
+
+:class:`statecrawl.pool.SessionMiddleware` gives each request its session
+and proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy import signals
+from scrapy.exceptions import IgnoreRequest
+
+from statecrawl.connection import connect, resolve_redis_url
+from statecrawl.cookies import SessionJar
+from statecrawl.crypto import Sealer
+from statecrawl.exceptions import ConfigError, SecretKeyError
+from statecrawl.session_store import (
+    DEFAULT_SESSION,
+    JarChanges,
+    PoolLimits,
+    PoolMember,
+    SessionDelta,
+    SessionStore,
+)
+from statecrawl.state import RETRY_ERRORS, WorkerState, crawl_id_for
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+    from scrapy.settings import BaseSettings
+
+__all__ = ["DEFAULTS", "DEFAULT_SESSION", "Sessions", "proxy_list", "requeue"]
+
+logger = logging.getLogger(__name__)
+
+#: Every session setting and its default, in one place.
+DEFAULTS: dict[str, Any] = {
+    "STATECRAWL_SESSION_POOL_SIZE": 0,
+    "STATECRAWL_SESSION_MAX_USES": 50,
+    "STATECRAWL_SESSION_MAX_ERRORS": 3.0,
+    "STATECRAWL_SESSION_MAX_AGE": 3000.0,
+    "STATECRAWL_SESSION_BLOCKED_STATUS": [401, 403, 429],
+    "STATECRAWL_SESSION_MAX_ROTATIONS": 3,
+    "STATECRAWL_SESSION_FLUSH_INTERVAL": 0.25,
+    "STATECRAWL_PROXIES": [],
+}
+
+
+def proxy_list(settings: BaseSettings) -> list[str]:
+    """``STATECRAWL_PROXIES``: a list, a JSON list, or comma-separated URLs."""
+    raw = settings.get("STATECRAWL_PROXIES", DEFAULTS["STATECRAWL_PROXIES"])
+    if isinstance(raw, str):
+        text = raw.strip()
+        raw = json.loads(text) if text.startswith("[") else text.split(",")
+    proxies = [str(p).strip() for p in raw or () if str(p).strip()]
+    for proxy in proxies:
+        parts = urlsplit(proxy)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"STATECRAWL_PROXIES: {proxy!r} is not an http(s)://host:port URL")
+    return proxies
+
+
+def requeue(request: Request) -> Request:
+    """A copy of *request* for the frontier, for a request this worker cannot send.
+
+    Returned from a downloader middleware's ``process_request``, it is
+    scheduled (stored in the frontier) before the original's lease is
+    acknowledged: failing the request instead would acknowledge it, and a
+    crawl whose login failed would end with its pages never fetched. A
+    request that did not come from the frontier (robots.txt, a login page,
+    anything downloaded with ``engine.download_async``) cannot wait there:
+    it fails with IgnoreRequest.
+    """
+    from statecrawl.scheduler import LEASE_META_KEY
+
+    if LEASE_META_KEY not in request.meta:
+        raise IgnoreRequest(f"statecrawl: cannot send {request.url} from this worker")
+    copy = request.replace(dont_filter=True)
+    copy.meta.pop("is_start_request", None)  # else deduplicated against itself
+    return copy
+
+
+@dataclass(slots=True)
+class _Delta:
+    uses: int = 0
+    errors: float = 0.0
+    retire: str = ""
+
+
+class Sessions:
+    """One worker's view of the crawl's sessions (see the module docstring)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        s = crawler.settings
+        self.crawler = crawler
+        self.proxies = proxy_list(s)
+        self.limits = PoolLimits(
+            size=s.getint("STATECRAWL_SESSION_POOL_SIZE", DEFAULTS["STATECRAWL_SESSION_POOL_SIZE"]),
+            max_uses=s.getint("STATECRAWL_SESSION_MAX_USES", DEFAULTS["STATECRAWL_SESSION_MAX_USES"]),
+            max_errors=s.getfloat("STATECRAWL_SESSION_MAX_ERRORS",
+                                  DEFAULTS["STATECRAWL_SESSION_MAX_ERRORS"]),
+            max_age=s.getfloat("STATECRAWL_SESSION_MAX_AGE", DEFAULTS["STATECRAWL_SESSION_MAX_AGE"]),
+            proxies=len(self.proxies),
+        )
+        self.blocked = frozenset(int(x) for x in s.getlist(
+            "STATECRAWL_SESSION_BLOCKED_STATUS", DEFAULTS["STATECRAWL_SESSION_BLOCKED_STATUS"]))
+        self.max_rotations = s.getint("STATECRAWL_SESSION_MAX_ROTATIONS",
+                                      DEFAULTS["STATECRAWL_SESSION_MAX_ROTATIONS"])
+        self.flush_interval = s.getfloat("STATECRAWL_SESSION_FLUSH_INTERVAL",
+                                         DEFAULTS["STATECRAWL_SESSION_FLUSH_INTERVAL"])
+        self.sealer = Sealer.from_settings(s)
+        self.store: SessionStore | None = None
+        self.client: Redis | None = None
+        self._opening: asyncio.Future[None] | None = None
+        self.started_at = 0  # ms, Redis clock: when this worker opened its sessions
+        self._jars: dict[str, SessionJar] = {}
+        self._loading: dict[str, asyncio.Future[SessionJar]] = {}
+        self._dirty_jars: set[str] = set()
+        self._dead: set[str] = set()  # retired sessions: their cookies are not written again
+        self._deltas: dict[str, _Delta] = {}
+        self._ensure: set[str] = set()  # sessions to register (and learn the proxy of)
+        self._proxy_of: dict[str, int] = {}
+        self._pool: list[PoolMember] = []
+        self._retired: set[str] = set()  # retired here, not yet confirmed by a flush
+        self._rr = 0
+        self._synced = False
+        self._lock = asyncio.Lock()
+        self._hurry = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closed = False
+        self._fatal_logged = False
+        #: Coroutines run at close before the last flush (final checkpoints, storage states).
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
+        crawler.signals.connect(self._close, signal=signals.spider_closed)
+
+    @classmethod
+    def of(cls, crawler: Crawler) -> Sessions:
+        """The crawler's Sessions, created on first use (no I/O)."""
+        sessions = getattr(crawler, "_statecrawl_sessions", None)
+        if sessions is None:
+            sessions = cls(crawler)
+            crawler._statecrawl_sessions = sessions  # type: ignore[attr-defined]
+        return sessions
+
+    @property
+    def worker_id(self) -> str:
+        return WorkerState.of(self.crawler).worker_id
+
+    @property
+    def pool_enabled(self) -> bool:
+        return self.limits.size > 0
+
+    async def open(self) -> SessionStore:
+        """Connect (once, however many components ask) and return the store."""
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_future()
+            try:
+                await WorkerState.of(self.crawler).open()  # the crawl exists and is registered
+                url = await asyncio.to_thread(resolve_redis_url, self.crawler.settings)
+                self.client = await connect(url, name=f"statecrawl:{self.worker_id}:sessions")
+                seconds, micros = await self.client.time()
+                self.started_at = seconds * 1000 + micros // 1000
+                self.store = SessionStore(self.client, crawl_id_for(self.crawler), self.sealer)
+            except BaseException as exc:
+                self._opening.set_exception(exc)
+                self._opening.exception()
+                raise
+            self._opening.set_result(None)
+        else:
+            await asyncio.shield(self._opening)
+        assert self.store is not None
+        return self.store
+
+    # -- cookie jars -----------------------------------------------------------------
+
+    async def jar(self, session: str) -> SessionJar:
+        """The session's jar, loaded from Redis on its first use in this worker."""
+        jar = self._jars.get(session)
+        if jar is not None:
+            return jar
+        loading = self._loading.get(session)
+        if loading is None:
+            loading = self._loading[session] = asyncio.ensure_future(self._load(session))
+        try:
+            return await asyncio.shield(loading)
+        finally:
+            if loading.done():
+                self._loading.pop(session, None)
+
+    async def _load(self, session: str) -> SessionJar:
+        store = await self.open()
+        jar = SessionJar(session)
+        backoff = 0.1
+        while True:  # the request waits while Redis is unreachable, as leases do
+            try:
+                expired = jar.load(await store.load_jar(session))
+                if expired:
+                    await store.write_jar(session, JarChanges({}, expired))
+                break
+            except SecretKeyError as exc:
+                self._fatal(exc)
+                raise
+            except RETRY_ERRORS as exc:
+                logger.warning("statecrawl: cannot load the cookie jar of session %s yet (%s)",
+                               session, exc)
+                jar = SessionJar(session)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._jars[session] = jar
+        self.crawler.stats.inc_value("statecrawl/jars_loaded")
+        if session not in self._proxy_of:
+            self._ensure.add(session)
+            self._kick()
+        return jar
+
+    def jar_changed(self, jar: SessionJar) -> None:
+        if jar.dirty and jar.session not in self._dead and self._jars.get(jar.session) is jar:
+            self._dirty_jars.add(jar.session)
+            self._kick()
+
+    def is_retired(self, session: str) -> bool:
+        """Was *session* retired (seen by this worker)? Its state is not saved again."""
+        return session in self._dead
+
+    def drop_jar(self, session: str) -> None:
+        """Forget the local copy; the next use reloads it from Redis."""
+        self._jars.pop(session, None)
+        self._dirty_jars.discard(session)
+
+    # -- the pool and proxies ------------------------------------------------------------
+
+    async def pick(self) -> str:
+        """A pool session for a request that names none; counts the use."""
+        if not self._synced:
+            await self.flush_now()
+        for _ in range(3):
+            n = len(self._pool)
+            for i in range(n):
+                member = self._pool[(self._rr + i) % n]
+                if self._usable(member):
+                    self._rr = (self._rr + i + 1) % n
+                    self.use(member.session)
+                    return member.session
+            await self.flush_now()  # used up here: the flush retires them and refills the pool
+        raise IgnoreRequest("statecrawl: the session pool has no usable session")
+
+    def _usable(self, member: PoolMember) -> bool:
+        if member.session in self._retired or member.session in self._dead:
+            return False
+        delta = self._deltas.get(member.session)
+        uses = member.uses + (delta.uses if delta else 0)
+        errors = member.errors + (delta.errors if delta else 0.0)
+        lim = self.limits
+        return (not lim.max_uses or uses < lim.max_uses) and (
+            not lim.max_errors or errors < lim.max_errors)
+
+    def use(self, session: str) -> None:
+        self._delta(session).uses += 1
+        self._kick()
+
+    def record(self, session: str, *, ok: bool, retire: str = "") -> None:
+        """Score the outcome of a request of *session* (Crawlee's markGood / markBad / retire)."""
+        delta = self._delta(session)
+        delta.errors += -0.5 if ok else 1.0
+        if retire:
+            delta.retire = retire
+            self._retired.add(session)
+            self.hurry()
+        self._kick()
+
+    def _delta(self, session: str) -> _Delta:
+        delta = self._deltas.get(session)
+        if delta is None:
+            delta = self._deltas[session] = _Delta()
+        return delta
+
+    async def proxy_for(self, session: str) -> str | None:
+        """The proxy URL *session* is bound to (None without ``STATECRAWL_PROXIES``)."""
+        if not self.proxies:
+            return None
+        index = self._proxy_of.get(session)
+        if index is None:
+            self._ensure.add(session)
+            await self.flush_now()
+            index = self._proxy_of.get(session, -1)
+        if index < 0:  # bound before proxies were configured: a choice every worker agrees on
+            index = int(hashlib.sha1(session.encode()).hexdigest()[:8], 16)
+        # every worker should have the same list; a shorter one still never sends around it
+        return self.proxies[index % len(self.proxies)]
+
+    # -- flushing ------------------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return bool(self._dirty_jars or self._deltas or self._ensure)
+
+    def hurry(self) -> None:
+        """Flush now instead of at the end of the interval."""
+        self._hurry.set()
+        self._kick()
+
+    def _kick(self) -> None:
+        if not self._closed and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        backoff = 0.1
+        while self._has_work() and not self._closed:
+            try:
+                await asyncio.wait_for(self._hurry.wait(), self.flush_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._hurry.clear()
+            if not await self._try_flush():
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            else:
+                backoff = 0.1
+
+    async def flush_now(self) -> None:
+        """Write everything pending and read the pool back, retrying while Redis fails."""
+        backoff = 0.1
+        while not await self._try_flush():
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _try_flush(self) -> bool:
+        store = await self.open()
+        async with self._lock:
+            jars = {}
+            for sid in self._dirty_jars:
+                jar = self._jars.get(sid)
+                if jar is not None and sid not in self._dead:
+                    changes = jar.take_changes()
+                    if changes.sets or changes.deletes:
+                        jars[sid] = (jar, changes)
+            self._dirty_jars.clear()
+            deltas, self._deltas = self._deltas, {}
+            ensure = sorted(self._ensure)
+            try:
+                result = await store.flush(
+                    self.limits, jars={sid: ch for sid, (_, ch) in jars.items()},
+                    deltas={sid: SessionDelta(d.uses, d.errors, d.retire) for sid, d in deltas.items()},
+                    ensure=ensure)
+            except RETRY_ERRORS as exc:
+                for sid, (jar, changes) in jars.items():
+                    jar.unwritten(changes)
+                    self._dirty_jars.add(sid)
+                for sid, d in deltas.items():
+                    mine = self._delta(sid)
+                    mine.uses += d.uses
+                    mine.errors += d.errors
+                    mine.retire = mine.retire or d.retire
+                self.crawler.stats.inc_value("statecrawl/redis_errors")
+                logger.warning("statecrawl: session flush failed (%s); keeping it for a retry", exc)
+                return False
+        stats = self.crawler.stats
+        for jar, changes in jars.values():
+            jar.written(changes)
+            stats.inc_value("statecrawl/cookies_written", len(changes.sets) + len(changes.deletes))
+        stats.inc_value("statecrawl/session_flushes")
+        self._ensure.difference_update(ensure)
+        self._proxy_of.update(result.proxies)
+        before = {m.session for m in self._pool}
+        self._pool = list(result.pool)
+        for member in self._pool:
+            self._proxy_of[member.session] = member.proxy
+        live = {m.session for m in self._pool}
+        self._retired &= live
+        for sid in before - live - set(result.retired):  # retired by another worker
+            self._dead.add(sid)
+            self.drop_jar(sid)
+        self._synced = True
+        for sid in result.retired:
+            self._dead.add(sid)
+            self.drop_jar(sid)
+            stats.inc_value("statecrawl/sessions_retired")
+            logger.info("statecrawl: session %s retired (%s)", sid, deltas.get(sid, _Delta()).retire
+                        or "limit reached")
+        return True
+
+    def _fatal(self, exc: Exception) -> None:
+        if self._closed or self._fatal_logged:
+            return
+        self._fatal_logged = True
+        logger.error("statecrawl: %s; closing the spider", exc)
+        engine = self.crawler.engine
+        if engine is not None and engine.spider is not None:
+            asyncio.ensure_future(engine.close_spider_async(reason="secret_key_error"))
+
+    async def _close(self) -> None:
+        if self.store is None or self._closed:
+            return
+        try:
+            for hook in self.before_close:
+                try:
+                    await hook()
+                except Exception:
+                    logger.exception("statecrawl: error while saving session state at close")
+            if self._has_work():
+                try:
+                    await asyncio.wait_for(self.flush_now(), 10)
+                except asyncio.TimeoutError:
+                    logger.error("statecrawl: could not write the last session changes to Redis")
+        finally:
+            self._closed = True
+            if self._flusher is not None:
+                self._flusher.cancel()
+            assert self.client is not None
+            await self.client.aclose()
+            self.store = None
