@@ -31,9 +31,7 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,34 +40,14 @@ import time
 import uuid
 from pathlib import Path
 
+from _common import start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 import redis
 
 from statecrawl.demo.site import DemoSite
 
 ROOT = Path(__file__).resolve().parent.parent
 REFETCH_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], redis.Redis, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            return proc, client, f"redis://127.0.0.1:{port}/0"
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 class Crawl:
@@ -155,7 +133,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="statecrawl-recovery-") as tmpdir:
         tmp = Path(tmpdir)
-        redis_proc, client, redis_url = start_redis(tmp)
+        redis_proc, redis_port = start_redis(tmp)
+        client, redis_url = redis.Redis(port=redis_port), f"redis://127.0.0.1:{redis_port}/0"
         site = DemoSite(pages=args.pages, delay=args.delay, record=True).start()
         crawl = Crawl(site, redis_url, client, tmp, settings)
         survivor, victim = crawl.start_worker(), crawl.start_worker()

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +32,8 @@ import time
 import uuid
 from pathlib import Path
 
+from _common import start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -42,12 +42,6 @@ import redis  # noqa: E402
 from statecrawl.demo.apps import RENDERED_MARK, RenderSite  # noqa: E402
 
 MODES = ("browser", "auto")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pss(pid: int) -> int:
@@ -129,18 +123,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="statecrawl-render-") as tmpdir:
         tmp = Path(tmpdir)
-        port = free_port()
-        server = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmpdir],
-            stdout=subprocess.DEVNULL)
+        server, port = start_redis(tmp)
         client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         results: dict[str, list[tuple[float, int, bool, int]]] = {m: [] for m in MODES}
         try:
             with RenderSite(pages=args.pages, script_every=args.every) as site:

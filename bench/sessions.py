@@ -28,13 +28,13 @@ import argparse
 import asyncio
 import json
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
@@ -49,21 +49,6 @@ from statecrawl.cookies import SessionJar
 from statecrawl.crypto import Sealer
 from statecrawl.serialize import dumps
 from statecrawl.session_store import PoolLimits, SessionDelta, SessionStore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-         "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, port
 
 
 def states() -> dict[str, dict[str, object]]:
@@ -184,12 +169,6 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="statecrawl-bench-"))
     proc, port = start_redis(tmp)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         asyncio.run(run(port, args.rounds))
     finally:
         proc.terminate()

@@ -36,6 +36,8 @@ import time
 import uuid
 from pathlib import Path
 
+from _common import free_port, start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
 SPIDER = Path(__file__).resolve().parent / "trivial_spider.py"
 
@@ -47,26 +49,6 @@ SETUPS: dict[str, list[str]] = {
     "statecrawl": ["-s", "SCHEDULER=statecrawl.scheduler.Scheduler",
                    "-s", "DUPEFILTER_CLASS=statecrawl.dupefilter.RedisDupeFilter"],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"redis://127.0.0.1:{port}/0"
-        time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
 
 
 def start_site(pages: int, server: str, tmp: Path) -> tuple[subprocess.Popen[str], str]:
@@ -151,7 +133,8 @@ def main() -> int:
     if unknown or "scrapy" not in names:
         parser.error(f"--setups must include scrapy and name only known setups (unknown: {unknown})")
     with tempfile.TemporaryDirectory() as tmp:
-        redis_proc, redis_url = start_redis(Path(tmp))
+        redis_proc, redis_port = start_redis(Path(tmp))
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
         site_proc, url = start_site(args.pages, args.server, Path(tmp))
         try:
             figures: dict[str, list[float]] = {n: [] for n in names}
