@@ -96,10 +96,7 @@ end
 
 if enqueued > 0 then
   redis.call('HINCRBY', stats, 'enqueued', enqueued)
-  if redis.call('HGET', meta, 'state') == 'finished' then
-    redis.call('HSET', meta, 'state', 'running')
-    redis.call('HDEL', meta, 'finished_at')
-  end
+  mark_running(meta)
 end
 if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) end
 if limit_dropped > 0 then redis.call('HINCRBY', stats, 'limit_dropped', limit_dropped) end

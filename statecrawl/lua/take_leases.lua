@@ -1,4 +1,13 @@
 -- Shared by lease.lua and commit.lua (prepended to each).
+
+-- Work appeared in a crawl marked finished (an enqueue, a lease): it runs again.
+local function mark_running(meta)
+  if redis.call('HGET', meta, 'state') == 'finished' then
+    redis.call('HSET', meta, 'state', 'running')
+    redis.call('HDEL', meta, 'finished_at')
+  end
+end
+
 -- Pops up to `n` request ids from the frontier, records each as leased by
 -- `worker` (with its score, so a reclaim restores its priority) and appends
 -- id, request JSON pairs to `out`. Counts them in the stats and, when the
@@ -18,10 +27,7 @@ local function take_leases(meta, queue, reqs, leases, stats, worker, n, out)
   end
   if taken > 0 then
     redis.call('HINCRBY', stats, 'leased', taken)
-    if redis.call('HGET', meta, 'state') == 'finished' then
-      redis.call('HSET', meta, 'state', 'running')
-      redis.call('HDEL', meta, 'finished_at')
-    end
+    mark_running(meta)
   end
   return taken
 end
