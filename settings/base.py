@@ -1,31 +1,8 @@
-"""Settings shared by every environment."""
+"""Settings shared by every environment: statecrawl's worker settings, with this project's spiders."""
 
 from __future__ import annotations
 
-import os
+from statecrawl.worker_settings import *  # noqa: F403
 
-BOT_NAME = "statecrawl"
 SPIDER_MODULES = ["spiders"]
 NEWSPIDER_MODULE = "spiders"
-
-ADDONS = {"statecrawl.Addon": 0}
-
-ROBOTSTXT_OBEY = True
-USER_AGENT = "statecrawl/0.1 (+https://github.com/statecrawl/statecrawl)"
-CONCURRENT_REQUESTS = 16
-CONCURRENT_REQUESTS_PER_DOMAIN = 16
-DOWNLOAD_TIMEOUT = 30
-RETRY_TIMES = 2
-# Off-site redirects are not followed; statecrawl makes an item saying so.
-REDIRECT_MAX_TIMES = 10
-HTTPERROR_ALLOW_ALL = False
-
-# Outputs: Markdown files and a JSON Lines feed under STATECRAWL_OUTPUT_DIR.
-STATECRAWL_OUTPUT_DIR = os.environ.get("STATECRAWL_OUTPUT_DIR", "output")
-FEEDS = {
-    f"{STATECRAWL_OUTPUT_DIR}/pages-%(crawl_id)s-%(batch_time)s.jsonl": {
-        "format": "jsonlines", "encoding": "utf8",
-    },
-}
-FEED_URI_PARAMS = "statecrawl.feeds.uri_params"
-LOG_LEVEL = "INFO"
