@@ -7,13 +7,14 @@
     ├── RedisUnavailable            Redis cannot be reached (or started, for the embedded one)
     ├── SerializationError          a value cannot be written to, or read from, the shared store as plain JSON
     ├── SecretKeyError              a stored secret cannot be opened with this worker's STATECRAWL_SECRET_KEY
+    ├── CrawlStateLost              Redis no longer has the crawl a worker joined (restarted empty, flushed)
     └── LoginError                  the spider's login form was submitted and the site did not log it in
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "ConfigError", "LoginError", "RedisUnavailable", "SecretKeyError", "SerializationError",
+    "ConfigError", "CrawlStateLost", "LoginError", "RedisUnavailable", "SecretKeyError", "SerializationError",
     "StatecrawlError",
 ]
 
@@ -36,6 +37,10 @@ class SerializationError(StatecrawlError):
 
 class SecretKeyError(StatecrawlError):
     """A stored session secret is encrypted with another key, or not encrypted while a key is set."""
+
+
+class CrawlStateLost(StatecrawlError):
+    """The crawl's state is gone from Redis, or is another crawl's, while workers ran."""
 
 
 class LoginError(StatecrawlError):

@@ -8,7 +8,11 @@ can touch them atomically. ``<crawl_id>`` matches ``[A-Za-z0-9._-]{1,64}``.
 key                            type    contents
 =============================  ======  ==========================================
 ``sc:crawls``                  SET     ids of every crawl in this Redis
-``sc:{id}:meta``               HASH    ``state`` (running / finished / cancelled),
+``sc:{id}:meta``               HASH    ``epoch`` (a random token set when the
+                                       crawl is created: leases and commits
+                                       carry it, and fail with ``SCLOST`` when
+                                       meta is gone or holds another one),
+                                       ``state`` (running / finished / cancelled),
                                        ``created_at``, ``finished_at`` (unix s),
                                        ``spider``, ``start_url``, ``limit``
                                        (max requests admitted, 0 = none),
@@ -62,10 +66,23 @@ key                            type    contents
                                        JSON), so a re-fetched page replaces its
                                        item instead of adding a second one
 ``sc:{id}:failed``             SET     item keys whose item carries an error
+``sc:{id}:dead``               LIST    dead letters: stored entries (requests,
+                                       cookies, storage states, items) that
+                                       could not be rebuilt, as JSON, newest
+                                       last, capped
+                                       (:mod:`statecrawl.deadletter`)
 ``sc:{id}:stats``              HASH    crawl-wide counters: ``enqueued``,
-                                       ``duplicates``, ``limit_dropped``,
+                                       ``admitted`` (requests counted against
+                                       ``limit``: not robots.txt, sitemaps or
+                                       retries), ``duplicates``, ``limit_dropped``,
                                        ``leased``, ``acked``, ``released``,
-                                       ``reclaimed``, ``retried``; ``seen`` (fingerprints in
+                                       ``reclaimed``, ``retried``, ``robots_denied``;
+                                       what was refused or dropped:
+                                       ``quarantined`` (+ ``quarantined_<kind>``),
+                                       ``requests_unserializable``,
+                                       ``items_unserializable``,
+                                       ``items_too_large``, ``requests_refused``,
+                                       ``items_refused``; ``seen`` (fingerprints in
                                        ``digests`` / ``bloom``) and, for
                                        ``bloom``, ``bloom_estimated_false_skips``
                                        (new URLs expected to have been skipped
@@ -181,6 +198,7 @@ class CrawlKeys:
     bloom = property(lambda self: self.prefix + "bloom")
     items = property(lambda self: self.prefix + "items")
     failed = property(lambda self: self.prefix + "failed")
+    dead = property(lambda self: self.prefix + "dead")
     stats = property(lambda self: self.prefix + "stats")
     tokens = property(lambda self: self.prefix + "tokens")
     render_hosts = property(lambda self: self.prefix + "render_hosts")
@@ -203,6 +221,6 @@ class CrawlKeys:
         """Every fixed-name key of the crawl (for deletion); per-session jars and
         storage states: :meth:`statecrawl.session_store.SessionStore.delete`."""
         return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
-                self.seen, self.digests, self.bloom, self.items, self.failed, self.stats,
+                self.seen, self.digests, self.bloom, self.items, self.failed, self.dead, self.stats,
                 self.tokens, self.render_hosts, self.sessions, self.pool, self.session_seq,
                 self.login, self.login_lock, self.spider_state]

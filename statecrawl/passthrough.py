@@ -18,13 +18,22 @@ the crawl's recorded arguments either (``sc:{id}:meta`` ``args``), so a
 worker joining with ``statecrawl worker`` does not have them: pass them to
 each worker.
 
+They go only to the crawl's own hosts: to a request whose URL the worker's
+:class:`~statecrawl.scope.FetchScope` admits (the ``site`` spider's host and
+port, or the spider's ``allowed_domains``). A request elsewhere -- a link or
+redirect to another site, a request planted in Redis -- is sent without
+them; a spider that declares no scope sends them nowhere (logged once).
+
 Cookies the *site* sets still go to the session's jar in Redis as usual;
 add ``-s COOKIES_ENABLED=false`` to keep nothing at all.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
+
+from statecrawl.scope import FetchScope
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -32,6 +41,8 @@ if TYPE_CHECKING:
     from scrapy.http import Response
 
 __all__ = ["PassThroughMiddleware"]
+
+logger = logging.getLogger(__name__)
 
 _SAVED = "_statecrawl_passthrough"  # worker-local: header values before we set ours
 
@@ -52,6 +63,7 @@ class PassThroughMiddleware:
         self.crawler = crawler
         self._cookies: dict[str, str] | None = None
         self._headers: dict[str, str] = {}
+        self._scope: FetchScope | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> PassThroughMiddleware:
@@ -63,6 +75,11 @@ class PassThroughMiddleware:
                                                      or {}).items()}
         self._headers = {str(k): str(v) for k, v in (getattr(spider, "statecrawl_headers", None)
                                                      or {}).items()}
+        self._scope = FetchScope.for_spider(spider)
+        if (self._cookies or self._headers) and self._scope is None:
+            logger.warning("statecrawl: spider %r declares no scope (allowed_domains), so its "
+                           "pass-through cookies and headers are sent with no request",
+                           getattr(spider, "name", "?"))
 
     def process_request(self, request: Request) -> None:
         if self._cookies is None:
@@ -70,6 +87,8 @@ class PassThroughMiddleware:
         assert self._cookies is not None
         if not (self._cookies or self._headers) or _SAVED in request.meta:
             return
+        if self._scope is None or not self._scope.allows(request.url):
+            return  # not one of the crawl's hosts
         headers = request.headers
         saved: dict[str, list[bytes]] = {}
         for name, value in self._headers.items():

@@ -9,6 +9,10 @@ whole batch at once, so this bites statecrawl often (a disallowed page was
 fetched in the chaos tests). This subclass keeps one asyncio future per host
 being fetched, which any number of requests can await. The add-on puts it in
 place of Scrapy's middleware, at the same priority.
+
+A request robots.txt forbids makes no item; so that it does not vanish
+without a trace, each one is counted crawl-wide (``robots_denied`` in the
+crawl's stats, shown by ``statecrawl status``) with the next commit.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as _ScrapyRobotsTxt
+from scrapy.downloadermiddlewares.robotstxt import (
+    RobotsTxtMiddleware as _ScrapyRobotsTxt,
+)
+from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.httpobj import urlparse_cached
 
 if TYPE_CHECKING:
@@ -33,6 +40,16 @@ class RobotsTxtMiddleware(_ScrapyRobotsTxt):
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         self._fetching: dict[str, asyncio.Future[RobotParser | None]] = {}
+        self._crawler = crawler
+
+    def process_request_2(self, rp: RobotParser | None, request: Request) -> None:
+        try:
+            super().process_request_2(rp, request)
+        except IgnoreRequest:
+            from statecrawl.state import WorkerState
+
+            WorkerState.of(self._crawler).count("robots_denied")
+            raise
 
     async def robot_parser(self, request: Request) -> RobotParser | None:
         netloc = urlparse_cached(request).netloc

@@ -32,15 +32,18 @@ from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.core.scheduler import BaseScheduler
-from scrapy.exceptions import DontCloseSpider
+from scrapy.exceptions import CloseSpider, DontCloseSpider
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler, load_object
 
 from statecrawl._engine import on_stop, wake, watch_completed
+from statecrawl._leasing import LeasingMixin
 from statecrawl.exceptions import SerializationError
-from statecrawl.serialize import request_from_json, request_to_json
+from statecrawl.redis_errors import Outage, is_transient
+from statecrawl.scope import FetchScope
+from statecrawl.serialize import request_to_json
 from statecrawl.state import RETRY_ERRORS, WorkerState
-from statecrawl.store import CommitResult, PendingRequest, new_token
+from statecrawl.store import CommitResult, PendingRequest
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
@@ -55,7 +58,7 @@ logger = logging.getLogger(__name__)
 LEASE_META_KEY = "_statecrawl_lease"
 
 
-class Scheduler(BaseScheduler):
+class Scheduler(LeasingMixin, BaseScheduler):
     """Redis-backed, leasing scheduler (see the module docstring)."""
 
     def __init__(
@@ -78,7 +81,13 @@ class Scheduler(BaseScheduler):
         # the same link again (most links of a site are repeats).
         self._sent: set[bytes] = set()
         self._sent_max = sent_cache
-        self._open_leases: set[str] = set()
+        # lease id -> URL of the leased requests the engine has (a request scheduled
+        # again under one of these, with the same URL, is a retry, not a new page)
+        self._open_leases: dict[str, str] = {}
+        self.scope: FetchScope | None = None
+        self._quarantining: set[asyncio.Task[None]] = set()
+        self._open_error: CloseSpider | None = None
+        self._lease_outage = Outage(logger, "leasing from Redis")
         self._refill_task: asyncio.Task[None] | None = None
         self._wakeup = asyncio.Event()
         self._idle = False
@@ -108,13 +117,30 @@ class Scheduler(BaseScheduler):
 
     def open(self, spider: Spider) -> Deferred[None]:
         self.spider = spider
+        self.scope = FetchScope.for_spider(spider)
+        if self.scope is None:
+            logger.warning("statecrawl: spider %r declares no scope (allowed_domains): requests "
+                           "read from Redis are checked to be http(s) only, not for their host",
+                           spider.name)
+        self.crawler.signals.connect(self._opened, signal=signals.spider_opened)
         return deferred_from_coro(self._open())
+
+    def _opened(self, spider: Spider) -> None:
+        # Raised here rather than from open(): a CloseSpider from the scheduler's
+        # open() would keep the other components from opening (and then their
+        # close fails, with tracebacks); from spider_opened the spider closes cleanly.
+        if self._open_error is not None:
+            raise self._open_error
 
     async def _open(self) -> None:
         if self._redis_dedupe:
             self.state.dedupe_mode = self.df.statecrawl_mode  # type: ignore[attr-defined]
             self.df.driven_by_scheduler = True  # type: ignore[attr-defined]
-        store = await self.state.open()
+        try:
+            store = await self.state.open()
+        except CloseSpider as exc:  # logged by WorkerState, in one line
+            self._open_error = exc
+            return
         self.state.listeners.append(self._on_commit)
         self.state.work_listeners.append(self._on_work)
         self.state.forgotten_listeners.append(self._on_forgotten)
@@ -145,6 +171,7 @@ class Scheduler(BaseScheduler):
         another worker may be fetching them already.
         """
         if self._draining is None:
+            self.state.stop.start()
             self._closing = True
             self._wakeup.set()  # the refill loop stops at its next step
             self._draining = asyncio.ensure_future(self._release_held())
@@ -156,17 +183,21 @@ class Scheduler(BaseScheduler):
             # below; cancelling it would leave those leases to leave.lua.
             await asyncio.wait({task}, timeout=5)
             task.cancel()
-        await self.state.wait_commit(5)  # a commit in flight may be leasing for us
+        await self.state.wait_commit(self.state.stop.left(5))  # it may be leasing for us
         store = self.state.store
         held = [lease_id for lease_id, _ in self._buffer] + sorted(self._open_leases)
         self._buffer.clear()
-        if store is None or not held:
+        if store is None or not held or self.state.fatal_reason == "state_lost":
             return
         while True:
             try:
                 released = await store.release(self.state.worker_id, held)
                 break
             except RETRY_ERRORS as exc:
+                if not is_transient(exc) or self.state.stop.passed():
+                    logger.error("statecrawl: could not give %d leases back (%s); they go back "
+                                 "when this worker is gone", len(held), exc)
+                    return
                 logger.warning("statecrawl: cannot release leases yet (%s); retrying", exc)
                 await asyncio.sleep(0.5)
         self.crawler.stats.inc_value("statecrawl/released", released)
@@ -174,6 +205,7 @@ class Scheduler(BaseScheduler):
 
     async def _close(self, reason: str) -> None:
         self._count_local_dupes()
+        self.state.stop.start()
         if self.state.store is not None:
             await self.state.flush()  # output first: acks of finished requests land
         self._drain()
@@ -197,8 +229,15 @@ class Scheduler(BaseScheduler):
             if self.df.request_seen(request):  # type: ignore[attr-defined]
                 self.df.log(request, self.spider)  # type: ignore[attr-defined]
                 return False
+        # A request scheduled again under a lease this worker holds, for the same
+        # URL (Scrapy's retry, a session rotation), is that page, not a new one:
+        # it is never deduplicated as a start request (its original is "seen"),
+        # and it does not count against the crawl's limit again.
+        lease_id = request.meta.get(LEASE_META_KEY)
+        again = lease_id is not None and self._open_leases.get(lease_id) == request.url
         filter_ = not request.dont_filter or (
             self.dedupe_start_requests and bool(request.meta.get("is_start_request"))
+            and not again
         )
         fp = self.crawler.request_fingerprinter.fingerprint(request)
         if filter_ and self._redis_dedupe:
@@ -210,12 +249,15 @@ class Scheduler(BaseScheduler):
         except SerializationError as exc:
             logger.error("statecrawl: cannot schedule %s: %s", request, exc)
             stats.inc_value("statecrawl/request_unserializable")
+            self.state.count("requests_unserializable")
             return False
         if filter_ and self._redis_dedupe:
             if len(self._sent) >= self._sent_max:
                 self._sent.clear()
             self._sent.add(fp)
-        self.state.add_request(PendingRequest(fp, filter_, -request.priority, body))
+        aux = bool(request.meta.get("statecrawl_aux"))  # robots.txt, sitemaps: not pages
+        self.state.add_request(
+            PendingRequest(fp, filter_, -request.priority, body, counted=not (again or aux)))
         if request.meta.get("retry_times"):
             self.state.count("retried")
         self._finished = False
@@ -229,7 +271,7 @@ class Scheduler(BaseScheduler):
             return None
         lease_id, request = self._buffer.popleft()
         request.meta[LEASE_META_KEY] = lease_id
-        self._open_leases.add(lease_id)
+        self._open_leases[lease_id] = request.url
         if self._short():
             self._refill()
         self.crawler.stats.inc_value("scheduler/dequeued/redis")
@@ -241,17 +283,8 @@ class Scheduler(BaseScheduler):
     def _on_done(self, request: Request) -> None:
         lease_id = request.meta.get(LEASE_META_KEY)
         if lease_id is not None and lease_id in self._open_leases:
-            self._open_leases.discard(lease_id)
+            del self._open_leases[lease_id]
             self.state.ack(lease_id)
-
-    def _lease_demand(self) -> tuple[int, bool]:
-        """(requests the next commit should lease, whether the buffer runs short)."""
-        if self._closing or self._must_reconcile or self._leasing:
-            return 0, False
-        return max(0, self.prefetch - len(self._buffer)), self._short()
-
-    def _short(self) -> bool:
-        return len(self._buffer) <= self.prefetch // 2
 
     def _count_local_dupes(self) -> None:
         if self._local_dupes:
@@ -299,114 +332,3 @@ class Scheduler(BaseScheduler):
         self._wakeup.set()
         self._refill()
         raise DontCloseSpider
-
-    # -- leasing -------------------------------------------------------------------
-
-    def _refill(self) -> None:
-        if self._closing or (self._refill_task is not None and not self._refill_task.done()):
-            return
-        if self.state.store is None:
-            return
-        if self.state.commit_coming and not (self._urgent or self._idle or self._must_reconcile):
-            self.state.hurry()  # that commit leases for us; no round trip of our own
-            return
-        self._refill_task = asyncio.ensure_future(self._refill_loop())
-
-    async def _refill_loop(self) -> None:
-        poll = 0.005
-        token: str | None = None  # kept across a failed lease, so a lost reply is replayed
-        failed = False
-        while not self._closing:
-            # never while a lease is unresolved: its requests are ours but unknown yet
-            if self._must_reconcile and token is None and not await self._reconcile():
-                continue
-            urgent, self._urgent = self._urgent, False
-            want = self.prefetch if urgent else self.prefetch - len(self._buffer)
-            if want <= 0:
-                return
-            check = self._idle and not self.state.pending_writes and not self._open_leases
-            self._wakeup.clear()
-            store = self.state.store
-            if store is None:
-                return
-            token = token or new_token()
-            self._leasing = True
-            try:
-                state, pairs = await store.lease(
-                    self.state.worker_id, want, check_finished=check, token=token)
-            except RETRY_ERRORS as exc:
-                logger.warning("statecrawl: lease failed (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                failed = True
-                continue
-            finally:
-                self._leasing = False
-            token = None
-            if failed:
-                self._on_recovered()
-                failed = False
-            if state == "cancelled":
-                self._finished = True
-                logger.info("statecrawl: crawl %r was cancelled", store.crawl_id)
-                asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="cancelled"))
-                return
-            if pairs:
-                self._accept(pairs, front=urgent)
-                self._idle = False
-                poll = 0.005
-                wake(self.crawler.engine)
-                if self.state.commit_coming:
-                    return  # that commit tops the buffer up
-                continue
-            if state == "finished" and check:
-                self._finished = True
-                wake(self.crawler.engine)
-                return
-            if not self._idle and self._open_leases:
-                return  # our own in-flight requests will kick us when they commit
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=poll)
-            except asyncio.TimeoutError:
-                pass
-            poll = min(poll * 2, self.idle_poll_max)
-
-    async def _reconcile(self) -> bool:
-        """Run in the refill loop, so no lease is in flight meanwhile; False on error."""
-        store = self.state.store
-        if store is None:
-            return True
-        if self.state.committing:  # it may be leasing for us: wait for what it brings
-            await asyncio.sleep(0.01)
-            return False
-        # ours: buffered, in the engine, or finished with the ack not yet committed
-        known = ([lease_id for lease_id, _ in self._buffer] + list(self._open_leases)
-                 + self.state.pending_acks)
-        try:
-            released = await store.reconcile(self.state.worker_id, known)
-        except RETRY_ERRORS as exc:
-            logger.warning("statecrawl: cannot reconcile leases yet (%s); retrying", exc)
-            await asyncio.sleep(0.5)
-            return False
-        self._must_reconcile = False
-        if released:
-            self.crawler.stats.inc_value("statecrawl/reconciled", released)
-            logger.warning("statecrawl: gave back %d leases Redis held for this worker unknown "
-                           "to it", released)
-        return True
-
-    def _accept(self, pairs: list[tuple[str, bytes]], *, front: bool = False) -> None:
-        self.crawler.stats.inc_value("statecrawl/leased", len(pairs))
-        accepted: list[tuple[str, Request]] = []
-        for lease_id, body in pairs:
-            try:
-                request = request_from_json(body, self.spider)
-            except SerializationError as exc:
-                logger.error("statecrawl: dropping stored request %s: %s", lease_id, exc)
-                self.crawler.stats.inc_value("statecrawl/request_undecodable")
-                self.state.ack(lease_id)
-                continue
-            accepted.append((lease_id, request))
-        if front:
-            self._buffer.extendleft(reversed(accepted))
-        else:
-            self._buffer.extend(accepted)

@@ -18,13 +18,16 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
 
+from statecrawl.deadletter import DATA_MAX, DEAD_LETTER_MAX
+from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.keys import CRAWLS_KEY, CrawlKeys
 from statecrawl.serialize import dumps, loads
 
 __all__ = [
     "DEDUPE_MODES", "CommitResult", "CrawlStore", "Heartbeat", "PendingItem", "PendingRequest",
-    "heartbeat_keys", "item_key", "new_token", "script_source",
+    "error_item", "error_item_data", "heartbeat_keys", "item_key", "new_token", "script_source",
 ]
 
 #: Dupefilter modes of the commit script (``lua/dedupe_<mode>.lua``); see
@@ -49,6 +52,12 @@ class PendingRequest:
     filter: bool  # False for dont_filter requests
     score: int  # -priority
     body: bytes  # request JSON
+    counted: bool = True  # counts against the crawl's limit (not robots.txt, sitemaps, retries)
+
+    @property
+    def flags(self) -> int:
+        """commit.lua's flags: 1 = deduplicate, 2 = not counted against the limit."""
+        return (1 if self.filter else 0) | (0 if self.counted else 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +109,42 @@ def item_key(item: dict[str, Any], body: bytes) -> str:
     return "sha1:" + hashlib.sha1(body).hexdigest()
 
 
+#: Fields an error item keeps of the item it stands for (all small).
+_ERROR_ITEM_FIELDS = ("url", "final_url", "status", "content_type", "title", "depth", "renderer",
+                      "crawl_id", "fetched_at")
+
+
+def error_item_data(data: Mapping[str, Any], kind: str, message: str) -> dict[str, Any]:
+    """A small stand-in for an item that cannot be stored: its identity, and an ``error``."""
+    out = {k: data[k] for k in _ERROR_ITEM_FIELDS
+           if k in data and (not isinstance(data[k], str) or len(data[k]) <= 8192)}
+    out["error"] = {"type": kind, "message": message}
+    return out
+
+
+def error_item(item: PendingItem, kind: str, message: str) -> PendingItem:
+    """:func:`error_item_data` for an item already serialized (same key)."""
+    try:
+        data = loads(item.body, "item")
+    except SerializationError:
+        data = {}
+    body = dumps(error_item_data(data if isinstance(data, dict) else {}, kind, message), "item")
+    return PendingItem(item.key, True, body)
+
+
 class CrawlStore:
-    """Operations on one crawl's keys. Creating it does no I/O."""
+    """Operations on one crawl's keys. Creating it does no I/O.
+
+    Leases and commits carry the crawl's *epoch*, learnt by :meth:`open_crawl`;
+    when Redis no longer has the crawl they raise :class:`CrawlStateLost`.
+    """
 
     def __init__(self, client: Redis, crawl_id: str) -> None:
         self.client = client
         self.keys = CrawlKeys(crawl_id)
         self.crawl_id = crawl_id
+        self.epoch: str | None = None
+        self._quarantine = client.register_script(script_source("quarantine.lua"))
         self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
         take = script_source("take_leases.lua")
         self._lease = client.register_script(take + script_source("lease.lua"))
@@ -129,12 +167,22 @@ class CrawlStore:
 
     async def open_crawl(
         self, *, spider: str, start_url: str | None = None, limit: int | None = None,
-        args: dict[str, Any] | None = None,
+        args: dict[str, Any] | None = None, expect_epoch: str | None = None,
     ) -> str:
-        """Create the crawl's metadata if new; return its state."""
+        """Create the crawl's metadata if new; return its state.
+
+        With *expect_epoch* (the epoch of a crawl known to exist, e.g. one the
+        CLI created), a crawl that is missing or has another epoch is not
+        created again: :class:`CrawlStateLost`.
+        """
         k = self.keys
+        if expect_epoch:
+            found = await self.client.hget(k.meta, "epoch")
+            if found is None or _text(found) != expect_epoch:
+                raise CrawlStateLost(self._lost_message())
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.sadd(CRAWLS_KEY, self.crawl_id)
+            pipe.hsetnx(k.meta, "epoch", new_token())
             pipe.hsetnx(k.meta, "state", "running")
             pipe.hsetnx(k.meta, "created_at", f"{time.time():.3f}")
             pipe.hsetnx(k.meta, "spider", spider)
@@ -144,9 +192,30 @@ class CrawlStore:
                 pipe.hsetnx(k.meta, "args", dumps(args, "spider arguments"))
             if limit is not None:
                 pipe.hset(k.meta, "limit", int(limit))
-            pipe.hget(k.meta, "state")
+            pipe.hmget(k.meta, ["state", "epoch"])
             results = await pipe.execute()
-        return str(results[-1].decode())
+        state, epoch = (v.decode() for v in results[-1])
+        self.epoch = epoch
+        return str(state)
+
+    def _lost_message(self) -> str:
+        return (f"crawl {self.crawl_id!r} is gone from Redis (or was created again) while it "
+                "ran: Redis restarted without persistence, was flushed, or the crawl was "
+                "deleted. Its queued requests are lost; start it again")
+
+    def _epoch(self) -> str:
+        if self.epoch is None:
+            raise RuntimeError("CrawlStore.open_crawl() must be called before leasing or committing")
+        return self.epoch
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that checks the crawl's epoch; SCLOST becomes CrawlStateLost."""
+        try:
+            return await script(keys=keys, args=args)
+        except ResponseError as exc:
+            if str(exc).startswith("SCLOST"):
+                raise CrawlStateLost(self._lost_message()) from None
+            raise
 
     async def lease(
         self, worker: str, n: int, *, check_finished: bool, token: str | None = None
@@ -157,9 +226,9 @@ class CrawlStore:
         the same requests instead of leasing more.
         """
         k = self.keys
-        out = await self._lease(
-            keys=[k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens],
-            args=[worker, n, "1" if check_finished else "0", token or new_token()],
+        out = await self._run(
+            self._lease, [k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens],
+            [worker, n, "1" if check_finished else "0", token or new_token(), self._epoch()],
         )
         state = _text(out[0])
         pairs = [(_text(out[i]), _bytes(out[i + 1])) for i in range(1, len(out), 2)]
@@ -178,24 +247,41 @@ class CrawlStore:
         """
         k = self.keys
         counters = counters or {}
-        args: list[Any] = [worker, token or new_token(), max(0, want), len(counters)]
+        args: list[Any] = [worker, token or new_token(), max(0, want), self._epoch(),
+                           len(counters)]
         for name, delta in counters.items():
             args += [name, delta]
         args.append(len(requests))
         for r in requests:
-            args += [r.fingerprint, "1" if r.filter else "0", r.score, r.body]
+            args += [r.fingerprint, r.flags, r.score, r.body]
         args.append(len(items))
         for it in items:
             args += [it.key, "1" if it.failed else "0", it.body]
         args.append(len(acks))
         args += acks
-        out = await self._commit_script(dedupe)(
-            keys=[k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
-                  k.tokens],
-            args=args,
+        out = await self._run(
+            self._commit_script(dedupe),
+            [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
+             k.tokens],
+            args,
         )
         leased = tuple((_text(out[i]), _bytes(out[i + 1])) for i in range(4, len(out), 2))
         return CommitResult(int(out[0]), int(out[1]), int(out[2]), int(out[3]), leased)
+
+    async def max_value_bytes(self) -> int | None:
+        """Redis' ``proto-max-bulk-len`` (its largest value), or None where CONFIG is refused."""
+        try:
+            reply = await self.client.config_get("proto-max-bulk-len")
+            return int(str(next(iter(reply.values()))))
+        except (RedisError, OSError, ValueError, StopIteration):
+            return None  # CONFIG is often disabled on managed Redis
+
+    async def quarantine(self, worker: str, request_id: str, error: str) -> bool:
+        """Move *worker*'s leased request *request_id* to the dead-letter list; False if not its."""
+        k = self.keys
+        return bool(await self._quarantine(
+            keys=[k.leases, k.reqs, k.dead, k.stats],
+            args=[worker, request_id, error[:1024], DEAD_LETTER_MAX, DATA_MAX]))
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
         """Give *ids* (leased by *worker*) back to the frontier."""

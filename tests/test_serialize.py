@@ -11,6 +11,7 @@ from scrapy import Request, Spider
 from scrapy.http import FormRequest, JsonRequest
 
 from statecrawl.exceptions import SerializationError
+from statecrawl.scope import FetchScope, Scope
 from statecrawl.serialize import dumps, loads, request_from_json, request_to_json
 
 
@@ -153,3 +154,63 @@ def test_reader_on_any_stored_shape_only_uses_allow_listed_names(over: dict) -> 
     assert type(out) in (Request, FormRequest, JsonRequest) or type(out).__module__.startswith("scrapy.http")
     for cb in (out.callback, out.errback):
         assert cb is None or getattr(cb, "__self__", None) is SPIDER
+
+
+# -- requests read back from Redis: inside the scope, or quarantined ---------------------------
+
+SCOPE = FetchScope([Scope("http://example.com/").rule])
+_FIELDS = ["v", "url", "method", "cls", "callback", "errback", "headers", "priority", "dont_filter",
+           "encoding", "flags", "meta", "cb_kwargs", "body", "cookies"]
+_urls = st.sampled_from([
+    "http://example.com/a", "https://example.com:443/b", "http://example.com:8080/",
+    "http://169.254.169.254/latest/meta-data/", "file:///etc/passwd", "http://evil.test/",
+    "data:text/html,x", "http://[::1]:80/", "http://example.com:99999/", "",
+]) | st.text(max_size=40)
+_any_json = json_values | st.just(1e308) | st.integers(min_value=-(2**70), max_value=2**70)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(st.sampled_from(_FIELDS), _any_json, max_size=8), _urls,
+       st.dictionaries(st.sampled_from(["proxy", "depth", "cookiejar", "allow_offsite",
+                                        "playwright_context_kwargs", "rule", "x"]),
+                       _any_json, max_size=4))
+def test_decoder_rebuilds_inside_the_scope_or_quarantines(over: dict, url: str, meta: dict) -> None:
+    raw = _stored(**{"url": url, "meta": meta, **over})
+    try:
+        out = request_from_json(raw, SPIDER, SCOPE)
+    except SerializationError:
+        return  # quarantined by the scheduler
+    assert SCOPE.allows(out.url)
+    assert out.url.startswith(("http://example.com", "https://example.com"))
+    assert not {"proxy", "playwright_context_kwargs"} & set(out.meta)
+    assert b"Proxy-Authorization" not in out.headers
+    for cb in (out.callback, out.errback):
+        assert cb is None or getattr(cb, "__self__", None) is SPIDER
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=400))
+def test_decoder_on_any_bytes_only_quarantines(raw: bytes) -> None:
+    try:
+        request_from_json(raw, SPIDER, SCOPE)
+    except SerializationError:
+        pass
+
+
+def test_worker_only_meta_and_headers_are_never_stored() -> None:
+    req = Request("http://example.com/", meta={"proxy": "http://p:1", "bindaddress": ["1.2.3.4", 0],
+                                               "k": 1},
+                  headers={"Proxy-Authorization": "Basic x", "X-A": "1"})
+    doc = json.loads(request_to_json(req, SPIDER))
+    assert doc["meta"] == {"k": 1}
+    assert "Proxy-Authorization" not in doc["headers"] and doc["headers"]["X-A"] == ["1"]
+
+
+@pytest.mark.parametrize("request_, message", [
+    (Request("data:text/html,x"), "http"),
+    (Request("http://example.com/", priority=2**60), "priority"),
+    (Request("http://example.com/", meta={"depth": "3"}), "meta.depth"),
+])
+def test_writer_refuses_what_the_reader_would(request_: Request, message: str) -> None:
+    with pytest.raises(SerializationError, match=message):
+        request_to_json(request_, SPIDER)

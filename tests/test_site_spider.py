@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +101,12 @@ def test_include_keeps_only_matching_urls(redis_server: RedisServer, site: DemoS
 def test_limit_is_crawl_wide(redis_server: RedisServer, site: DemoSite, crawl_id: str,
                              tmp_path: Path) -> None:
     crawl(redis_server, site, crawl_id, tmp_path, "-a", "limit=10")
-    meta = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:stats")
-    assert int(meta[b"enqueued"]) == 10
-    assert len(items_in_redis(redis_server, crawl_id)) <= 10
+    stats = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:stats")
+    # the limit counts pages: robots.txt and the sitemaps are fetched besides them
+    assert int(stats[b"admitted"]) == 10 and int(stats[b"limit_dropped"]) > 0
+    assert int(stats[b"enqueued"]) >= 10 + 2
+    denied = int(stats.get(b"robots_denied", 0))
+    assert len(items_in_redis(redis_server, crawl_id)) + denied == 10
 
 
 def test_allow_subdomains_flag_is_validated(redis_server: RedisServer, site: DemoSite,
@@ -158,3 +165,110 @@ def test_unknown_format_is_a_clear_error(redis_server: RedisServer, site: DemoSi
     assert result.returncode != 0
     assert "-a formats= takes markdown, html, raw_html, links; unknown: pdf" in (
         result.stdout + result.stderr)
+
+
+# -- bodies served as HTML that are not -------------------------------------------------------
+
+def _html(title: str, body: str = "") -> bytes:
+    return f"<!DOCTYPE html><html><head><title>{title}</title></head><body><h1>{title}</h1>" \
+        f"{body}</body></html>".encode()
+
+
+class FilesSite:
+    """Serves files as ``text/html``, as misconfigured servers do, and logs every path asked."""
+
+    TRAP = "<a href='/from-binary'>a link inside a binary body</a>"
+
+    def __init__(self) -> None:
+        rng = random.Random(7)
+        noise = bytearray(rng.randbytes(8192))
+        noise[100:100 + len(self.TRAP)] = self.TRAP.encode()
+        # no NUL byte, but one in ten bytes a control character
+        controls = bytes(rng.choice(b"abcd efgh\x01") for _ in range(5000))
+        wide = "<html><head><title>Wide page</title></head><body><h1>Wide page</h1>" \
+            "<p>Ünïcödé text</p><a href='/from-utf16'>next</a></body></html>"
+        links = "".join(f"<a href='{p}'>{p}</a> " for p in
+                        ("/report", "/photo", "/noise", "/controls", "/utf16", "/plain"))
+        self.pages: dict[str, bytes] = {
+            "/": _html("Files", links),
+            "/report": b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n(" + self.TRAP.encode()
+                       + b")\nendobj\n%%EOF\n",
+            "/photo": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + self.TRAP.encode(),
+            "/noise": bytes(noise),
+            "/controls": controls + self.TRAP.encode(),
+            "/utf16": wide.encode("utf-16"),  # with its BOM, and no charset in the header
+            "/plain": _html("Plain", "<p>Just text.</p><a href='/from-plain'>next</a>"),
+            "/from-plain": _html("From plain"),
+            "/from-utf16": _html("From UTF-16"),
+            "/from-binary": _html("Never"),
+        }
+        self.asked: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                site.asked.append(self.path)
+                body = site.pages.get(self.path)
+                if self.path == "/robots.txt":
+                    status, ctype, body = 200, "text/plain", b"User-agent: *\nAllow: /\n"
+                else:
+                    status, ctype = (200, "text/html") if body is not None else (404, "text/html")
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def files_site() -> Iterator[FilesSite]:
+    site = FilesSite()
+    yield site
+    site.close()
+
+
+def test_binary_bodies_served_as_html(redis_server: RedisServer, files_site: FilesSite,
+                                      crawl_id: str, tmp_path: Path) -> None:
+    result = scrapy_crawl(["-a", f"url={files_site.url}/", "-a", f"crawl_id={crawl_id}"],
+                          worker_env(redis_server.url, tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    items = items_in_redis(redis_server, crawl_id)
+    url = files_site.url
+    # known types: an item like a followed file's, with the type sniffed from the body
+    for path, mime in (("/report", "application/pdf"), ("/photo", "image/png")):
+        item = items[url + path]
+        assert (item["content_type"], item["error"], item["markdown"], item["links"],
+                item["title"]) == (mime, None, "", [], None), item
+    # unknown binary: an error item, no Markdown
+    for path in ("/noise", "/controls"):
+        item = items[url + path]
+        assert item["error"] == {"type": "BinaryContent", "message": f"{url}{path} is served "
+                                 "as text/html but the body is binary"}, item
+        assert (item["markdown"], item["links"], item["content_type"]) == ("", [], "text/html")
+    # no link was taken from a binary body
+    assert "/from-binary" not in files_site.asked and f"{url}/from-binary" not in items
+    # text still works: plain HTML, and UTF-16 with its BOM
+    wide = items[url + "/utf16"]
+    assert (wide["error"], wide["title"], wide["content_type"]) == (None, "Wide page", "text/html")
+    assert "Ünïcödé text" in wide["markdown"]
+    assert {"url": f"{url}/from-utf16", "text": "next"} in wide["links"]
+    assert items[url + "/plain"]["markdown"].startswith("# Plain")
+    assert items[url + "/from-utf16"]["error"] is None
+    assert items[url + "/from-plain"]["error"] is None

@@ -18,21 +18,34 @@
 -- time), so a worker that lost the reply (Redis restarted, connection cut)
 -- can send the same commit again safely.
 --
+-- The crawl's epoch (a random token meta holds from its creation) must be the
+-- one the worker joined: if meta is gone or holds another epoch, Redis lost
+-- the crawl's state (restarted empty, flushed, the crawl deleted and made
+-- again), and the script writes nothing and fails with "SCLOST".
+--
+-- A request counts against the crawl's limit unless its flags say otherwise
+-- (robots.txt and sitemaps, retries of a leased request): `admitted` in the
+-- stats counts those that do (crawls begun before it existed start from
+-- `enqueued`).
+--
 -- KEYS: meta seq queue reqs leases seen items failed stats tokens
--- ARGV: worker token want
+-- ARGV: worker token want epoch
 --       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
---       n_requests {fingerprint filter(0|1) score json}*
+--       n_requests {fingerprint flags score json}*   flags: 1 = dedupe, 2 = not counted
 --       n_items {key failed(0|1) json}*
 --       n_acks {request_id}*
 -- Returns {enqueued, duplicates, limit_dropped, acked, id1, json1, id2, json2, ...}
 local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local worker, token, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local i = 4
+local worker, token, want, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local i = 5
 
 local last = redis.call('HGET', tokens, worker)
 if last and string.sub(last, 1, #token + 1) == token .. ' ' then
   return cjson.decode(string.sub(last, #token + 2))
+end
+if redis.call('HGET', meta, 'epoch') ~= epoch then
+  return redis.error_reply('SCLOST the crawl is gone from Redis or was created again')
 end
 local seen_add = make_dedupe(seen, meta)
 
@@ -44,26 +57,31 @@ end
 local was_empty = redis.call('ZCARD', queue) == 0
 
 local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
-local admitted = tonumber(redis.call('HGET', stats, 'enqueued') or '0') or 0
-local enqueued, duplicates, limit_dropped, acked = 0, 0, 0, 0
+local admitted = tonumber(redis.call('HGET', stats, 'admitted')
+  or redis.call('HGET', stats, 'enqueued') or '0') or 0
+local enqueued, duplicates, limit_dropped, acked, counted = 0, 0, 0, 0, 0
 
 local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
-  local fp, filter, score, body = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local fp, flags, score, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   i = i + 4
+  local counts = flags < 2
   local new = true
-  if filter == '1' then
+  if flags % 2 == 1 then
     new = seen_add(fp)
   end
   if not new then
     duplicates = duplicates + 1
-  elseif limit > 0 and admitted >= limit then
+  elseif counts and limit > 0 and admitted >= limit then
     limit_dropped = limit_dropped + 1
   else
     local id = string.format('%012x', redis.call('INCR', seq))
     redis.call('HSET', reqs, id, body)
     redis.call('ZADD', queue, score, id)
-    admitted = admitted + 1
+    if counts then
+      admitted = admitted + 1
+      counted = counted + 1
+    end
     enqueued = enqueued + 1
   end
 end
@@ -94,6 +112,7 @@ for _ = 1, n do
   end
 end
 
+if counted > 0 then redis.call('HSET', stats, 'admitted', admitted) end
 if enqueued > 0 then
   redis.call('HINCRBY', stats, 'enqueued', enqueued)
   mark_running(meta)

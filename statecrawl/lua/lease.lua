@@ -9,8 +9,11 @@
 -- tokens hash under "<worker>|lease"), so a worker that lost the reply gets
 -- the same requests when it asks again.
 --
+-- Like a commit, it fails with "SCLOST" and changes nothing when meta is gone
+-- or holds another epoch than the worker's (see commit.lua).
+--
 -- KEYS: meta queue reqs leases workers stats tokens
--- ARGV: worker n check_finished(0|1) token
+-- ARGV: worker n check_finished(0|1) token epoch
 -- Times come from the Redis clock, so workers on different machines agree.
 -- Returns {state, id1, json1, id2, json2, ...}. (take_leases.lua is prepended.)
 local meta, queue, reqs, leases, workers, stats, tokens =
@@ -20,6 +23,9 @@ local field = worker .. '|lease'
 local last = redis.call('HGET', tokens, field)
 if last and string.sub(last, 1, #token + 1) == token .. ' ' then
   return cjson.decode(string.sub(last, #token + 2))
+end
+if redis.call('HGET', meta, 'epoch') ~= ARGV[5] then
+  return redis.error_reply('SCLOST the crawl is gone from Redis or was created again')
 end
 local now = redis.call('TIME')
 

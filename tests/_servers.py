@@ -1,0 +1,90 @@
+"""Small real HTTP servers on 127.0.0.1 for tests that need answers the demo site does not give.
+
+:class:`ScriptedServer` answers each path from a script: a list of responses
+used one per hit (the last one repeats), or ``HANG`` (accept, read the
+request, never answer). Every request is recorded with its headers, so a test
+can assert what reached the server -- and that a server standing in for a
+metadata endpoint received nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["HANG", "Reply", "ScriptedServer"]
+
+HANG = "hang"
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes = b"<html><head><title>ok</title></head><body><p>ok</p></body></html>"
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/html"})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        site = self.server.site
+        path = self.path.split("?")[0]
+        with site.lock:
+            site.requests.append((path, {k.lower(): v for k, v in self.headers.items()}))
+            hit = site.hits[path]
+            site.hits[path] += 1
+        script = site.script.get(path) or site.script.get("*") or [Reply(404, b"not found")]
+        reply = script[min(hit, len(script) - 1)]
+        if reply == HANG:
+            site.release.wait(60)
+            return
+        assert isinstance(reply, Reply)
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    site: ScriptedServer
+
+
+class ScriptedServer:
+    """``with ScriptedServer({"/": [Reply(503), Reply()]}) as s: s.url``."""
+
+    def __init__(self, script: dict[str, list[Reply | str]]) -> None:
+        self.script = script
+        self.lock = threading.Lock()
+        self.hits: defaultdict[str, int] = defaultdict(int)
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.release = threading.Event()  # lets hanging handlers go at stop
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.site = self
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
