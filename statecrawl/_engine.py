@@ -14,23 +14,34 @@
    in-flight download before it closes the scheduler. Leases should go back
    to the frontier at the start of that, not the end: :func:`on_stop` runs a
    callback when ``engine.stop_async()`` is called.
+4. *Exit status*: ``scrapy crawl`` exits 1 only when a crawler failed to
+   start; a worker that stops because Redis lost the crawl, or refuses it,
+   must not exit 0 as if the crawl were done. :func:`fail_exit` makes the
+   process exit 1 however the spider closes.
 
-Both touch private attributes (``engine._slot``); this module is the only
-place that does, and it fails loudly if a Scrapy release changes them.
+These touch private attributes (``engine._slot``) or Scrapy's conventions;
+this module is the only place that does, and it fails loudly if a Scrapy
+release changes them.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
 
 from statecrawl.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.core.engine import ExecutionEngine
+    from scrapy.crawler import Crawler
 
-__all__ = ["on_stop", "wake", "watch_completed"]
+__all__ = ["fail_exit", "hangup_stops_gracefully", "on_stop", "wake", "watch_completed"]
 
 
 class _NotifyingSet(set):  # type: ignore[type-arg]
@@ -78,3 +89,48 @@ def on_stop(engine: ExecutionEngine, callback: Callable[[], None]) -> None:
         await original()
 
     engine.stop_async = stop_async  # type: ignore[method-assign]
+
+
+def fail_exit(crawler: Crawler) -> None:
+    """Make ``scrapy crawl`` exit with status 1 once this crawler has stopped.
+
+    Scrapy's crawler processes set ``bootstrap_failed`` (and ``scrapy crawl``
+    exits 1) when a finished crawler has no ``spider``. So the spider is
+    taken off the crawler as late as possible: at ``engine_stopped``, the
+    last signal, after every component has closed with it; or, when the
+    engine never started (a spider closed while opening), at the end of
+    ``spider_closed`` -- this handler is connected after every component's.
+    """
+    if getattr(crawler, "_statecrawl_fail_exit", False):
+        return
+    crawler._statecrawl_fail_exit = True  # type: ignore[attr-defined]
+
+    def unset_spider() -> None:
+        crawler.spider = None  # type: ignore[assignment]
+
+    def on_spider_closed() -> None:
+        engine = getattr(crawler, "_engine", None)
+        if engine is None or not engine.running:
+            unset_spider()
+
+    crawler.signals.connect(unset_spider, signal=signals.engine_stopped, weak=False)
+    crawler.signals.connect(on_spider_closed, signal=signals.spider_closed, weak=False)
+
+
+def hangup_stops_gracefully() -> None:
+    """Treat SIGHUP (the terminal closed) like SIGTERM: stop and give the leases back.
+
+    Scrapy handles SIGINT and SIGTERM only; a hangup would kill the worker
+    outright (its watchdog would still free its leases, but its buffered
+    output would be lost and fetched again). Installed only from the main
+    thread and only where nobody set a SIGHUP handler of their own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if not hasattr(signal, "SIGHUP") or signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL:
+        return
+
+    def hangup(signum: int, frame: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGHUP, hangup)

@@ -39,7 +39,7 @@ from statecrawl.store import heartbeat_keys, script_source
 if TYPE_CHECKING:
     from statecrawl.keys import CrawlKeys
 
-__all__ = ["HeartbeatThread", "listen_for_work", "start_watchdog"]
+__all__ = ["HeartbeatThread", "Liveness", "listen_for_work", "start_watchdog"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,3 +142,50 @@ async def listen_for_work(url: str, channel: str, on_work: Callable[[str], None]
             backoff = min(backoff * 2, 5.0)
         finally:
             await client.aclose()
+
+
+class Liveness:
+    """One worker's liveness, started and stopped as one: heartbeat, watchdog, work listener."""
+
+    def __init__(
+        self, *, url: str, keys: CrawlKeys, worker: str, interval: float, timeout: float,
+        watchdog: bool, on_work: Callable[[str], None],
+        on_reclaimed: Callable[[int, list[str]], None], on_forgotten: Callable[[], None],
+        on_recovered: Callable[[], None],
+    ) -> None:
+        self.url, self.keys, self.worker, self.use_watchdog = url, keys, worker, watchdog
+        self.on_work = on_work
+        self.heartbeat: HeartbeatThread | None = HeartbeatThread(
+            url=url, keys=keys, worker=worker, interval=interval, timeout=timeout,
+            loop=asyncio.get_running_loop(), on_reclaimed=on_reclaimed,
+            on_forgotten=on_forgotten, on_recovered=on_recovered,
+        )
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self.listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        assert self.heartbeat is not None
+        self.heartbeat.start()
+        if self.use_watchdog:
+            self.watchdog = await asyncio.to_thread(start_watchdog, self.url, self.keys, self.worker)
+        self.listener = asyncio.ensure_future(listen_for_work(self.url, self.keys.queue, self.on_work))
+
+    async def stop_heartbeat(self) -> None:
+        """Stop beating (before leaving: a beat after leave.lua would register a ghost)."""
+        beat, self.heartbeat = self.heartbeat, None
+        if beat is not None:
+            beat.stop()
+            await asyncio.to_thread(beat.join, 5)
+
+    async def stop(self, wait: float) -> None:
+        """Stop all three; the watchdog runs leave (a no-op now) and gets *wait* s to exit."""
+        await self.stop_heartbeat()
+        proc, self.watchdog = self.watchdog, None
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
+            try:
+                await asyncio.to_thread(proc.wait, wait)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.listener is not None:
+            self.listener.cancel()

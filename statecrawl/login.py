@@ -53,8 +53,9 @@ from scrapy.http import TextResponse
 from scrapy.http.request import NO_CALLBACK
 
 from statecrawl.exceptions import ConfigError, LoginError
+from statecrawl.redis_errors import is_transient
 from statecrawl.session_store import DEFAULT_SESSION, session_id
-from statecrawl.state import RETRY_ERRORS
+from statecrawl.state import RETRY_ERRORS, WorkerState
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -232,6 +233,11 @@ class LoginMiddleware:
             except LoginError as exc:
                 self._fail(exc)
             except RETRY_ERRORS as exc:  # Redis is away: wait, then look again
+                if not is_transient(exc):  # it refuses: waiting does not help
+                    WorkerState.of(self.crawler).fatal(
+                        "redis_error", f"Redis refuses the crawl's login state: {exc}")
+                    self._failed = LoginError(f"the login state cannot be read: {exc}")
+                    continue
                 logger.warning("statecrawl: login state unreachable (%s); retrying", exc)
                 await asyncio.sleep(0.5)
         return self.mounted

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
-from scrapy.exceptions import DropItem, NotConfigured
+from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 
 from statecrawl.exceptions import SerializationError
 from statecrawl.output import write_markdown
 from statecrawl.serialize import dumps
 from statecrawl.state import WorkerState
-from statecrawl.store import PendingItem, item_key
+from statecrawl.store import PendingItem, error_item_data, item_key
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -45,7 +45,10 @@ class RedisItemStore:
         return cls(crawler)
 
     async def open_spider(self) -> None:
-        await self.state.open()
+        try:
+            await self.state.open()
+        except CloseSpider:
+            pass  # the worker could not join the crawl; the scheduler closes the spider
 
     async def close_spider(self) -> None:
         await self.state.flush()
@@ -56,8 +59,23 @@ class RedisItemStore:
             body = dumps(data, "item")
         except SerializationError as exc:
             self.crawler.stats.inc_value("statecrawl/item_unserializable")
+            self.state.count("items_unserializable")
             raise DropItem(f"item cannot be stored as JSON: {exc}") from None
-        self.state.add_item(PendingItem(item_key(data, body), bool(data.get("error")), body))
+        key = item_key(data, body)
+        limit = self.state.max_item_bytes
+        if len(body) > limit:
+            # Redis refuses values over its proto-max-bulk-len, and a retry cannot
+            # change that: the page is recorded as failed, with why.
+            message = (f"the item is {len(body)} bytes as JSON, over the {limit} bytes a "
+                       "stored item may have (STATECRAWL_MAX_ITEM_BYTES, Redis' "
+                       "proto-max-bulk-len)")
+            logger.error("statecrawl: %s: %s; storing an error item instead", key[:200], message)
+            self.crawler.stats.inc_value("statecrawl/items_too_large")
+            self.state.count("items_too_large")
+            body = dumps(error_item_data(data, "ItemTooLarge", message), "item")
+            self.state.add_item(PendingItem(key, True, body))
+            return item
+        self.state.add_item(PendingItem(key, bool(data.get("error")), body))
         return item
 
 

@@ -2,23 +2,19 @@
 
 Every statecrawl component of a crawler (scheduler, item store, the completion
 hook) shares one :class:`WorkerState`, got with :meth:`WorkerState.of`. It
-owns what this worker has to tell Redis:
+owns what this worker has to tell Redis -- new requests, items, and
+acknowledgements of finished leases -- and commits them with a *group
+commit*: while one commit is in flight, new writes accumulate, and the next
+commit carries all of them in one Lua call, in the order requests -> items ->
+acks, so the ack of a request never reaches Redis before its callback's
+output. Commits are spaced ``STATECRAWL_COMMIT_INTERVAL`` apart unless the
+scheduler runs short, and each also leases what the scheduler's buffer lacks
+(:attr:`WorkerState.lease_demand`). How one commit is sent, retried or taken
+apart is :mod:`statecrawl._commit`.
 
-* new requests (from the scheduler),
-* items (from the item store pipeline),
-* acknowledgements of finished leases (from the completion hook),
-
-and commits them with a *group commit*: while one commit is in flight, new
-writes accumulate, and the next commit carries all of them in one Lua call.
-Writes are committed in the order requests -> items -> acks, so the ack of a
-request never reaches Redis before the output of its callback.
-
-Back-to-back commits are spaced at least ``STATECRAWL_COMMIT_INTERVAL``
-apart unless the scheduler is running short of requests, and each commit
-also leases what the scheduler's buffer lacks (:attr:`WorkerState.lease_demand`):
-a busy worker makes one round trip per interval instead of one commit and
-one lease per finished page.
-
+A worker that cannot go on (Redis lost the crawl, or refuses it) says why
+once and closes its spider with that reason (:meth:`WorkerState.fatal`); a
+stop is bounded by ``STATECRAWL_STOP_TIMEOUT`` (:attr:`WorkerState.stop`).
 Nothing here blocks the reactor: all I/O is ``redis.asyncio`` on the asyncio
 loop that Scrapy's asyncio reactor runs on.
 """
@@ -30,19 +26,30 @@ import collections
 import logging
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from scrapy import signals
+from scrapy.exceptions import CloseSpider
 
+from statecrawl._commit import (
+    COMMIT_MAX_BYTES,
+    MAX_ITEM_BYTES,
+    STOP_TIMEOUT,
+    Committer,
+    Deadline,
+    Fatal,
+    StopTimeout,
+    take,
+)
+from statecrawl._engine import fail_exit, hangup_stops_gracefully
 from statecrawl.connection import connect, resolve_redis_url
-from statecrawl.exceptions import ConfigError
+from statecrawl.exceptions import ConfigError, CrawlStateLost, RedisUnavailable
 from statecrawl.keys import validate_crawl_id
-from statecrawl.liveness import HeartbeatThread, listen_for_work, start_watchdog
-from statecrawl.store import CommitResult, CrawlStore, PendingItem, PendingRequest, new_token
+from statecrawl.liveness import Liveness
+from statecrawl.store import CommitResult, CrawlStore, PendingItem, PendingRequest
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -52,11 +59,9 @@ __all__ = ["RETRY_ERRORS", "WorkerState", "crawl_id_for"]
 
 logger = logging.getLogger(__name__)
 
-#: Errors after which a Redis operation is retried with backoff: the data stays
-#: in the worker's buffers, so nothing is lost while Redis is unreachable or
-#: refuses writes (e.g. over maxmemory).
+#: Errors a Redis operation may fail with; which of them are worth a retry
+#: with backoff is :func:`statecrawl.redis_errors.is_transient`'s call.
 RETRY_ERRORS = (RedisError, OSError)
-
 
 def crawl_id_for(crawler: Crawler) -> str:
     """The crawl id: ``STATECRAWL_CRAWL_ID``, the spider's ``crawl_id``, or its name."""
@@ -86,8 +91,7 @@ class WorkerState:
         self._acks: list[str] = []
         self._counters: collections.Counter[str] = collections.Counter()
         self._flusher: asyncio.Task[None] | None = None
-        self._heartbeat: HeartbeatThread | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._liveness: Liveness | None = None
         self._batch = crawler.settings.getint("STATECRAWL_COMMIT_BATCH", 500)
         self._interval = crawler.settings.getfloat("STATECRAWL_COMMIT_INTERVAL", 0.05)
         self._hurry = asyncio.Event()  # commit now, without waiting out the interval
@@ -96,7 +100,11 @@ class WorkerState:
         self.heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 0.1)
         self.worker_timeout = crawler.settings.getfloat("STATECRAWL_WORKER_TIMEOUT", 1.0)
         self._use_watchdog = crawler.settings.getbool("STATECRAWL_WATCHDOG", True)
-        self._watchdog: subprocess.Popen[bytes] | None = None
+        #: Started when the worker begins to stop: bounds every wait for Redis from then on.
+        self.stop = Deadline(crawler.settings.getfloat("STATECRAWL_STOP_TIMEOUT", STOP_TIMEOUT))
+        self.max_item_bytes = crawler.settings.getint("STATECRAWL_MAX_ITEM_BYTES", MAX_ITEM_BYTES)
+        self.fatal_reason: str | None = None  # set when this worker cannot go on
+        self._committer: Committer | None = None
         if self.worker_timeout < 2 * self.heartbeat_interval:
             raise ConfigError(
                 f"STATECRAWL_WORKER_TIMEOUT ({self.worker_timeout}s) must be at least twice "
@@ -110,6 +118,7 @@ class WorkerState:
         # scheduler is short of them (then the commit goes at once).
         self.lease_demand: Callable[[], tuple[int, bool]] | None = None
         crawler.signals.connect(self._close, signal=signals.spider_closed)
+        hangup_stops_gracefully()
 
     @classmethod
     def of(cls, crawler: Crawler) -> WorkerState:
@@ -125,7 +134,10 @@ class WorkerState:
         if self._opening is None:
             self._opening = asyncio.get_running_loop().create_future()
             try:
-                await self._connect()
+                try:
+                    await self._connect()
+                except (RedisUnavailable, CrawlStateLost, ConfigError, RedisError, OSError) as exc:
+                    raise self._open_failed(exc) from None
             except BaseException as exc:
                 self._opening.set_exception(exc)
                 self._opening.exception()  # mark retrieved; re-raised below
@@ -136,33 +148,67 @@ class WorkerState:
         assert self.store is not None
         return self.store
 
+    def _open_failed(self, exc: BaseException) -> CloseSpider:
+        """One error line (no traceback), exit status 1, and the spider closes at once."""
+        if isinstance(exc, CrawlStateLost):
+            reason = "state_lost"
+        elif isinstance(exc, ConfigError):
+            reason = "config_error"
+        else:
+            reason = "redis_unavailable"
+        logger.error("statecrawl: %s", exc)
+        self.fatal_reason = reason
+        fail_exit(self.crawler)
+        return CloseSpider(reason)
+
     async def _connect(self) -> None:
         settings = self.crawler.settings
         url = await asyncio.to_thread(resolve_redis_url, settings)
         self.client = await connect(url, name=f"statecrawl:{self.worker_id}")
         self.url = url
-        self.store = CrawlStore(self.client, crawl_id_for(self.crawler))
+        store = CrawlStore(self.client, crawl_id_for(self.crawler))
         spider = self.crawler.spider
-        await self.store.open_crawl(
+        await store.open_crawl(
             spider=spider.name if spider else "?",
             start_url=getattr(spider, "start_url", None),
             limit=getattr(spider, "crawl_limit", None),
             args=getattr(spider, "crawl_args", None),
+            expect_epoch=settings.get("STATECRAWL_CRAWL_EPOCH") or None,
         )
+        self.store = store
+        bulk = await store.max_value_bytes()
+        if bulk is not None:  # Redis refuses values over this; leave room for the rest
+            self.max_item_bytes = min(self.max_item_bytes, bulk - 64 * 1024)
+        self._committer = Committer(store, self.worker_id, self.dedupe_mode, self.crawler.stats,
+                                    self.stop.passed, self.recovered)
         await self.store.heartbeat(self.worker_id, self.worker_timeout)
-        self._heartbeat = HeartbeatThread(
-            url=url, keys=self.store.keys, worker=self.worker_id,
-            interval=self.heartbeat_interval, timeout=self.worker_timeout,
-            loop=asyncio.get_running_loop(), on_reclaimed=self._on_reclaimed,
-            on_forgotten=self._on_forgotten, on_recovered=self.recovered,
+        self._liveness = Liveness(
+            url=url, keys=store.keys, worker=self.worker_id, interval=self.heartbeat_interval,
+            timeout=self.worker_timeout, watchdog=self._use_watchdog, on_work=self._on_work,
+            on_reclaimed=self._on_reclaimed, on_forgotten=self._on_forgotten,
+            on_recovered=self.recovered,
         )
-        self._heartbeat.start()
-        if self._use_watchdog:
-            self._watchdog = await asyncio.to_thread(
-                start_watchdog, url, self.store.keys, self.worker_id)
-        self._listener = asyncio.ensure_future(
-            listen_for_work(url, self.store.keys.queue, self._on_work))
+        await self._liveness.start()
         logger.info("statecrawl: worker %s joined crawl %r", self.worker_id, self.store.crawl_id)
+
+    # -- stopping ---------------------------------------------------------------
+
+    def fatal(self, reason: str, message: str) -> None:
+        """This worker cannot go on: say why once, drop unsendable writes, close the spider."""
+        if self.fatal_reason is not None:
+            return
+        self.fatal_reason = reason
+        logger.error("statecrawl: %s; stopping this worker (%s). %d requests, %d items and %d "
+                     "acks were not committed; their leases go back to the frontier if Redis "
+                     "still has them", message, reason, len(self._requests), len(self._items),
+                     len(self._acks))
+        self._requests.clear()
+        self._items.clear()
+        self._acks.clear()
+        fail_exit(self.crawler)
+        engine = self.crawler.engine
+        if engine is not None and engine.spider is not None:
+            asyncio.ensure_future(engine.close_spider_async(reason=reason))
 
     # -- writes ---------------------------------------------------------------
 
@@ -211,12 +257,28 @@ class WorkerState:
             self._flusher = asyncio.ensure_future(self._flush_loop())
 
     async def flush(self) -> None:
-        """Wait until every write made so far is committed."""
-        while self.pending_writes:
+        """Wait until every write made so far is committed (or the stop runs out of time)."""
+        while self.pending_writes and self.fatal_reason is None:
             self._kick()  # no-op while a flush is running
             self.hurry()
             assert self._flusher is not None
             await asyncio.shield(self._flusher)
+            if self._gave_up():
+                return
+
+    def _gave_up(self) -> bool:
+        """After a stop timed out: forget what is left (its leases are still ours in Redis)."""
+        if not self.stop.passed() or not (self._requests or self._items or self._acks):
+            return False
+        logger.error(
+            "statecrawl: STATECRAWL_STOP_TIMEOUT (%.0fs) ran out while Redis was unreachable; "
+            "%d requests, %d items and %d acks were not committed. The requests this worker "
+            "leased go back to the frontier when it is gone and are fetched again",
+            self.stop.timeout, len(self._requests), len(self._items), len(self._acks))
+        self._requests.clear()
+        self._items.clear()
+        self._acks.clear()
+        return True
 
     async def wait_commit(self, timeout: float) -> None:
         """Wait, at most *timeout* s, for the commit in flight (if any) to return."""
@@ -240,44 +302,35 @@ class WorkerState:
         except asyncio.TimeoutError:
             pass
 
-    async def _commit(self, **batch: Any) -> CommitResult:
-        """Commit *batch* with one token until Redis has it, backing off while it fails."""
-        assert self.store is not None
-        token, backoff = new_token(), 0.1
-        self._committing = True
-        try:
-            while True:
-                try:
-                    result = await self.store.commit(
-                        self.worker_id, dedupe=self.dedupe_mode, token=token, **batch)
-                    break
-                except RETRY_ERRORS as exc:
-                    self.crawler.stats.inc_value("statecrawl/redis_errors")
-                    logger.error(
-                        "statecrawl: commit to Redis failed (%s); keeping %d requests, %d items "
-                        "and %d acks, retrying in %.1fs", exc, len(self._requests),
-                        len(self._items), len(self._acks), backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-        finally:
-            self._committing = False
-        if backoff > 0.1:
-            self.recovered()
-        return result
-
     async def _flush_loop(self) -> None:
         stats = self.crawler.stats
         loop = asyncio.get_running_loop()
-        while self._requests or self._items or self._acks:
+        while (self._requests or self._items or self._acks) and self.fatal_reason is None:
             await self._linger()
             self._hurry.clear()
             self._last_commit = loop.time()
-            b = self._batch
-            requests, items, acks = self._requests[:b], self._items[:b], self._acks[:b]
+            b, size = self._batch, max(COMMIT_MAX_BYTES, self.max_item_bytes + (1 << 20))
+            requests, items = take(self._requests, b, size), take(self._items, b, size)
+            acks = self._acks[:b]
             counters, self._counters = dict(self._counters), collections.Counter()
             want = self.lease_demand()[0] if self.lease_demand is not None else 0
-            result = await self._commit(
-                requests=requests, items=items, acks=acks, counters=counters, want=want)
+            assert self._committer is not None
+            self._committer.dedupe = self.dedupe_mode
+            self._committing = True
+            try:
+                result = await self._committer.commit(
+                    requests=requests, items=items, acks=acks, counters=counters, want=want)
+            except StopTimeout:
+                self._counters.update(counters)
+                return
+            except CrawlStateLost as exc:
+                self.fatal("state_lost", str(exc))
+                return
+            except Fatal as exc:
+                self.fatal(exc.reason, str(exc))
+                return
+            finally:
+                self._committing = False
             del self._requests[: len(requests)]
             del self._items[: len(items)]
             del self._acks[: len(acks)]
@@ -290,7 +343,10 @@ class WorkerState:
             if result.duplicates:
                 stats.inc_value("dupefilter/filtered", result.duplicates)
             for listener in self.listeners:
-                listener(result)
+                try:
+                    listener(result)
+                except Exception:  # noqa: BLE001 - one listener must not stop the commits
+                    logger.exception("statecrawl: error in a commit listener")
 
     # -- liveness events (from the heartbeat thread and the work listener) ----
 
@@ -320,34 +376,24 @@ class WorkerState:
     async def _close(self) -> None:
         if self.store is None:
             return
+        self.stop.start()
         try:
             await self.flush()
             # Stop beating first: a beat after leave() would register this
             # worker again, as a ghost that others later declare dead.
-            await self._stop_heartbeat()
-            if await self.store.leave(self.worker_id):
-                logger.warning("statecrawl: gave back leases this worker had lost track of")
+            if self._liveness is not None:
+                await self._liveness.stop_heartbeat()
+            if self.fatal_reason != "state_lost":
+                try:
+                    if await asyncio.wait_for(self.store.leave(self.worker_id),
+                                              max(1.0, self.stop.left(10.0))):
+                        logger.warning("statecrawl: gave back leases this worker had lost track of")
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    logger.warning("statecrawl: could not leave the crawl (%s); the watchdog or "
+                                   "the other workers' heartbeats give its leases back", exc)
         finally:
-            await self._stop_heartbeat()
-            await self._stop_watchdog()
-            if self._listener is not None:
-                self._listener.cancel()
+            if self._liveness is not None:
+                await self._liveness.stop(max(1.0, self.stop.left(10.0)))
             assert self.client is not None
             await self.client.aclose()
             self.store = None
-
-    async def _stop_watchdog(self) -> None:
-        """Let the watchdog go: it runs leave (a no-op now) and exits."""
-        proc, self._watchdog = self._watchdog, None
-        if proc is not None and proc.stdin is not None:
-            proc.stdin.close()
-            try:
-                await asyncio.to_thread(proc.wait, 10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    async def _stop_heartbeat(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-            await asyncio.to_thread(self._heartbeat.join, 5)
-            self._heartbeat = None
