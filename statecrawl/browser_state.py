@@ -22,6 +22,11 @@ context's state again, in the background (at most once per
 ``STATECRAWL_SESSION_FLUSH_INTERVAL`` per session, and at close). The context kwargs are set at download time
 and taken off before the response goes on: a storage state is a secret and
 must not reach the frontier inside a stored request.
+
+A stored state that is not a Playwright storage state (not JSON, or not its
+shape) would fail every rendered page of the session: it is moved to the
+crawl's dead-letter list instead, and the context starts fresh
+(:meth:`~statecrawl.session_store.SessionStore.load_storage_state`).
 """
 
 from __future__ import annotations
@@ -43,14 +48,62 @@ if TYPE_CHECKING:
     from statecrawl.sessions import Sessions
 
 __all__ = [
-    "BrowserSessionMiddleware", "context_kwargs", "context_name", "load_storage_state",
-    "save_storage_state",
+    "BrowserSessionMiddleware", "check_storage_state", "context_kwargs", "context_name",
+    "load_storage_state", "save_storage_state",
 ]
 
 logger = logging.getLogger(__name__)
 
 _CONTEXT_SET = "_statecrawl_context"  # worker-local: we named the context / set its kwargs
 _STATE_TIMEOUT = 10.0  # seconds to wait for a storage state from the browser
+#: Largest ``expires`` accepted in a storage state (Playwright's cookies take a double).
+_MAX_EXPIRES = 2.0**63
+_SAME_SITE = ("Strict", "Lax", "None")
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def check_storage_state(state: Any) -> dict[str, Any]:
+    """*state* if it has the shape of a Playwright storage state, else ValueError.
+
+    A state Playwright would refuse (``new_context(storage_state=...)``) fails
+    every rendered page of its session, so it is refused when it is read from
+    Redis. Messages name the entry and the type found, never a value.
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"a storage state is a JSON object, not {_type(state)}")
+    cookies, origins = state.get("cookies", []), state.get("origins", [])
+    if not isinstance(cookies, list) or not isinstance(origins, list):
+        raise ValueError("storage state: cookies and origins must be lists")
+    for i, cookie in enumerate(cookies):
+        where = f"storage state: cookies[{i}]"
+        if not isinstance(cookie, dict):
+            raise ValueError(f"{where} is {_type(cookie)}, not an object")
+        for key in ("name", "value", "domain", "path"):
+            if not isinstance(cookie.get(key), str):
+                raise ValueError(f"{where}.{key} is {_type(cookie.get(key))}, not a string")
+        expires = cookie.get("expires", -1)
+        if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not (
+                -_MAX_EXPIRES <= expires <= _MAX_EXPIRES):  # NaN fails this too
+            raise ValueError(f"{where}.expires is not a number in range")
+        for key in ("httpOnly", "secure"):
+            if not isinstance(cookie.get(key, False), bool):
+                raise ValueError(f"{where}.{key} is {_type(cookie.get(key))}, not true/false")
+        if cookie.get("sameSite", "Lax") not in _SAME_SITE:
+            raise ValueError(f"{where}.sameSite is not Strict, Lax or None")
+    for i, origin in enumerate(origins):
+        where = f"storage state: origins[{i}]"
+        if not isinstance(origin, dict) or not isinstance(origin.get("origin"), str):
+            raise ValueError(f"{where} is not an object with an origin string")
+        entries = origin.get("localStorage", [])
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("name"), str)
+                and isinstance(e.get("value"), str) for e in entries):
+            raise ValueError(f"{where}.localStorage is not a list of name/value strings")
+    dumps(state, "storage state")  # what a save writes back: plain JSON, not nested too deeply
+    return state
 
 
 def context_name(session: str) -> str:
@@ -65,7 +118,7 @@ async def save_storage_state(store: SessionStore, session: str, context: Any) ->
 
 
 async def load_storage_state(store: SessionStore, session: str) -> dict[str, Any] | None:
-    """The storage state saved for *session*, or None."""
+    """The storage state saved for *session*, or None (none, or unreadable and quarantined)."""
     return await store.load_storage_state(session)
 
 

@@ -7,7 +7,11 @@ gone. :class:`SpiderStateCheckpoint` (enabled by the add-on) keeps the same
 convention with the crawl's Redis instead:
 
 * at spider open, ``spider.state`` is loaded from ``sc:{id}:spider_state``
-  (before ``start()`` runs, so a cursor read there resumes);
+  (before ``start()`` runs, so a cursor read there resumes). A checkpoint
+  that cannot be read back (not JSON, not an object, or nothing a checkpoint
+  could save again) is moved to the crawl's dead-letter list and the spider
+  starts with an empty state, logged at ERROR
+  (:meth:`~statecrawl.session_store.SessionStore.load_spider_state`);
 * every ``STATECRAWL_CHECKPOINT_INTERVAL`` seconds (default 5), if it
   changed, it is saved; and once more at close. JSON only (``dumps`` refuses
   anything else, loudly), sealed with ``STATECRAWL_SECRET_KEY`` if set: a

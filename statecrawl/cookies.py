@@ -26,13 +26,22 @@ back to Redis:
 Two workers using one session at once each write the cookies they were
 sent; for one cookie the last write wins. A worker reloads the jar when the
 crawl's login generation changes (:mod:`statecrawl.login`).
+
+A jar field that cannot be rebuilt into a cookie (not JSON, not the shape
+:func:`cookie_to_dict` writes, values of the wrong type, a field name that is
+not the cookie's ``[domain, path, name]``) costs that cookie only:
+:meth:`SessionJar.load` leaves it out and returns it, and the worker moves it
+to the crawl's dead-letter list (:meth:`SessionStore.quarantine_cookie
+<statecrawl.session_store.SessionStore.quarantine_cookie>`).
 """
 
 from __future__ import annotations
 
 import http.cookiejar
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scrapy.downloadermiddlewares.cookies import (
@@ -43,7 +52,14 @@ from scrapy.http.cookies import CookieJar
 
 from statecrawl.exceptions import SecretKeyError
 from statecrawl.serialize import dumps, loads
-from statecrawl.session_store import JarChanges, jar_field, session_id
+from statecrawl.session_store import (
+    BadCookie,
+    JarChanges,
+    JarEntry,
+    jar_field,
+    poison_reason,
+    session_id,
+)
 
 if TYPE_CHECKING:
     from http.cookiejar import Cookie
@@ -54,10 +70,14 @@ if TYPE_CHECKING:
 
     from statecrawl.sessions import Sessions
 
-__all__ = ["RedisCookiesMiddleware", "SessionJar", "cookie_from_dict", "cookie_to_dict"]
+__all__ = ["JarLoad", "RedisCookiesMiddleware", "SessionJar", "cookie_from_dict",
+           "cookie_to_dict"]
 
 _Key = tuple[str, str, str]
 _ALWAYS = frozenset({"name", "value", "domain", "path"})
+_FLAGS = ("port_specified", "domain_specified", "domain_initial_dot", "path_specified", "secure",
+          "discard", "rfc2109")
+_OPTIONAL_TEXT = ("value", "port", "comment", "comment_url")
 
 
 def cookie_to_dict(cookie: Cookie) -> dict[str, Any]:
@@ -76,17 +96,70 @@ def cookie_to_dict(cookie: Cookie) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in _ALWAYS or v not in (None, False, 0, {})}
 
 
-def cookie_from_dict(data: dict[str, Any]) -> Cookie:
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _text(data: dict[str, Any], key: str, default: str | None) -> str | None:
+    """``data[key]`` (else *default*): a string, or None where the default is None."""
+    value = data.get(key, default)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"cookie {key!r} is {_type(value)}, not a string")
+    return value
+
+
+def cookie_from_dict(data: Any) -> Cookie:
+    """Rebuild a cookie from :func:`cookie_to_dict`'s data.
+
+    Raises ValueError unless *data* has that shape and those types, so that a
+    cookie mounted from Redis cannot fail a request later. The message names
+    the attribute and the type found, never a value (it is logged).
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a cookie is a JSON object, not {_type(data)}")
+    if "name" not in data or "domain" not in data:
+        raise ValueError("a cookie needs a name and a domain")
+    text = {key: _text(data, key, None) for key in _OPTIONAL_TEXT}
+    flags = {key: data.get(key, False) for key in _FLAGS}
+    for key, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise ValueError(f"cookie {key!r} is {_type(flag)}, not true/false")
+    version = data.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"cookie 'version' is {_type(version)}, not a whole number")
+    expires = data.get("expires")
+    if expires is not None and (
+            isinstance(expires, bool) or not isinstance(expires, (int, float))
+            or (isinstance(expires, float) and not math.isfinite(expires))):
+        raise ValueError("cookie 'expires' is not a finite number")
+    rest = data.get("rest", {})
+    if not isinstance(rest, dict) or not all(
+            v is None or isinstance(v, str) for v in rest.values()):
+        raise ValueError("cookie 'rest' is not an object of strings")
     return http.cookiejar.Cookie(
-        version=data.get("version", 0), name=data["name"], value=data.get("value"),
-        port=data.get("port"), port_specified=bool(data.get("port_specified")),
-        domain=data["domain"], domain_specified=bool(data.get("domain_specified")),
-        domain_initial_dot=bool(data.get("domain_initial_dot")), path=data.get("path", "/"),
-        path_specified=bool(data.get("path_specified")), secure=bool(data.get("secure")),
-        expires=data.get("expires"), discard=bool(data.get("discard")),
-        comment=data.get("comment"), comment_url=data.get("comment_url"),
-        rest=dict(data.get("rest") or {}), rfc2109=bool(data.get("rfc2109")),
+        version=version, name=_text(data, "name", ""), value=text["value"], port=text["port"],
+        domain=_text(data, "domain", ""), path=_text(data, "path", "/"), expires=expires,
+        comment=text["comment"], comment_url=text["comment_url"], rest=dict(rest), **flags,
     )
+
+
+def _rebuild(entry: JarEntry) -> tuple[str, Cookie, bytes]:
+    """The field, cookie and canonical JSON of one stored jar field; raises if it is poison."""
+    field = entry.field.decode()
+    cookie = cookie_from_dict(loads(entry.body, "cookie"))
+    if jar_field(cookie.domain, cookie.path, cookie.name) != field:
+        raise ValueError("the field name is not the [domain, path, name] of the cookie it holds")
+    return field, cookie, dumps(cookie_to_dict(cookie), "cookie")
+
+
+@dataclass(frozen=True, slots=True)
+class JarLoad:
+    """What :meth:`SessionJar.load` left out."""
+
+    expired: list[str]  # fields of expired cookies (to delete)
+    poison: list[BadCookie]  # fields it could not rebuild (to quarantine)
 
 
 class _TrackingCookieJar(http.cookiejar.CookieJar):
@@ -137,19 +210,28 @@ class SessionJar:
         self.jar.jar = self._tracker
         self._written: dict[str, bytes] = {}  # field -> cookie JSON as Redis has it
 
-    def load(self, cookies: list[dict[str, Any]]) -> list[str]:
-        """Mount cookies read from Redis; returns the fields of expired ones (to delete)."""
+    def load(self, entries: Iterable[JarEntry]) -> JarLoad:
+        """Mount the cookies of a jar read from Redis (:meth:`SessionStore.load_jar
+        <statecrawl.session_store.SessionStore.load_jar>`).
+
+        Returns the fields of expired cookies (to delete) and the fields that
+        could not be rebuilt (to quarantine); neither is mounted.
+        """
         now = time.time()
-        expired = []
-        for data in cookies:
-            cookie = cookie_from_dict(data)
-            field = jar_field(cookie.domain, cookie.path, cookie.name)
-            if cookie.is_expired(now):
-                expired.append(field)
+        out = JarLoad([], [])
+        for entry in entries:
+            try:
+                field, cookie, body = _rebuild(entry)
+                expired = cookie.is_expired(now)
+            except Exception as exc:  # noqa: BLE001 - whatever one field does, it costs that field
+                out.poison.append(BadCookie(entry, poison_reason(exc)))
+                continue
+            if expired:
+                out.expired.append(field)
                 continue
             http.cookiejar.CookieJar.set_cookie(self._tracker, cookie)  # not a change
-            self._written[field] = dumps(cookie_to_dict(cookie), "cookie")
-        return expired
+            self._written[field] = body
+        return out
 
     @property
     def dirty(self) -> bool:

@@ -11,13 +11,24 @@ checkpointed ``state`` -- goes through a :class:`~statecrawl.crypto.Sealer`,
 so with ``STATECRAWL_SECRET_KEY`` set it is encrypted at rest. Session
 records (counts, the index of the bound proxy, never its URL) and the login
 generation are not secret and stay plain.
+
+A stored value that cannot be rebuilt -- a jar field or cookie that is not
+what :mod:`statecrawl.cookies` writes, a storage state or ``spider.state``
+that is not JSON of the right shape -- is poison, not a reason to stop: it is
+moved to the crawl's dead-letter list (:mod:`statecrawl.deadletter`) by
+``quarantine_field.lua``, only if the key still holds the bad value (a good
+value another worker wrote since is kept), logged once at ERROR (naming the
+session and field, never the value), counted, and the worker goes on
+without it. A value this worker's ``STATECRAWL_SECRET_KEY`` cannot open is
+not poison but a configuration error: :class:`SecretKeyError`, as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +36,18 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from statecrawl.crypto import Sealer
+from statecrawl.deadletter import DEAD_LETTER_MAX, dead_letter
+from statecrawl.exceptions import SerializationError
 from statecrawl.keys import CrawlKeys
 from statecrawl.serialize import dumps, loads
 from statecrawl.store import script_source
 
 __all__ = [
-    "DEFAULT_SESSION", "JarChanges", "LoginState", "PoolLimits", "SessionDelta", "SessionStore",
-    "SyncResult", "session_id",
+    "DEFAULT_SESSION", "BadCookie", "JarChanges", "JarEntry", "LoginState", "PoolLimits",
+    "SessionDelta", "SessionStore", "SyncResult", "poison_reason", "session_id",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: The session of requests that name none (Scrapy's ``meta["cookiejar"]`` unset),
 #: and the one the crawl's login logs in.
@@ -62,6 +77,38 @@ class JarChanges:
 
     sets: Mapping[str, bytes] = field(default_factory=dict)
     deletes: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JarEntry:
+    """One field of a session's jar hash, as Redis has it."""
+
+    field: bytes  # JSON [domain, path, name], unchecked
+    raw: bytes  # the value as stored (a Fernet token when sealed): what a dead letter keeps
+    body: bytes  # the value opened: the cookie's JSON, unchecked
+
+
+@dataclass(frozen=True, slots=True)
+class BadCookie:
+    """A jar field that could not be rebuilt into a cookie, and why (never its value)."""
+
+    entry: JarEntry
+    error: str
+
+
+def poison_reason(exc: BaseException) -> str:
+    """Why a stored value was refused, for logs and dead letters, without quoting the value.
+
+    Only messages statecrawl writes itself (the checks' ``ValueError``, JSON
+    errors, which give positions) are kept; anything else is named by type.
+    """
+    if isinstance(exc, (ValueError, SerializationError)):
+        return str(exc)[:300]
+    return f"{type(exc).__name__} while rebuilding it"
+
+
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,23 +161,65 @@ def jar_field(domain: str, path: str, name: str) -> str:
 
 
 class SessionStore:
-    """Operations on one crawl's session keys. Creating it does no I/O."""
+    """Operations on one crawl's session keys. Creating it does no I/O.
 
-    def __init__(self, client: Redis, crawl_id: str, sealer: Sealer | None = None) -> None:
+    *worker* names the worker in dead letters; *on_quarantine* is called with
+    the kind (``cookie``, ``storage_state``, ``spider_state``) of every value
+    this store quarantines (the worker counts them).
+    """
+
+    def __init__(self, client: Redis, crawl_id: str, sealer: Sealer | None = None, *,
+                 worker: str = "", on_quarantine: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.keys = CrawlKeys(crawl_id)
         self.sealer = sealer or Sealer()
+        self.worker = worker
+        self.on_quarantine = on_quarantine
         self._sync = client.register_script(script_source("sessions_sync.lua"))
         self._release = client.register_script(script_source("lock_release.lua"))
         self._login_done = client.register_script(script_source("login_done.lua"))
+        self._quarantine = client.register_script(script_source("quarantine_field.lua"))
+
+    # -- poison ---------------------------------------------------------------------
+
+    async def _move(self, kind: str, key: str, raw: bytes, error: str, *, ref: str, what: str,
+                    then: str, field: bytes | None = None) -> bool:
+        """Move a bad value to the dead-letter list if *key* (or its *field*) still holds *raw*."""
+        k = self.keys
+        letter = dead_letter(kind, ref, error, raw, self.worker)
+        moved = bool(await self._quarantine(
+            keys=[key, k.dead, k.stats],
+            args=["hash" if field is not None else "string", field or b"", raw, letter,
+                  DEAD_LETTER_MAX, kind]))
+        logger.error("statecrawl: %s is unreadable (%s); %s. %s", what, error, then,
+                     f"Moved to the dead-letter list {k.dead}." if moved
+                     else "Another worker has moved or replaced it already.")
+        if self.on_quarantine is not None:
+            self.on_quarantine(kind)
+        return moved
 
     # -- cookie jars ------------------------------------------------------------
 
-    async def load_jar(self, session: str) -> list[dict[str, Any]]:
-        """Every cookie stored for *session*, as dicts (see :mod:`statecrawl.cookies`)."""
+    async def load_jar(self, session: str) -> list[JarEntry]:
+        """Every field stored for *session*, opened but unchecked.
+
+        :meth:`statecrawl.cookies.SessionJar.load` rebuilds the cookies and
+        returns the fields it cannot rebuild, for :meth:`quarantine_cookie`.
+        Raises SecretKeyError if a value cannot be opened with this worker's key.
+        """
         raw = await self.client.hgetall(self.keys.jar(session))
         what = f"cookie jar {session!r}"
-        return [loads(self.sealer.open(value, what), what) for value in raw.values()]
+        return [JarEntry(bytes(field), bytes(value), self.sealer.open(value, what))
+                for field, value in raw.items()]
+
+    async def quarantine_cookie(self, session: str, bad: BadCookie) -> bool:
+        """Move an unreadable jar field to the dead-letter list (unless rewritten meanwhile)."""
+        field = bad.entry.field.decode("utf-8", "replace")
+        shown = field if len(field) <= 200 else field[:200] + "..."
+        return await self._move(
+            "cookie", self.keys.jar(session), bad.entry.raw, bad.error, field=bad.entry.field,
+            ref=f"{session} {field}", what=f"cookie field {shown} of session {session}",
+            then="the cookie is dropped and the session's other cookies are used")
 
     def queue_jar(self, pipe: Redis | Pipeline, session: str, changes: JarChanges) -> None:
         """Add the writes of *changes* to *pipe* (sealed values, HSET / HDEL)."""
@@ -236,12 +325,25 @@ class SessionStore:
         return len(body)
 
     async def load_storage_state(self, session: str) -> dict[str, Any] | None:
-        raw = await self.client.get(self.keys.browser(session))
+        """The storage state saved for *session*; None if there is none or it is
+        unreadable (then quarantined). SecretKeyError if the key cannot open it."""
+        key = self.keys.browser(session)
+        raw = await self.client.get(key)
         if raw is None:
             return None
         what = f"storage state of session {session!r}"
-        state = loads(self.sealer.open(raw, what), what)
-        return state if isinstance(state, dict) else None
+        body = self.sealer.open(raw, what)
+        from statecrawl.browser_state import (
+            check_storage_state,  # it imports this module
+        )
+
+        try:
+            return check_storage_state(loads(body, what))
+        except Exception as exc:  # noqa: BLE001 - whatever the stored value does, it is poison
+            await self._move("storage_state", key, raw, poison_reason(exc), ref=session,
+                             what=f"the browser storage state of session {session}",
+                             then="the session's browser context starts without it")
+            return None
 
     async def save_spider_state(self, body: bytes) -> int:
         """Store the spider's ``state`` (already JSON); returns bytes stored."""
@@ -250,11 +352,24 @@ class SessionStore:
         return len(sealed)
 
     async def load_spider_state(self) -> dict[str, Any] | None:
-        raw = await self.client.get(self.keys.spider_state)
+        """The checkpointed ``spider.state``; None if there is none or it is unreadable
+        (then quarantined). SecretKeyError if the key cannot open it."""
+        key = self.keys.spider_state
+        raw = await self.client.get(key)
         if raw is None:
             return None
-        state = loads(self.sealer.open(raw, "spider state"), "spider state")
-        return state if isinstance(state, dict) else None
+        body = self.sealer.open(raw, "spider state")
+        try:
+            state = loads(body, "spider state")
+            if not isinstance(state, dict):
+                raise ValueError(f"spider.state is a JSON object, not {_type(state)}")
+            dumps(state, "spider.state")  # a state checkpoints could not save again is refused now
+            return state
+        except Exception as exc:  # noqa: BLE001 - whatever the stored value does, it is poison
+            await self._move("spider_state", key, raw, poison_reason(exc), ref="spider_state",
+                             what="the checkpointed spider.state",
+                             then="the spider starts with an empty spider.state")
+            return None
 
     async def delete(self) -> None:
         """Remove every session key of the crawl (jars and storage states included)."""

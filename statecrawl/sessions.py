@@ -24,6 +24,12 @@ collect locally and one background flush per
 close does not race the worker state's. A request waits only the first time
 its worker meets a session (its jar is loaded, its proxy looked up).
 
+A jar field that cannot be rebuilt is quarantined when the jar is loaded
+(:meth:`SessionStore.quarantine_cookie
+<statecrawl.session_store.SessionStore.quarantine_cookie>`): the session
+goes on with its other cookies. Every value the store quarantines counts in
+the worker's ``statecrawl/quarantined``.
+
 :class:`statecrawl.pool.SessionMiddleware` gives each request its session
 and proxy.
 """
@@ -193,7 +199,8 @@ class Sessions:
                 self.client = await connect(url, name=f"statecrawl:{self.worker_id}:sessions")
                 seconds, micros = await self.client.time()
                 self.started_at = seconds * 1000 + micros // 1000
-                self.store = SessionStore(self.client, crawl_id_for(self.crawler), self.sealer)
+                self.store = SessionStore(self.client, crawl_id_for(self.crawler), self.sealer,
+                                          worker=self.worker_id, on_quarantine=self._quarantined)
             except BaseException as exc:
                 self._opening.set_exception(exc)
                 self._opening.exception()
@@ -226,9 +233,11 @@ class Sessions:
         backoff = 0.1
         while True:  # the request waits while Redis is unreachable, as leases do
             try:
-                expired = jar.load(await store.load_jar(session))
-                if expired:
-                    await store.write_jar(session, JarChanges({}, expired))
+                loaded = jar.load(await store.load_jar(session))
+                for bad in loaded.poison:  # one unreadable cookie costs that cookie only
+                    await store.quarantine_cookie(session, bad)
+                if loaded.expired:
+                    await store.write_jar(session, JarChanges({}, loaded.expired))
                 break
             except SecretKeyError as exc:
                 self._fatal(exc)
@@ -245,6 +254,10 @@ class Sessions:
             self._ensure.add(session)
             self._kick()
         return jar
+
+    def _quarantined(self, kind: str) -> None:
+        """A stored session value was unreadable and quarantined (logged by the store)."""
+        self.crawler.stats.inc_value("statecrawl/quarantined")
 
     def jar_changed(self, jar: SessionJar) -> None:
         if jar.dirty and jar.session not in self._dead and self._jars.get(jar.session) is jar:
@@ -358,6 +371,11 @@ class Sessions:
 
     async def _try_flush(self) -> bool:
         store = await self.open()
+        if WorkerState.of(self.crawler).fatal_reason == "state_lost":
+            self._dirty_jars.clear()  # the crawl is gone from Redis: write nothing back into it
+            self._deltas.clear()
+            self._ensure.clear()
+            return True
         async with self._lock:
             jars = {}
             for sid in self._dirty_jars:

@@ -93,7 +93,7 @@ def test_jar_is_written_as_diffs_and_mounted_elsewhere(redis_url: str, crawl_id:
         await store.write_jar("default", changes)
         # another worker mounts the jar: same cookies, same Cookie header
         other = SessionJar("default")
-        assert other.load(await store.load_jar("default")) == []
+        assert other.load(await store.load_jar("default")).expired == []
         assert sorted(cookie_header(other, url).split("; ")) == ["sid=xyz", "theme=dark"]
         assert other.take_changes().sets == {}  # loading is not a change
 
@@ -108,7 +108,7 @@ def test_expired_cookies_are_dropped_at_load(redis_url: str, crawl_id: str) -> N
         await store.write_jar("s1", jar.take_changes())
         await asyncio.sleep(1.2)
         fresh = SessionJar("s1")
-        expired = fresh.load(await store.load_jar("s1"))
+        expired = fresh.load(await store.load_jar("s1")).expired
         assert [json.loads(f)[2] for f in expired] == ["short"]
         assert cookie_header(fresh, url) == "long=2"
 
@@ -129,7 +129,7 @@ def test_encrypted_values_are_unreadable_and_round_trip(redis_server: RedisServe
     key = Fernet.generate_key().decode()
     sealer = Sealer([key])
     secret = "sess-" + "7" * 24
-    state = {"cookies": [{"name": "jwt", "value": secret}],
+    state = {"cookies": [{"name": "jwt", "value": secret, "domain": "a", "path": "/"}],
              "origins": [{"origin": "http://a", "localStorage": [{"name": "t", "value": secret}]}]}
 
     async def write(store: SessionStore) -> None:
@@ -147,8 +147,8 @@ def test_encrypted_values_are_unreadable_and_round_trip(redis_server: RedisServe
     assert all(v.startswith(b"gAAAAA") and secret.encode() not in v for v in raw), raw
 
     async def read(store: SessionStore) -> tuple[list[dict[str, Any]], Any, Any]:
-        return (await store.load_jar("default"), await store.load_storage_state("default"),
-                await store.load_spider_state())
+        return ([json.loads(e.body) for e in await store.load_jar("default")],
+                await store.load_storage_state("default"), await store.load_spider_state())
 
     cookies, browser, spider = run_sessions(redis_server.url, crawl_id, read, sealer)
     assert cookies[0]["value"] == secret and browser == state and spider == {"token": secret}
@@ -287,7 +287,7 @@ def test_storage_state_saved_and_given_to_a_new_context(redis_url: str, crawl_id
 # -- arguments and pass-through ---------------------------------------------------------------
 
 def test_session_arguments_are_never_recorded() -> None:
-    from spiders.site import SiteSpider
+    from statecrawl.site_spider import SiteSpider
 
     spider = SiteSpider(url="http://a.example/", login_url="http://a.example/login",
                         login_form=LOGIN_FORM, cookies='{"sid": "s3cr3t"}',
@@ -306,7 +306,8 @@ def test_session_arguments_are_never_recorded() -> None:
 def test_passthrough_headers_are_taken_off_before_a_copy_is_made() -> None:
     crawler = get_crawler()
     crawler.spider = type("S", (), {"statecrawl_cookies": {"sid": "p1"},
-                                    "statecrawl_headers": {"X-Token": "t1"}})()
+                                    "statecrawl_headers": {"X-Token": "t1"},
+                                    "allowed_domains": ["a.example"]})()  # they go only there
     mw = PassThroughMiddleware.from_crawler(crawler)
     request = Request("http://a.example/", headers={"Cookie": "sid=jar; theme=dark"})
     mw.process_request(request)
