@@ -1,12 +1,13 @@
-"""The worker processes of ``statecrawl crawl`` / ``worker`` and the live progress line.
+"""The live progress line of ``statecrawl crawl``, and the supervision of its workers.
 
-A worker is ``python -m scrapy crawl site -a ...`` (:func:`worker_command`)
-with the project settings and the crawl's one Redis URL in its environment
-(:func:`worker_env`). :func:`start_workers` starts a group of them, each
-logging to its own file; :func:`supervise` waits for a group of worker processes, refreshing a
-:class:`Progress` line from the crawl's Redis status about twice a second and
-forwarding SIGINT/SIGTERM to the workers (which close gracefully, releasing
-their leases, so the crawl can be resumed).
+:func:`supervise` waits for a group of worker processes (started by
+:func:`statecrawl._workers.start_workers`), refreshing a :class:`Progress`
+line from the crawl's Redis status about twice a second and forwarding
+SIGINT/SIGTERM to the workers (which close gracefully, releasing their
+leases, so the crawl can be resumed). SIGHUP (the terminal went away) is
+forwarded as SIGTERM, and since nobody is left to press Ctrl-C twice,
+workers still running :data:`~statecrawl._workers.HANGUP_GRACE` s later are
+stopped without waiting (a second SIGTERM), then killed.
 
 On a terminal the line is rewritten in place (``\\r``); otherwise (a log
 file, CI) one line is written every few seconds so logs stay readable.
@@ -19,74 +20,25 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any, TextIO
 
 from redis.exceptions import RedisError
 
-__all__ = [
-    "Progress", "discovered", "format_duration", "log_tail", "spider_argv", "start_workers",
-    "supervise", "worker_command", "worker_env",
-]
+from statecrawl._workers import FORWARD, HANGUP_GRACE, KILL_AFTER
+from statecrawl.exceptions import StatecrawlError
 
+__all__ = ["REDIS_LOST_GRACE", "PollErrorHandler", "Progress", "discovered", "format_duration",
+           "supervise"]
 
-def spider_argv(crawl_id: str, spider_args: dict[str, Any]) -> list[str]:
-    """``-a name=value`` options for the spider; booleans as ``true``/``false``, ``None`` left out."""
-    argv = ["-a", f"crawl_id={crawl_id}"]
-    for name, value in spider_args.items():
-        if value is None or name == "crawl_id":
-            continue
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        argv += ["-a", f"{name}={text}"]
-    return argv
+#: The same after Redis is lost for good: the workers cannot hand anything back
+#: then, and would retry forever.
+REDIS_LOST_GRACE = 5.0
+#: Seconds of failing status polls before ``supervise`` says that Redis does not answer.
+SILENCE_NOTICE = 10.0
 
-
-def worker_command(spider: str, crawl_id: str, spider_args: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "scrapy", "crawl", spider, *spider_argv(crawl_id, spider_args)]
-
-
-def worker_env(redis_url: str, out: Path) -> dict[str, str]:
-    """Our environment plus the project settings, the Redis URL and the output dir."""
-    env = dict(os.environ)
-    # Both names: STATECRAWL_REDIS_URL wins over REDIS_URL and may be set in our own env.
-    env.update(
-        SCRAPY_SETTINGS_MODULE="settings", REDIS_URL=redis_url,
-        STATECRAWL_REDIS_URL=redis_url, STATECRAWL_OUTPUT_DIR=str(out),
-    )
-    return env
-
-
-def start_workers(
-    cmd: list[str], env: dict[str, str], log_paths: Sequence[Path]
-) -> list[subprocess.Popen[bytes]]:
-    """One worker per log file (appended to). Each gets its own process group, so a
-    Ctrl-C in the terminal reaches them only through :func:`supervise`, once."""
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for path in log_paths:
-            with path.open("ab") as log:  # the child keeps its own descriptor
-                procs.append(subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, process_group=0,
-                ))
-    except BaseException:
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        raise
-    return procs
-
-
-def log_tail(path: Path, lines: int = 5) -> str:
-    """The last lines of a worker log, indented, for an error message."""
-    try:
-        tail = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return "".join(f"    {line}\n" for line in tail)
 
 
 def discovered(status: dict[str, Any]) -> int:
@@ -160,47 +112,120 @@ class Progress:
             self._dirty = False
 
 
+PollErrorHandler = Callable[[BaseException], Awaitable[None]]
+
+
 async def supervise(
-    procs: Sequence[subprocess.Popen[bytes]],
+    procs: Sequence[subprocess.Popen[bytes]] | Callable[[], Sequence[subprocess.Popen[bytes]]],
     poll_status: Callable[[], Awaitable[dict[str, Any]]],
     progress: Progress,
     *,
     interval: float = 0.5,
+    on_poll_error: PollErrorHandler | None = None,
+    notice: Callable[[str], None] | None = None,
+    grace: float = HANGUP_GRACE,
+    lost_grace: float = REDIS_LOST_GRACE,
 ) -> int | None:
-    """Wait until every process in *procs* has exited, updating *progress*.
+    """Wait until every worker has exited, updating *progress*; return the first signal received.
 
-    SIGINT and SIGTERM received meanwhile are forwarded to the workers still
-    running (a second Ctrl-C makes Scrapy stop without waiting for requests
-    in flight). Returns the first signal received, or ``None``.
+    *procs* may be a callable that starts them: the signal handlers are then
+    in place before the first worker exists, so no signal can orphan one.
+    SIGINT and SIGTERM are forwarded to the workers still running (a second
+    Ctrl-C makes Scrapy stop without waiting for requests in flight); SIGHUP
+    is forwarded as SIGTERM (once: a terminal may send several), and
+    escalated after *grace* seconds (a second SIGTERM, then SIGKILL
+    :data:`KILL_AFTER` s later) since no one is left at the terminal to do it.
+
+    When a status poll fails, *on_poll_error* is awaited with the error (the
+    CLI restarts a dead embedded Redis there). If it raises
+    :class:`StatecrawlError`, the crawl cannot go on: the workers get SIGTERM,
+    escalated after *lost_grace* seconds, and the error is re-raised once they
+    are gone. Polls failing for :data:`SILENCE_NOTICE` s are reported through
+    *notice* (once per outage), and so is the recovery.
     """
     loop = asyncio.get_running_loop()
+    running: list[subprocess.Popen[bytes]] = []
     received: list[int] = []
+    stopping_since: float | None = None  # escalate from here on (hangup, lost Redis)
+    stop_grace = grace
+    escalated = killed = False
+    failure: StatecrawlError | None = None
 
-    def forward(signum: int) -> None:
-        received.append(signum)
-        for proc in procs:
+    def signal_all(signum: int) -> None:
+        for proc in running:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signum)
 
+    def on_signal(signum: int) -> None:
+        nonlocal stopping_since
+        repeated_hangup = signum == signal.SIGHUP and signal.SIGHUP in received
+        received.append(signum)
+        if repeated_hangup:
+            return
+        signal_all(FORWARD[signum])
+        if signum == signal.SIGHUP and stopping_since is None:
+            stopping_since = time.monotonic()
+
     installed: list[int] = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in FORWARD:
         try:
-            loop.add_signal_handler(signum, forward, signum)
+            loop.add_signal_handler(signum, on_signal, signum)
         except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
             continue
         installed.append(signum)
+    silent_since: float | None = None
+    told_silence = False
     try:
+        running.extend(procs() if callable(procs) else procs)
         while True:
             try:
-                progress.update(await poll_status())
-            except (RedisError, OSError):
-                pass  # a blip in the progress display is not worth failing the crawl
-            if all(proc.poll() is not None for proc in procs):
+                status = await poll_status()
+            except Exception as exc:  # noqa: BLE001 - a status we cannot read must not orphan workers
+                now = time.monotonic()
+                silent_since = now if silent_since is None else silent_since
+                if notice is not None and not told_silence and now - silent_since >= SILENCE_NOTICE:
+                    progress.close()
+                    notice(f"Redis has not answered for {now - silent_since:.0f}s ({exc}); "
+                           "the workers keep retrying")
+                    told_silence = True
+                lost = isinstance(exc, (RedisError, OSError))
+                if lost and on_poll_error is not None and failure is None:
+                    try:
+                        await on_poll_error(exc)
+                    except StatecrawlError as err:
+                        failure = err
+                        signal_all(signal.SIGTERM)
+                        stopping_since, stop_grace = time.monotonic(), lost_grace
+            else:
+                if told_silence and notice is not None:
+                    progress.close()
+                    notice("Redis answers again")
+                silent_since, told_silence = None, False
+                progress.update(status)
+            if all(proc.poll() is not None for proc in running):
                 break
+            if stopping_since is not None:
+                waited = time.monotonic() - stopping_since
+                if not escalated and waited >= stop_grace:
+                    escalated = True
+                    signal_all(signal.SIGTERM)  # Scrapy's second signal: stop now
+                elif not killed and waited >= stop_grace + KILL_AFTER:
+                    killed = True
+                    for proc in running:
+                        if proc.poll() is None:
+                            with contextlib.suppress(ProcessLookupError, PermissionError):
+                                os.killpg(proc.pid, signal.SIGKILL)  # its own group (start_workers)
+                            with contextlib.suppress(ProcessLookupError):
+                                proc.kill()
             await asyncio.sleep(interval)
+    except BaseException:
+        signal_all(signal.SIGTERM)  # whatever went wrong here, the workers must not run on unseen
+        raise
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
         progress.close()
+    if failure is not None:
+        raise failure
     return received[0] if received else None

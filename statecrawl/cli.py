@@ -17,139 +17,63 @@ processes given that one URL in ``REDIS_URL``, so they all share the crawl.
 
 Errors are one line, ``statecrawl: error: <message>``: exit status 2 for a
 :class:`~statecrawl.exceptions.ConfigError` (bad argument), 1 otherwise.
+``crawl`` also exits 1 when the crawl did not finish, when no page of it
+succeeded, or when entries of it were quarantined; 128 + N after signal N
+(SIGINT, SIGTERM, or SIGHUP when the terminal goes away), once the workers
+have stopped. ``export`` exits 1 when it had to skip unreadable items.
+A terminal that is gone (EIO) or a closed pipe never turns into a traceback:
+output to it is dropped.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import importlib.metadata
 import json
 import os
-import re
-import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from statecrawl._progress import (
-    Progress, format_duration, log_tail, start_workers, supervise, worker_command, worker_env,
-)
-from statecrawl.connection import DEFAULT_DATA_DIR, connect, redact_url, resolve_redis_url
+from statecrawl._cli_common import error as _error
+from statecrawl._cli_common import one_line as _one_line
+from statecrawl._cli_common import open_store, redis_url, tolerant_stdio
+from statecrawl._cli_crawl import SPIDER, cmd_crawl, default_crawl_id
+from statecrawl._workers import run_worker, worker_command, worker_env
+from statecrawl.connection import DEFAULT_DATA_DIR, connect
+from statecrawl.deadletter import read_dead_letters
 from statecrawl.embedded import embedded_status, stop_embedded_redis
 from statecrawl.exceptions import ConfigError, StatecrawlError
-from statecrawl.keys import CRAWLS_KEY, validate_crawl_id
 from statecrawl.export import ExportResult, export_crawl
-from statecrawl.scope import Scope, validate_start_url
+from statecrawl.keys import CRAWLS_KEY, validate_crawl_id
 from statecrawl.serialize import loads
 from statecrawl.store import CrawlStore
 
-__all__ = ["build_parser", "default_crawl_id", "main"]
+__all__ = ["build_parser", "cmd_crawl", "default_crawl_id", "main"]
 
-SPIDER = "site"
-_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
+#: Dead letters shown by ``status``.
+DEAD_LETTERS_SHOWN = 5
 
 
-def default_crawl_id(url: str, now: datetime | None = None) -> str:
-    """``<host>-<YYYYmmdd-HHMMSS>`` (local time), reduced to the characters a crawl id allows."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    host = _UNSAFE_ID.sub("-", urlsplit(url).hostname or "crawl").strip("-.") or "crawl"
-    return f"{host[: 64 - len(stamp) - 1]}-{stamp}"
+def _version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    try:
+        return importlib.metadata.version("statecrawl")
+    except importlib.metadata.PackageNotFoundError:
+        import statecrawl
+
+        return str(getattr(statecrawl, "__version__", "unknown"))
 
 
 # -- Redis access ----------------------------------------------------------------------
 
 
-def _redis_url(args: argparse.Namespace) -> str:
-    settings = {"STATECRAWL_REDIS_URL": args.redis_url} if args.redis_url else {}
-    return resolve_redis_url(settings, args.data_dir)
-
-
-@contextlib.asynccontextmanager
-async def _open_store(
-    args: argparse.Namespace, crawl_id: str, *, must_exist: bool = True, url: str | None = None
-) -> AsyncIterator[CrawlStore]:
-    validate_crawl_id(crawl_id)
-    url = url or _redis_url(args)
-    client = await connect(url, name="statecrawl:cli")
-    try:
-        store = CrawlStore(client, crawl_id)
-        if must_exist and not await store.exists():
-            raise StatecrawlError(
-                f"no crawl {crawl_id!r} in Redis at {redact_url(url)} "
-                "('statecrawl list' shows the crawls there)"
-            )
-        yield store
-    finally:
-        await client.aclose()
-
-
 # -- commands ------------------------------------------------------------------------------
-
-
-def cmd_crawl(args: argparse.Namespace) -> int:
-    start_url = validate_start_url(args.url)
-    Scope(start_url, allow_subdomains=args.allow_subdomains, include=args.include, exclude=args.exclude)
-    crawl_id = validate_crawl_id(args.crawl_id) if args.crawl_id else default_crawl_id(start_url)
-    spider_args = {
-        "url": start_url, "limit": args.limit, "max_depth": args.max_depth, "include": args.include,
-        "exclude": args.exclude, "allow_subdomains": args.allow_subdomains, "render": args.render,
-    }
-    out = Path(args.out).resolve()
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return asyncio.run(_crawl(args, crawl_id, spider_args, out, logs))
-
-
-async def _crawl(
-    args: argparse.Namespace, crawl_id: str, spider_args: dict[str, Any], out: Path, logs: Path
-) -> int:
-    url = _redis_url(args)
-    async with _open_store(args, crawl_id, must_exist=False, url=url) as store:
-        before = await store.status()
-        if before["state"] == "cancelled":
-            raise StatecrawlError(f"crawl {crawl_id!r} was cancelled; start a new one with another --crawl-id")
-        if before["start_url"] and before["start_url"] != spider_args["url"]:
-            raise ConfigError(
-                f"crawl {crawl_id!r} crawls {before['start_url']}, not {spider_args['url']}; "
-                "use another --crawl-id"
-            )
-        print(f"crawl id: {crawl_id} (resume with --crawl-id {crawl_id})", flush=True)
-        if before["state"] != "unknown":
-            print(f"resuming: {before['done']} pages done, {before['queued']} queued", flush=True)
-        cmd = worker_command(SPIDER, crawl_id, spider_args)
-        env = worker_env(url, out)
-        log_paths = [logs / f"worker-{i}.log" for i in range(1, args.workers + 1)]
-        started = time.monotonic()
-        procs = start_workers(cmd, env, log_paths)
-        progress = Progress(sys.stderr, enabled=not args.quiet)
-        signum = await supervise(procs, store.status, progress)
-        elapsed = time.monotonic() - started
-        final = await store.status()
-    if signum is not None:
-        print(f"interrupted: workers stopped after {final['done']} pages; "
-              f"resume with: statecrawl crawl {spider_args['url']} --crawl-id {crawl_id}", file=sys.stderr)
-        return 128 + signum
-    new = final["done"] - before["done"]
-    state = final["state"] if final["state"] != "unknown" else "not started"
-    print(f"crawl {crawl_id} {state}: {final['done']} pages ({final['failed']} failed) "
-          f"in {format_duration(elapsed)}, {new / elapsed if elapsed else 0:.1f} pages/s")
-    print(f"output: {out} (Markdown in markdown/, JSON Lines in pages-{crawl_id}-*.jsonl, logs in logs/)")
-    failed = [(i, p.returncode, path) for i, (p, path) in enumerate(zip(procs, log_paths), 1) if p.returncode]
-    for i, code, path in failed:
-        _error(f"worker {i} exited with status {code}; read {path}\n{log_tail(path)}".rstrip())
-    if failed:
-        return 1
-    if final["state"] != "finished":
-        _error(f"crawl {crawl_id!r} is {final['state']}, not finished")
-        return 1
-    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -160,32 +84,40 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if "args" not in meta:
         raise StatecrawlError(f"crawl {args.crawl_id!r} has no recorded spider arguments to join with")
     spider_args = loads(meta["args"], "spider arguments")
-    if not isinstance(spider_args, dict):
-        raise StatecrawlError(f"crawl {args.crawl_id!r}: spider arguments are not a JSON object")
+    spider = meta.get("spider") or SPIDER
+    try:  # all of this comes from Redis: whoever can write there must not get options in
+        cmd = worker_command(spider, args.crawl_id, spider_args)
+    except ConfigError as exc:
+        raise StatecrawlError(
+            f"crawl {args.crawl_id!r}: refusing to start a worker from its metadata in Redis "
+            f"({exc}); fix or delete the crawl"
+        ) from None
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    spider = meta.get("spider") or SPIDER
     print(f"joining crawl {args.crawl_id} ({spider} {spider_args.get('url', '')}, {state})",
           file=sys.stderr, flush=True)
-    proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-        worker_command(spider, args.crawl_id, spider_args), env=worker_env(url, out)
-    )
-    interrupted = False
-    while True:
-        try:
-            code = proc.wait()
-            break
-        except KeyboardInterrupt:  # the worker got the SIGINT too and is closing
-            interrupted = True
-    return 130 if interrupted else code
+    code, signum = run_worker(cmd, worker_env(url, out, meta.get("epoch")))
+    if signum is not None:
+        print(f"interrupted: the worker stopped; rejoin with: statecrawl worker {args.crawl_id}",
+              file=sys.stderr, flush=True)
+        return 128 + signum
+    return code
 
 
 async def _crawl_meta(args: argparse.Namespace) -> tuple[dict[str, str], str]:
     validate_crawl_id(args.crawl_id)
-    url = _redis_url(args)
-    async with _open_store(args, args.crawl_id, url=url) as store:
+    url = redis_url(args)
+    async with open_store(args, args.crawl_id, url=url) as store:
         raw = await store.client.hgetall(store.keys.meta)
-    return {k.decode(): v.decode() for k, v in raw.items()}, url
+    # undecodable bytes become U+FFFD, which no check lets through
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}, url
+
+
+def _shown_state(status: dict[str, Any]) -> str:
+    """The state to show: ``interrupted`` for a ``running`` crawl that no live worker serves."""
+    if status["state"] == "running" and not status["workers"]:
+        return "interrupted"
+    return str(status["state"])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -195,30 +127,47 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     width = 18
     for name, value in status.items():
-        if name == "stats":
+        if name in ("stats", "dead_letters"):
             continue
         if name in ("created_at", "finished_at") and value is not None:
             value = datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
         print(f"{name:<{width}} {'-' if value is None else value}")
+    for letter in status["dead_letters"]:
+        print(f"{'dead_letter':<{width}} {_one_line(letter.get('kind', '?'), 20)} "
+              f"{_one_line(letter.get('ref', '-'), 120)}: {_one_line(letter.get('error', ''))}")
     for name, value in sorted(status["stats"].items()):
         print(f"{'stats.' + name:<{width}} {value}")
     return 0
 
 
 async def _status(args: argparse.Namespace) -> dict[str, Any]:
-    async with _open_store(args, args.crawl_id) as store:
-        return await store.status()
+    async with open_store(args, args.crawl_id) as store:
+        status = await store.status()
+        dead = await read_dead_letters(store.client, store.keys, DEAD_LETTERS_SHOWN)
+    stats = status.pop("stats")
+    status["state"] = _shown_state({**status})
+    status["quarantined"] = int(stats.get("quarantined", 0))
+    status["dead_letters"] = dead  # newest first
+    status["stats"] = stats
+    return status
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    items, failed, markdown = asyncio.run(_export(args, Path(args.out)))
-    print(f"exported {items} pages ({failed} failed) to {Path(args.out) / 'pages.jsonl'}")
-    print(f"wrote {markdown} Markdown files under {Path(args.out) / 'markdown'}")
-    return 0
+    result = asyncio.run(_export(args, Path(args.out)))
+    print(f"exported {result.pages} pages ({result.failed} failed) to {Path(args.out) / 'pages.jsonl'}")
+    print(f"wrote {result.markdown_files} Markdown files under {Path(args.out) / 'markdown'}")
+    if not result.skipped:
+        return 0
+    named = "; ".join(f"{key!r}: {_one_line(reason)}" for key, reason in result.skipped_examples)
+    more = result.skipped - len(result.skipped_examples)
+    _error(f"skipped {result.skipped} unreadable item{'' if result.skipped == 1 else 's'} of crawl "
+           f"{args.crawl_id!r} ({named}{f'; and {more} more' if more else ''}); "
+           "everything else was exported")
+    return 1
 
 
 async def _export(args: argparse.Namespace, out: Path) -> ExportResult:
-    async with _open_store(args, args.crawl_id) as store:
+    async with open_store(args, args.crawl_id) as store:
         return await export_crawl(store, out)
 
 
@@ -229,7 +178,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> None:
-    async with _open_store(args, args.crawl_id) as store:
+    async with open_store(args, args.crawl_id) as store:
         await store.cancel()
 
 
@@ -239,14 +188,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no crawls")
         return 0
     width = max(len("CRAWL ID"), *(len(r[0]) for r in rows))
-    print(f"{'CRAWL ID':<{width}}  {'STATE':<9}  {'DONE':>7}  {'FAILED':>7}  {'QUEUED':>7}")
+    print(f"{'CRAWL ID':<{width}}  {'STATE':<11}  {'DONE':>7}  {'FAILED':>7}  {'QUEUED':>7}")
     for row in rows:
-        print(f"{row[0]:<{width}}  {row[1]:<9}  {row[2]:>7}  {row[3]:>7}  {row[4]:>7}")
+        print(f"{row[0]:<{width}}  {row[1]:<11}  {row[2]:>7}  {row[3]:>7}  {row[4]:>7}")
     return 0
 
 
 async def _list(args: argparse.Namespace) -> list[tuple[str, str, int, int, int]]:
-    client = await connect(_redis_url(args), name="statecrawl:cli")
+    client = await connect(redis_url(args), name="statecrawl:cli")
     try:
         rows = []
         for raw in sorted(await client.smembers(CRAWLS_KEY)):
@@ -255,7 +204,7 @@ async def _list(args: argparse.Namespace) -> list[tuple[str, str, int, int, int]
             except (ConfigError, UnicodeDecodeError):
                 continue  # not a crawl id statecrawl wrote
             s = await store.status()
-            rows.append((s["crawl_id"], s["state"], s["done"], s["failed"], s["queued"]))
+            rows.append((s["crawl_id"], _shown_state(s), s["done"], s["failed"], s["queued"]))
         return rows
     finally:
         await client.aclose()
@@ -303,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="statecrawl", parents=[_global_options(False)],
         description="Crawl sites with stateless Scrapy workers sharing their state in Redis.",
     )
+    parser.add_argument("--version", action="version", version=f"statecrawl {_version()}")
     common = [_global_options(True)]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -350,11 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: object) -> None:
-    print(f"statecrawl: error: {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    with tolerant_stdio():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -14,6 +14,9 @@ gets its Redis from here, so the rules are decided once:
   saying where it tried and how to fix it, not as a traceback from the
   scheduler minutes later. The first PING is tried once, without redis-py's
   retry loop, so an unreachable host costs one connect timeout, not eleven.
+* **Say what is wrong.** A refused password (``NOAUTH``, ``WRONGPASS``) is
+  "authentication failed", pointing at the password in the URL, not at a
+  Redis that is not running.
 * **No secrets in logs.** URLs may carry a password (``redis://:pw@host``,
   ``?password=pw``); every message goes through :func:`redact_url`.
 """
@@ -148,11 +151,25 @@ def _secrets(url: str) -> list[str]:
     return [s for variant in found if variant for s in {variant, unquote(variant)}]
 
 
+def _auth_failed(exc: BaseException) -> bool:
+    """True if *exc* is Redis refusing our credentials (none, or wrong ones)."""
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
+
+
 def _unavailable(url: str, exc: BaseException) -> RedisUnavailable:
-    """Build the one error message users see when Redis cannot be reached."""
-    reason = str(exc) or type(exc).__name__
+    """Build the one error message users see when Redis cannot be reached (or refuses us)."""
+    reason = (str(exc) or type(exc).__name__).rstrip(". ")
     for secret in _secrets(url):
         reason = reason.replace(secret, _REDACTED)
+    if _auth_failed(exc):
+        return RedisUnavailable(
+            f"authentication failed at Redis {redact_url(url)}: {reason}. Check the password in "
+            "REDIS_URL (or --redis-url / STATECRAWL_REDIS_URL), e.g. "
+            "REDIS_URL=redis://:PASSWORD@host:6379/0 (or redis://USER:PASSWORD@host:6379/0 "
+            "with an ACL user)."
+        )
     return RedisUnavailable(
         f"cannot reach Redis at {redact_url(url)}: {reason}. Is it running? "
         "Set REDIS_URL (or the STATECRAWL_REDIS_URL setting) to a running Redis, "

@@ -27,6 +27,12 @@ When ``<data_dir>/redis.sock`` is longer, the socket goes to
 per user (the directory is created 0700), and still one fixed path per
 data dir, so every process finds the same server.
 
+Supervision: the server outlives any one crawl, so nothing restarts it
+by itself when it dies (SIGKILL, the OOM killer). ``statecrawl crawl`` does:
+when its status polls fail it calls :func:`restart_embedded_redis`, which
+starts the server again from its append-only file if it is down (same
+socket, so the workers' retries reach it) and does nothing if it is up.
+
 POSIX only (``fcntl``, unix sockets), like ``redis-server`` itself.
 """
 
@@ -58,6 +64,7 @@ __all__ = [
     "embedded_status",
     "embedded_url",
     "ensure_embedded_redis",
+    "restart_embedded_redis",
     "stop_embedded_redis",
 ]
 
@@ -286,22 +293,48 @@ def ensure_embedded_redis(
     resumed run and other local workers share state. The server is
     daemonized and outlives this process on purpose.
     """
+    _ensure(data_dir, appendfsync)
+    return _paths(data_dir).url
+
+
+def _ensure(data_dir: str | Path, appendfsync: str) -> bool:
+    """Make the server answer; True if this call started it."""
     if appendfsync not in _APPENDFSYNC:
         raise ConfigError(f"appendfsync must be one of {_APPENDFSYNC}, not {appendfsync!r}")
     paths = _paths(data_dir)
     if _probe(paths.socket) == "up":
-        return paths.url
+        return False
     executable = shutil.which("redis-server")
     if executable is None:
         raise RedisUnavailable(INSTALL_HINT)
     paths.data_dir.mkdir(parents=True, exist_ok=True)
+    started = False
     with _locked(paths.lockfile, STARTUP_TIMEOUT + LOADING_TIMEOUT + 30):
         # A live pid with a silent socket is a server still starting (or hung):
         # a second one would unlink its socket and share its AOF, so wait instead.
         if _probe(paths.socket) == "down" and not _is_live_redis(_read_pid(paths.pidfile)):
             _start(paths, executable, appendfsync)
+            started = True
         _wait_ready(paths, STARTUP_TIMEOUT)
-    return paths.url
+    return started
+
+
+def restart_embedded_redis(
+    data_dir: str | Path = ".statecrawl", *, appendfsync: str = "everysec"
+) -> int | None:
+    """Start the embedded Redis of ``data_dir`` again if it is down; return its new pid.
+
+    ``None`` when there was nothing to do: the server answers, is loading its
+    append-only file, or another process restarted it meanwhile. The data
+    comes back from the AOF (see :func:`ensure_embedded_redis` for the
+    locking). Raises :class:`~statecrawl.exceptions.RedisUnavailable` saying
+    why (with the end of its log) when it cannot be started.
+    """
+    if _probe(_paths(data_dir).socket) != "down":
+        return None
+    if not _ensure(data_dir, appendfsync):
+        return None
+    return embedded_status(data_dir)["pid"]
 
 
 def stop_embedded_redis(data_dir: str | Path = ".statecrawl") -> bool:

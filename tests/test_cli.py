@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from statecrawl._progress import Progress, spider_argv
+from statecrawl._progress import Progress
+from statecrawl._workers import spider_argv
 from statecrawl.cli import build_parser, default_crawl_id, main
 from statecrawl.connection import connect
 from statecrawl.demo.site import DemoSite
@@ -72,6 +74,10 @@ def test_crawl_two_workers_then_status_and_export(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"crawl id: {crawl_id} (resume with --crawl-id {crawl_id})" in proc.stdout
     assert f"crawl {crawl_id} finished" in proc.stdout
+    # failed pages are named by error type, with an example (the site has a 404, a 500
+    # and an off-site redirect)
+    assert re.search(r'\d+ pages, 3 failed \(HttpError: 2, e\.g\. "HTTP (404|500)"; '
+                     r'OutOfScopeRedirect: 1, e\.g\. "redirects to http://localhost:', proc.stdout)
     assert "Traceback" not in proc.stderr
     assert (out / "logs" / "worker-1.log").stat().st_size > 0
     assert (out / "logs" / "worker-2.log").stat().st_size > 0
@@ -188,12 +194,13 @@ def test_failing_workers_name_their_logs(
 ) -> None:
     out = tmp_path / "out"
     proc = cli("crawl", site.url + "/", "--out", str(out), "--workers", "2", "--crawl-id", crawl_id,
-               redis_url=redis_url, tmp_path=tmp_path, STATECRAWL_ENV="bogus")  # settings fail to load
+               redis_url=redis_url, tmp_path=tmp_path,
+               SCRAPY_SETTINGS_MODULE="no_such_settings_module")  # settings fail to load
     assert proc.returncode == 1
     for i in (1, 2):
         log = out / "logs" / f"worker-{i}.log"
         assert f"statecrawl: error: worker {i} exited with status 1; read {log}" in proc.stderr
-        assert "STATECRAWL_ENV='bogus'" in log.read_text()
+        assert "no_such_settings_module" in log.read_text()
 
 
 # -- errors ------------------------------------------------------------------------------------

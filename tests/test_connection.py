@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -368,3 +369,80 @@ def test_client_types(data_dir: Path) -> None:
     client = connect_sync(url)
     client.close()
     assert isinstance(client, redis.Redis)
+
+
+def test_restart_embedded_after_sigkill(data_dir: Path) -> None:
+    """What `statecrawl crawl` does when its embedded Redis dies: start it again from the AOF."""
+    url = embedded.ensure_embedded_redis(data_dir)
+    assert embedded.restart_embedded_redis(data_dir) is None  # up: nothing to do
+    client = connect_sync(url)
+    try:
+        client.set("crawl:seen", "42")
+    finally:
+        client.close()
+    old = embedded.embedded_status(data_dir)["pid"]
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while embedded._pid_alive(old):
+        assert time.monotonic() < deadline, "redis-server survived SIGKILL"
+        time.sleep(0.05)
+    assert embedded.embedded_status(data_dir)["running"] is False
+
+    new = embedded.restart_embedded_redis(data_dir)
+    assert new is not None and new != old
+    assert embedded.embedded_status(data_dir)["pid"] == new
+    client = connect_sync(url)  # the same socket path
+    try:
+        assert client.get("crawl:seen") == b"42"  # from the append-only file
+    finally:
+        client.close()
+    assert _starts(data_dir) == 2
+
+
+# -- authentication ------------------------------------------------------------------
+
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[int]:
+    """A redis-server of this test only, with --requirepass, on a free port."""
+    port = _closed_port()
+    exe = shutil.which("redis-server")
+    assert exe is not None
+    proc = subprocess.Popen(  # noqa: S603
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "",
+         "--appendonly", "no", "--requirepass", "right-pass-8d3f", "--logfile",
+         str(tmp_path / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("userinfo", [":wrong-pass-7c1e@", "", "alice:wrong-pass-7c1e@"])
+def test_connect_with_bad_credentials_says_authentication_failed(
+    password_redis: int, userinfo: str
+) -> None:
+    url = f"redis://{userinfo}127.0.0.1:{password_redis}/0"
+    with pytest.raises(RedisUnavailable) as info:
+        asyncio.run(connect(url))
+    message = str(info.value)
+    assert message.startswith(f"authentication failed at Redis {redact_url(url)}: ")
+    assert "Check the password in REDIS_URL" in message
+    assert "Is it running?" not in message
+    assert "wrong-pass-7c1e" not in message and "right-pass-8d3f" not in message
+    assert "\n" not in message
+    with pytest.raises(RedisUnavailable, match="^authentication failed"):
+        connect_sync(url)
+    # the right password works: the server is fine, only the credentials were not
+    connect_sync(f"redis://:right-pass-8d3f@127.0.0.1:{password_redis}/0").close()
