@@ -13,9 +13,13 @@ password. Retrying those forever is a hang that looks like work. So
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+from redis.exceptions import RedisError as RedisErrorBase
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
@@ -28,7 +32,12 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-__all__ = ["Outage", "is_transient"]
+__all__ = ["OPEN_OUTAGE_LIMIT", "Outage", "is_transient", "retry_outage"]
+
+T = TypeVar("T")
+
+#: Seconds a worker's start-up steps wait out an outage before giving up.
+OPEN_OUTAGE_LIMIT = 30.0
 
 #: Error replies that describe the server's state, not the command: they pass.
 _TRANSIENT_REPLIES = ("OOM", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN",
@@ -72,3 +81,28 @@ class Outage:
                             self.what, time.monotonic() - self.since, self.failures)
         self.since, self.failures = None, 0
         return True
+
+
+async def retry_outage(
+    what: str, step: Callable[[], Awaitable[T]], logger: logging.Logger,
+    limit: float = OPEN_OUTAGE_LIMIT,
+) -> T:
+    """Run *step*; through an outage, run it again with backoff for up to *limit* s.
+
+    For idempotent steps (joining a crawl, opening its dupefilter). A
+    permanent error, or an outage longer than *limit*, is raised.
+    """
+    loop = asyncio.get_running_loop()
+    outage, backoff, deadline = Outage(logger, what), 0.1, loop.time() + limit
+    while True:
+        try:
+            result = await step()
+        except (RedisErrorBase, OSError) as exc:
+            if not is_transient(exc) or loop.time() + backoff > deadline:
+                raise
+            outage.failed(exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+            continue
+        outage.recovered()
+        return result

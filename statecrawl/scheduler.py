@@ -39,7 +39,7 @@ from scrapy.utils.misc import build_from_crawler, load_object
 from statecrawl._engine import on_stop, wake, watch_completed
 from statecrawl._leasing import LeasingMixin
 from statecrawl.exceptions import SerializationError
-from statecrawl.redis_errors import Outage, is_transient
+from statecrawl.redis_errors import Outage, is_transient, retry_outage
 from statecrawl.scope import FetchScope
 from statecrawl.serialize import request_to_json
 from statecrawl.state import RETRY_ERRORS, WorkerState
@@ -149,16 +149,23 @@ class Scheduler(LeasingMixin, BaseScheduler):
         watch_completed(self.crawler.engine, self._on_done)
         on_stop(self.crawler.engine, self._drain)
         self.crawler.signals.connect(self._on_idle, signal=signals.spider_idle)
-        d = self.df.open()  # type: ignore[attr-defined]
-        if d is not None:
-            await maybe_deferred_to_future(d)
-        status = await store.status()
+        try:  # an outage while a worker starts is waited out, for a while
+            await retry_outage("opening the dupefilter", self._open_dupefilter, logger)
+            status = await retry_outage("reading the crawl's status", store.status, logger)
+        except RETRY_ERRORS as exc:
+            self._open_error = self.state.open_failed(exc)
+            return
         if status["queued"] or status["in_flight"] or status["done"]:
             logger.info(
                 "statecrawl: joining crawl %r (%d queued, %d in flight, %d done)",
                 store.crawl_id, status["queued"], status["in_flight"], status["done"],
             )
         self._refill()
+
+    async def _open_dupefilter(self) -> None:
+        d = self.df.open()  # type: ignore[attr-defined]
+        if d is not None:
+            await maybe_deferred_to_future(d)
 
     def close(self, reason: str) -> Deferred[None]:
         return deferred_from_coro(self._close(reason))

@@ -13,10 +13,9 @@ scheduler runs short, and each also leases what the scheduler's buffer lacks
 apart is :mod:`statecrawl._commit`.
 
 A worker that cannot go on (Redis lost the crawl, or refuses it) says why
-once and closes its spider with that reason (:meth:`WorkerState.fatal`); a
-stop is bounded by ``STATECRAWL_STOP_TIMEOUT`` (:attr:`WorkerState.stop`).
-Nothing here blocks the reactor: all I/O is ``redis.asyncio`` on the asyncio
-loop that Scrapy's asyncio reactor runs on.
+once and closes its spider (:meth:`WorkerState.fatal`); a stop is bounded by
+``STATECRAWL_STOP_TIMEOUT`` (:attr:`WorkerState.stop`). Nothing blocks the
+reactor: all I/O is ``redis.asyncio`` on the loop Scrapy's reactor runs on.
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ from statecrawl.connection import connect, resolve_redis_url
 from statecrawl.exceptions import ConfigError, CrawlStateLost, RedisUnavailable
 from statecrawl.keys import validate_crawl_id
 from statecrawl.liveness import Liveness
+from statecrawl.redis_errors import retry_outage
 from statecrawl.store import CommitResult, CrawlStore, PendingItem, PendingRequest
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class WorkerState:
                 try:
                     await self._connect()
                 except (RedisUnavailable, CrawlStateLost, ConfigError, RedisError, OSError) as exc:
-                    raise self._open_failed(exc) from None
+                    raise self.open_failed(exc) from None
             except BaseException as exc:
                 self._opening.set_exception(exc)
                 self._opening.exception()  # mark retrieved; re-raised below
@@ -148,7 +148,7 @@ class WorkerState:
         assert self.store is not None
         return self.store
 
-    def _open_failed(self, exc: BaseException) -> CloseSpider:
+    def open_failed(self, exc: BaseException) -> CloseSpider:
         """One error line (no traceback), exit status 1, and the spider closes at once."""
         if isinstance(exc, CrawlStateLost):
             reason = "state_lost"
@@ -168,20 +168,21 @@ class WorkerState:
         self.url = url
         store = CrawlStore(self.client, crawl_id_for(self.crawler))
         spider = self.crawler.spider
-        await store.open_crawl(
+        await retry_outage("joining the crawl", lambda: store.open_crawl(
             spider=spider.name if spider else "?",
             start_url=getattr(spider, "start_url", None),
             limit=getattr(spider, "crawl_limit", None),
             args=getattr(spider, "crawl_args", None),
             expect_epoch=settings.get("STATECRAWL_CRAWL_EPOCH") or None,
-        )
+        ), logger)
         self.store = store
         bulk = await store.max_value_bytes()
         if bulk is not None:  # Redis refuses values over this; leave room for the rest
             self.max_item_bytes = min(self.max_item_bytes, bulk - 64 * 1024)
         self._committer = Committer(store, self.worker_id, self.dedupe_mode, self.crawler.stats,
                                     self.stop.passed, self.recovered)
-        await self.store.heartbeat(self.worker_id, self.worker_timeout)
+        await retry_outage("registering the worker",
+                           lambda: store.heartbeat(self.worker_id, self.worker_timeout), logger)
         self._liveness = Liveness(
             url=url, keys=store.keys, worker=self.worker_id, interval=self.heartbeat_interval,
             timeout=self.worker_timeout, watchdog=self._use_watchdog, on_work=self._on_work,

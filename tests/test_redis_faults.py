@@ -120,7 +120,8 @@ def test_redis_restarted_empty_is_state_lost_not_finished(crawl_id: str, tmp_pat
             workers = [Worker(args_for(site.url + "/", crawl_id), worker_env(url, tmp_path / str(i)),
                               tmp_path / f"w{i}.log") for i in range(2)]
             try:
-                wait_until(lambda: client.hlen(k + "items") >= 20, 60, "the crawl runs")
+                wait_until(lambda: client.hlen(k + "items") >= 20 and client.zcard(k + "workers") == 2,
+                           60, "both workers crawl")
                 stop(proc)
                 proc = private_redis(tmp_path, *no_persistence, port=port)
                 codes = [w.proc.wait(60) for w in workers]
