@@ -47,14 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _common import start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
-
 from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from statecrawl.dupefilter import check_fingerprints, open_crawl_dupefilter
-from statecrawl.store import CrawlStore, PendingRequest
+from statecrawl.frontier.dupefilter import check_fingerprints, open_crawl_dupefilter
+from statecrawl.frontier.store import CrawlStore, PendingRequest
 
 ERROR_RATE = 1e-4
 

@@ -60,7 +60,7 @@ def load_scorer(path: Path, data: Path | None) -> ModuleType:
 def extractors(names: list[str]) -> dict[str, Extractor | None]:
     """The extractor of each system, ``None`` for one that cannot run here."""
     sys.path.insert(0, str(ROOT))
-    from statecrawl.markdown import to_markdown
+    from statecrawl.content.markdown import to_markdown
 
     seen: dict[int, str] = {}  # statecrawl's output by page, for the text view
 

@@ -40,9 +40,8 @@ import time
 import uuid
 from pathlib import Path
 
-from _common import start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
-
 import redis
+from _common import start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from statecrawl.demo.site import DemoSite
 

@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 from _common import start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
-
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
@@ -45,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 from scrapy import Request
 from scrapy.http import Response
 
-from statecrawl.cookies import SessionJar
-from statecrawl.crypto import Sealer
-from statecrawl.serialize import dumps
-from statecrawl.session_store import PoolLimits, SessionDelta, SessionStore
+from statecrawl.frontier.serialize import dumps
+from statecrawl.sessions.crypto import Sealer
+from statecrawl.sessions.jar import SessionJar
+from statecrawl.sessions.store import PoolLimits, SessionDelta, SessionStore
 
 
 def states() -> dict[str, dict[str, object]]:

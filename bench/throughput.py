@@ -7,7 +7,7 @@ noisy neighbour hurts all of them alike:
 
 * ``scrapy``      Scrapy's in-memory scheduler and RFPDupeFilter
 * ``scrapy-redis`` scrapy_redis.scheduler.Scheduler + RFPDupeFilter (pickle, BRPOP-free default queue)
-* ``statecrawl``  statecrawl.scheduler.Scheduler + RedisDupeFilter
+* ``statecrawl``  statecrawl.frontier.scheduler.Scheduler + RedisDupeFilter
 * ``statecrawl x2`` two statecrawl processes sharing one crawl (pages/s of the pair)
 
 The site is the bundled demo site, written out as static files and served by
@@ -46,8 +46,8 @@ SETUPS: dict[str, list[str]] = {
     "scrapy-redis": ["-s", "SCHEDULER=scrapy_redis.scheduler.Scheduler",
                      "-s", "DUPEFILTER_CLASS=scrapy_redis.dupefilter.RFPDupeFilter",
                      "-s", "SCHEDULER_FLUSH_ON_START=True"],
-    "statecrawl": ["-s", "SCHEDULER=statecrawl.scheduler.Scheduler",
-                   "-s", "DUPEFILTER_CLASS=statecrawl.dupefilter.RedisDupeFilter"],
+    "statecrawl": ["-s", "SCHEDULER=statecrawl.frontier.scheduler.Scheduler",
+                   "-s", "DUPEFILTER_CLASS=statecrawl.frontier.dupefilter.RedisDupeFilter"],
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from statecrawl.worker_settings import *  # noqa: F403
+from statecrawl.cli.worker_settings import *  # noqa: F403
 
 SPIDER_MODULES = ["spiders"]
 NEWSPIDER_MODULE = "spiders"

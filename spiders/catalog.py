@@ -5,7 +5,7 @@ pages of a listing (``?page=1``, ``?page=2``, ...) are walked one after the
 other, each page's products become items, and the page to fetch next lives
 in ``self.state["page"]`` -- Scrapy's convention for state kept across runs.
 statecrawl checkpoints ``spider.state`` to Redis every
-``STATECRAWL_CHECKPOINT_INTERVAL`` seconds (:mod:`statecrawl.checkpoint`), so
+``STATECRAWL_CHECKPOINT_INTERVAL`` seconds (:mod:`statecrawl.sessions.checkpoint`), so
 a worker killed at page 400 is replaced by one that starts at the last
 checkpoint, not at page 1.
 
@@ -30,7 +30,7 @@ from scrapy.http.request import NO_CALLBACK
 from w3lib.url import add_or_replace_parameter
 
 from statecrawl.exceptions import ConfigError
-from statecrawl.scope import validate_start_url
+from statecrawl.frontier.scope import validate_start_url
 
 __all__ = ["CatalogSpider"]
 

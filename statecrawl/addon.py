@@ -23,14 +23,16 @@ class Addon:
         settings.set(
             "TWISTED_REACTOR", "twisted.internet.asyncioreactor.AsyncioSelectorReactor", "addon"
         )
-        from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as ScrapyRobots
+        from scrapy.downloadermiddlewares.robotstxt import (
+            RobotsTxtMiddleware as ScrapyRobots,
+        )
         from scrapy.utils.misc import load_object
 
-        from statecrawl.pipelines import MarkdownFiles, RedisItemStore
-        from statecrawl.robots import RobotsTxtMiddleware
+        from statecrawl.frontier.robots import RobotsTxtMiddleware
+        from statecrawl.output.pipelines import MarkdownFiles, RedisItemStore
 
         # Scrapy 2.19's robots.txt middleware lets through the requests that
-        # wait for robots.txt (see statecrawl.robots); ours replaces it.
+        # wait for robots.txt (see statecrawl.frontier.robots); ours replaces it.
         base = settings.getdict("DOWNLOADER_MIDDLEWARES_BASE")
         priority = next(v for k, v in base.items() if load_object(k) is ScrapyRobots)
         settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", ScrapyRobots, None)
@@ -39,8 +41,8 @@ class Addon:
 
         # Rendering: scrapy-playwright's handler (plain HTTP unless a request
         # asks for the browser) and the middleware that decides per request.
-        from statecrawl.browser import launch_options
-        from statecrawl.render import RenderMiddleware
+        from statecrawl.render.browser import launch_options
+        from statecrawl.render.middleware import RenderMiddleware
 
         handlers = settings.getdict("DOWNLOAD_HANDLERS")
         for scheme in ("http", "https"):
@@ -65,14 +67,16 @@ class Addon:
         # pool and proxies, pass-through cookies/headers (after the jar's
         # Cookie header is set), browser storage states (after rendering is
         # decided), and spider.state checkpoints.
-        from scrapy.downloadermiddlewares.cookies import CookiesMiddleware as ScrapyCookies
+        from scrapy.downloadermiddlewares.cookies import (
+            CookiesMiddleware as ScrapyCookies,
+        )
 
-        from statecrawl.browser_state import BrowserSessionMiddleware
-        from statecrawl.checkpoint import SpiderStateCheckpoint
-        from statecrawl.cookies import RedisCookiesMiddleware
-        from statecrawl.login import LoginMiddleware
-        from statecrawl.passthrough import PassThroughMiddleware
-        from statecrawl.pool import SessionMiddleware
+        from statecrawl.sessions.browser_state import BrowserSessionMiddleware
+        from statecrawl.sessions.checkpoint import SpiderStateCheckpoint
+        from statecrawl.sessions.cookies import RedisCookiesMiddleware
+        from statecrawl.sessions.login import LoginMiddleware
+        from statecrawl.sessions.passthrough import PassThroughMiddleware
+        from statecrawl.sessions.pool import SessionMiddleware
 
         cookies = next(v for k, v in base.items() if load_object(k) is ScrapyCookies)
         settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", ScrapyCookies, None)

@@ -1,11 +1,8 @@
-"""Feed URI parameters: lets FEEDS paths use ``%(crawl_id)s``."""
+"""``statecrawl.feeds``, a stable path for Scrapy settings: the code is in
+:mod:`statecrawl.output.feeds`."""
 
 from __future__ import annotations
 
-from typing import Any
+from statecrawl.output.feeds import uri_params
 
 __all__ = ["uri_params"]
-
-
-def uri_params(params: dict[str, Any], spider: Any) -> dict[str, Any]:
-    return {**params, "crawl_id": getattr(spider, "crawl_id", None) or spider.name}

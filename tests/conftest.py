@@ -25,7 +25,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from statecrawl.demo.site import DemoSite
-from statecrawl.store import CrawlStore
+from statecrawl.frontier.store import CrawlStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 from scrapy.utils.misc import load_object
 from scrapy.utils.test import get_crawler
 
 from statecrawl.demo.site import DemoSite
-from statecrawl.pipelines import MarkdownFiles, RedisItemStore
+from statecrawl.output.pipelines import MarkdownFiles, RedisItemStore
 from tests.conftest import RedisServer, worker_env
 
 SPIDER = '''

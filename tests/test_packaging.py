@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import pytest
 
 from statecrawl.demo.site import DemoSite
-from statecrawl.store import CrawlStore
+from statecrawl.frontier.store import CrawlStore
 from tests.conftest import ROOT, free_port, run_store
 
 T = TypeVar("T")
@@ -98,8 +98,8 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float,
 def test_scrapyd_egg_contains_the_project(tmp_path: Path) -> None:
     egg = build_egg(ROOT, tmp_path / "statecrawl.egg")
     names = set(egg)
-    for required in ("statecrawl/scheduler.py", "statecrawl/lua/commit.lua", "statecrawl/lua/lease.lua",
-                     "statecrawl/lua/release.lua", "statecrawl/py.typed", "spiders/site.py",
+    for required in ("statecrawl/scheduler.py", "statecrawl/frontier/lua/commit.lua", "statecrawl/frontier/lua/lease.lua",
+                     "statecrawl/frontier/lua/release.lua", "statecrawl/py.typed", "spiders/site.py",
                      "settings/base.py", "EGG-INFO/entry_points.txt"):
         assert required in names, required
     assert {n.split("/", 1)[0] for n in names} == {"statecrawl", "spiders", "settings", "EGG-INFO"}
@@ -135,8 +135,8 @@ def test_wheel_holds_only_the_framework(built_wheel: tuple[Path, Path]) -> None:
     stray = [n for n in names if not n.startswith(("statecrawl/", f"{dist_info}/"))]
     assert stray == [], stray
     assert not any(n.startswith(("settings/", "spiders/", "tests/")) for n in names)
-    lua = sorted(f"statecrawl/lua/{p.name}" for p in (source / "statecrawl" / "lua").glob("*.lua"))
-    assert lua and sorted(n for n in names if n.startswith("statecrawl/lua/")) == lua
+    lua = sorted(f"statecrawl/frontier/lua/{p.name}" for p in (source / "statecrawl" / "frontier" / "lua").glob("*.lua"))
+    assert lua and sorted(n for n in names if n.startswith("statecrawl/frontier/lua/")) == lua
     assert "statecrawl/py.typed" in names and "statecrawl/scheduler.py" in names
     assert files[f"{dist_info}/top_level.txt"].decode().split() == ["statecrawl"]
     entry_points = files[f"{dist_info}/entry_points.txt"].decode()

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from statecrawl import cli
-from statecrawl.connection import DEFAULT_DATA_DIR, connect
 from statecrawl.demo.site import DemoSite
-from statecrawl.embedded import ensure_embedded_redis
 from statecrawl.exceptions import StatecrawlError
-from statecrawl.output import markdown_relpath
-from statecrawl.store import CrawlStore
+from statecrawl.frontier.connection import DEFAULT_DATA_DIR, connect
+from statecrawl.frontier.embedded import ensure_embedded_redis
+from statecrawl.frontier.store import CrawlStore
+from statecrawl.output.files import markdown_relpath
 
 __all__ = ["main"]
 

@@ -1,0 +1,9 @@
+"""``python -m statecrawl.cli``."""
+
+from __future__ import annotations
+
+import sys
+
+from statecrawl.cli.main import main
+
+sys.exit(main())

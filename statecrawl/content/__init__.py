@@ -1,0 +1,9 @@
+"""Content: what a page says, with no I/O and no Scrapy.
+
+* ``markdown`` (``to_markdown``, ``main_content_html``);
+* ``maincontent`` (main-content detection) over ``_pagetext`` (text
+  statistics of the lxml tree);
+* ``extract`` (page metadata: title, description, Open Graph, JSON-LD...).
+
+Imports nothing from statecrawl but exceptions; everything else may use it.
+"""

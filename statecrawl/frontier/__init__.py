@@ -1,0 +1,20 @@
+"""The frontier: the crawl's shared, durable state in Redis and the worker's side of it.
+
+Everything that decides which request is fetched, by whom, and what becomes of
+its output lives here, with what it needs to reach Redis:
+
+* ``scheduler`` (Scrapy's scheduler interface) and ``_leasing`` (the local
+  buffer of leased requests, reconciliation, quarantine of poison);
+* ``state`` (``WorkerState``: one connection, the group commit) and
+  ``_commit`` (sending a commit: outages retried, refusals taken apart);
+* ``store`` (``CrawlStore``: one crawl's operations, each a Lua script in
+  ``lua/``) and ``keys`` (the Redis key schema, in its docstring);
+* ``dupefilter``, ``serialize`` + ``_request_schema`` (requests as JSON,
+  checked both ways), ``scope`` (what a worker may fetch), ``robots``,
+  ``deadletter``;
+* ``liveness`` + ``_watchdog`` (heartbeat, reclaim of dead workers),
+  ``_engine`` (the few hooks into Scrapy's engine);
+* ``connection``, ``embedded`` (the local Redis), ``redis_errors``.
+
+It imports nothing from the other subpackages; they import from it.
+"""

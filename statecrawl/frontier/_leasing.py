@@ -1,0 +1,216 @@
+"""The scheduler's side of leasing: keeping the local buffer full, and what comes back.
+
+:class:`LeasingMixin` is the half of :class:`statecrawl.frontier.scheduler.Scheduler`
+that talks to the frontier: the refill loop (``lease.lua`` when no commit is
+coming to lease for it), reconciliation after an outage, and turning leased
+request JSON back into requests. A stored request that cannot be rebuilt, or
+that falls outside the worker's :class:`~statecrawl.frontier.scope.FetchScope`, is
+quarantined (``quarantine.lua``: to the crawl's dead-letter list, atomically
+with its lease); one bad request never strands the batch it came in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from statecrawl.exceptions import CrawlStateLost, SerializationError
+from statecrawl.frontier._engine import wake
+from statecrawl.frontier.redis_errors import Outage, is_transient
+from statecrawl.frontier.serialize import request_from_json
+from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
+from statecrawl.frontier.store import new_token
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scrapy import Request, Spider
+    from scrapy.crawler import Crawler
+
+    from statecrawl.frontier.scope import FetchScope
+
+__all__ = ["LeasingMixin"]
+
+logger = logging.getLogger("statecrawl.frontier.scheduler")
+
+
+class LeasingMixin:
+    """Leasing for the scheduler; the attributes below are the scheduler's."""
+
+    crawler: Crawler
+    state: WorkerState
+    spider: Spider | None
+    scope: FetchScope | None
+    prefetch: int
+    idle_poll_max: float
+    _buffer: deque[tuple[str, Request]]
+    _open_leases: dict[str, str]
+    _refill_task: asyncio.Task[None] | None
+    _wakeup: asyncio.Event
+    _idle: bool
+    _finished: bool
+    _closing: bool
+    _must_reconcile: bool
+    _urgent: bool
+    _leasing: bool
+    _quarantining: set[asyncio.Task[None]]
+    _lease_outage: Outage
+    _on_recovered: Callable[[], None]
+
+    def _lease_demand(self) -> tuple[int, bool]:
+        """(requests the next commit should lease, whether the buffer runs short)."""
+        if self._closing or self._must_reconcile or self._leasing or self.state.fatal_reason:
+            return 0, False
+        return max(0, self.prefetch - len(self._buffer)), self._short()
+
+    def _short(self) -> bool:
+        return len(self._buffer) <= self.prefetch // 2
+
+    # -- leasing -------------------------------------------------------------------
+
+    def _refill(self) -> None:
+        if self._closing or (self._refill_task is not None and not self._refill_task.done()):
+            return
+        if self.state.store is None or self.state.fatal_reason is not None:
+            return
+        if self.state.commit_coming and not (self._urgent or self._idle or self._must_reconcile):
+            self.state.hurry()  # that commit leases for us; no round trip of our own
+            return
+        self._refill_task = asyncio.ensure_future(self._refill_loop())
+
+    async def _refill_loop(self) -> None:
+        poll = 0.005
+        token: str | None = None  # kept across a failed lease, so a lost reply is replayed
+        while not self._closing and self.state.fatal_reason is None:
+            # never while a lease is unresolved: its requests are ours but unknown yet
+            if self._must_reconcile and token is None and not await self._reconcile():
+                continue
+            urgent, self._urgent = self._urgent, False
+            want = self.prefetch if urgent else self.prefetch - len(self._buffer)
+            if want <= 0:
+                return
+            check = self._idle and not self.state.pending_writes and not self._open_leases
+            self._wakeup.clear()
+            store = self.state.store
+            if store is None:
+                return
+            token = token or new_token()
+            self._leasing = True
+            try:
+                state, pairs = await store.lease(
+                    self.state.worker_id, want, check_finished=check, token=token)
+            except CrawlStateLost as exc:
+                self.state.fatal("state_lost", str(exc))
+                return
+            except RETRY_ERRORS as exc:
+                if not is_transient(exc):
+                    self.state.fatal("redis_error", f"Redis refuses to lease requests: {exc}")
+                    return
+                self._lease_outage.failed(exc, 0.5)
+                await asyncio.sleep(0.5)
+                continue
+            finally:
+                self._leasing = False
+            token = None
+            if self._lease_outage.recovered():
+                self._on_recovered()
+            if state == "cancelled":
+                self._finished = True
+                logger.info("statecrawl: crawl %r was cancelled", store.crawl_id)
+                asyncio.ensure_future(self.crawler.engine.close_spider_async(reason="cancelled"))
+                return
+            if pairs:
+                self._accept(pairs, front=urgent)
+                self._idle = False
+                poll = 0.005
+                wake(self.crawler.engine)
+                if self.state.commit_coming:
+                    return  # that commit tops the buffer up
+                continue
+            if state == "finished" and check:
+                self._finished = True
+                wake(self.crawler.engine)
+                return
+            if not self._idle and self._open_leases:
+                return  # our own in-flight requests will kick us when they commit
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=poll)
+            except asyncio.TimeoutError:
+                pass
+            poll = min(poll * 2, self.idle_poll_max)
+
+    async def _reconcile(self) -> bool:
+        """Run in the refill loop, so no lease is in flight meanwhile; False on error."""
+        store = self.state.store
+        if store is None:
+            return True
+        if self.state.committing:  # it may be leasing for us: wait for what it brings
+            await asyncio.sleep(0.01)
+            return False
+        # ours: buffered, in the engine, or finished with the ack not yet committed
+        known = ([lease_id for lease_id, _ in self._buffer] + list(self._open_leases)
+                 + self.state.pending_acks)
+        try:
+            released = await store.reconcile(self.state.worker_id, known)
+        except RETRY_ERRORS as exc:
+            if not is_transient(exc):
+                self.state.fatal("redis_error", f"Redis refuses to reconcile leases: {exc}")
+                return False
+            logger.warning("statecrawl: cannot reconcile leases yet (%s); retrying", exc)
+            await asyncio.sleep(0.5)
+            return False
+        self._must_reconcile = False
+        if released:
+            self.crawler.stats.inc_value("statecrawl/reconciled", released)
+            logger.warning("statecrawl: gave back %d leases Redis held for this worker unknown "
+                           "to it", released)
+        return True
+
+    def _accept(self, pairs: list[tuple[str, bytes]], *, front: bool = False) -> None:
+        self.crawler.stats.inc_value("statecrawl/leased", len(pairs))
+        accepted: list[tuple[str, Request]] = []
+        try:
+            for lease_id, body in pairs:
+                try:
+                    request = request_from_json(body, self.spider, self.scope)
+                except SerializationError as exc:
+                    self._quarantine(lease_id, str(exc))
+                    continue
+                accepted.append((lease_id, request))
+        except Exception:  # noqa: BLE001 - never strand a batch of leases under a live worker
+            logger.exception("statecrawl: could not take %d leased requests; giving them back",
+                             len(pairs))
+            self._give_back([lease_id for lease_id, _ in pairs])
+            return
+        if front:
+            self._buffer.extendleft(reversed(accepted))
+        else:
+            self._buffer.extend(accepted)
+
+    def _quarantine(self, lease_id: str, error: str) -> None:
+        """A stored request that cannot be rebuilt: to the dead-letter list, not to the engine."""
+        logger.error("statecrawl: quarantined stored request %s: %s", lease_id, error)
+        self.crawler.stats.inc_value("statecrawl/quarantined")
+        task = asyncio.ensure_future(self._quarantine_task(lease_id, error))
+        self._quarantining.add(task)
+        task.add_done_callback(self._quarantining.discard)
+
+    async def _quarantine_task(self, lease_id: str, error: str) -> None:
+        store, backoff = self.state.store, 0.1
+        while store is not None:
+            try:
+                await store.quarantine(self.state.worker_id, lease_id, error)
+                return
+            except RETRY_ERRORS as exc:
+                if not is_transient(exc) or self.state.stop.passed():
+                    logger.error("statecrawl: could not quarantine %s (%s)", lease_id, exc)
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _give_back(self, lease_ids: list[str]) -> None:
+        store = self.state.store
+        if store is not None and lease_ids:
+            asyncio.ensure_future(store.release(self.state.worker_id, lease_ids))

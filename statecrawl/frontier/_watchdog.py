@@ -1,0 +1,88 @@
+"""A worker's watchdog: gives its leases back the moment its process dies.
+
+The heartbeat alone finds a dead worker only after ``STATECRAWL_WORKER_TIMEOUT``
+of silence, and that timeout cannot be short: a live worker whose heartbeat
+thread waits for the GIL, or for a CPU on a loaded machine, is 100-200 ms
+late now and then, and a false "dead" costs a duplicate fetch. Most deaths are
+of the process (SIGKILL, the OOM killer, a crash), and those the kernel
+reports at once: this small process holds the read end of a pipe whose only
+write end is in the worker, and when the worker dies the read returns EOF.
+The watchdog then runs ``leave.lua`` for the worker's id (its leases go back
+to the frontier, counted as reclaimed, and idle workers are woken) and exits.
+A worker that stops normally has already left; the second ``leave`` is a
+no-op. A machine lost whole still needs the heartbeat timeout.
+
+It is started by :func:`statecrawl.frontier.liveness.start_watchdog` as
+``python _watchdog.py`` (not ``-m``, so it does not import Scrapy: it starts
+in ~0.1 s and uses ~20 MB), reads one JSON line of configuration from stdin
+(the Redis URL is never on the command line, where ``ps`` would show its
+password), then blocks reading stdin until EOF. SIGINT and SIGTERM are
+ignored: a Ctrl-C to the process group must not make it leave before the
+worker has drained.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+LUA = Path(__file__).resolve().parent / "lua"
+
+#: How long to keep trying to reach Redis after the worker died.
+RETRY_FOR = 60.0
+
+
+class Leaver:
+    """Runs leave.lua for the worker; connects and loads the script up front."""
+
+    def __init__(self, config: dict[str, object]) -> None:
+        source = (LUA / "requeue_owned.lua").read_text() + (LUA / "leave.lua").read_text()
+        self.keys, self.worker = config["keys"], str(config["worker"])
+        self.client = redis.Redis.from_url(
+            str(config["url"]), socket_timeout=5, socket_connect_timeout=5)
+        self.script = self.client.register_script(source)
+        try:  # so that the leave itself is one EVALSHA on an open connection
+            self.client.script_load(source)
+        except (redis.RedisError, OSError):
+            pass  # Redis is down now; the leave retries
+
+    def leave(self) -> int:
+        """Give the worker's leases back; returns how many. Retries for RETRY_FOR s."""
+        deadline = time.monotonic() + RETRY_FOR
+        try:
+            while True:
+                try:
+                    return int(self.script(keys=self.keys, args=[self.worker, "reclaimed"]))
+                except (redis.RedisError, OSError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        finally:
+            self.client.close()
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    stdin = sys.stdin.buffer
+    line = stdin.readline()
+    if not line:
+        return 0  # the worker died before configuring us
+    config = json.loads(line)
+    leaver = Leaver(config)
+    while stdin.read(4096):  # blocks until the worker's end of the pipe closes
+        pass
+    reclaimed = leaver.leave()
+    if reclaimed:
+        print(f"statecrawl watchdog: worker {config['worker']} died holding {reclaimed} "
+              "leases; they are back in the frontier", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Where statecrawl's Redis is, and how to open a checked connection to it.
+
+Every component that keeps crawl state (scheduler, dupefilter, stats, the CLI)
+gets its Redis from here, so the rules are decided once:
+
+* **Which Redis.** ``STATECRAWL_REDIS_URL`` wins over ``REDIS_URL`` (the one
+  shared name users already set for other tools), settings win over the
+  environment, and an empty string counts as unset so ``REDIS_URL=`` in a
+  ``.env`` file does not point statecrawl at nothing. With no URL at all the
+  embedded local Redis (:mod:`statecrawl.frontier.embedded`) is used, so a first crawl
+  works without any setup and can still be resumed.
+* **Fail early and clearly.** :func:`connect` PINGs before returning, so a
+  wrong URL surfaces as one :class:`~statecrawl.exceptions.RedisUnavailable`
+  saying where it tried and how to fix it, not as a traceback from the
+  scheduler minutes later. The first PING is tried once, without redis-py's
+  retry loop, so an unreachable host costs one connect timeout, not eleven.
+* **Say what is wrong.** A refused password (``NOAUTH``, ``WRONGPASS``) is
+  "authentication failed", pointing at the password in the URL, not at a
+  Redis that is not running.
+* **No secrets in logs.** URLs may carry a password (``redis://:pw@host``,
+  ``?password=pw``); every message goes through :func:`redact_url`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from statecrawl.exceptions import ConfigError, RedisUnavailable
+from statecrawl.frontier import embedded
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
+__all__ = [
+    "HEALTH_CHECK_INTERVAL",
+    "URL_SETTINGS",
+    "connect",
+    "connect_sync",
+    "redact_url",
+    "redis_url_from_settings",
+    "resolve_redis_url",
+]
+
+#: Setting / environment variable names holding the Redis URL, highest priority first.
+URL_SETTINGS: tuple[str, ...] = ("STATECRAWL_REDIS_URL", "REDIS_URL")
+
+#: Seconds a pooled connection may sit idle before it is PINGed on reuse: long
+#: crawls keep connections through NAT/load-balancer idle cut-offs.
+HEALTH_CHECK_INTERVAL = 30
+
+#: Seconds to wait for the TCP/unix connect before declaring Redis unreachable.
+CONNECT_TIMEOUT = 5
+
+DEFAULT_DATA_DIR = ".statecrawl"
+
+_REDACTED = "***"
+_SECRET_QUERY_KEYS = frozenset({"password", "pass", "pwd"})
+
+
+def redis_url_from_settings(settings: BaseSettings | Mapping[str, Any]) -> str | None:
+    """Return the configured Redis URL, or ``None`` when the user set none.
+
+    Settings are checked before the environment so a project or ``-s`` option
+    overrides a stray ``REDIS_URL`` exported in the shell.
+    """
+    for name in URL_SETTINGS:
+        value = settings.get(name)
+        if value:
+            return str(value)
+    for name in URL_SETTINGS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def resolve_redis_url(
+    settings: BaseSettings | Mapping[str, Any], data_dir: str | Path | None = None
+) -> str:
+    """Return the Redis URL to use, starting the embedded Redis when none is set.
+
+    ``data_dir`` (else the ``STATECRAWL_DATA_DIR`` setting, else
+    ``.statecrawl``) is where the embedded server keeps its socket and AOF;
+    it is ignored when a URL is configured.
+    """
+    url = redis_url_from_settings(settings)
+    if url is not None:
+        return url
+    chosen = data_dir or settings.get("STATECRAWL_DATA_DIR") or DEFAULT_DATA_DIR
+    return embedded.ensure_embedded_redis(chosen)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``, safe to log.
+
+    A lone userinfo without ``:`` (``redis://secret@host``) is redacted too:
+    redis-cli reads it as a password, so it may well be one.
+    """
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            user, sep, _password = userinfo.partition(":")
+            netloc = f"{user}:{_REDACTED}@{hostport}" if sep else f"{_REDACTED}@{hostport}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            if any(key.lower() in _SECRET_QUERY_KEYS for key, _ in pairs):
+                query = urlencode(
+                    [
+                        (key, _REDACTED if key.lower() in _SECRET_QUERY_KEYS else value)
+                        for key, value in pairs
+                    ],
+                    safe="*",
+                )
+        if netloc == parts.netloc and query == parts.query:
+            return url
+        # Not urlunsplit: it drops the empty authority of unix:///path.
+        rebuilt = f"{parts.scheme}://{netloc}{parts.path}"
+        rebuilt += f"?{query}" if query else ""
+        return rebuilt + (f"#{parts.fragment}" if parts.fragment else "")
+    except ValueError:
+        # Unparseable (e.g. a bad port): blank out anything between :// and @.
+        return re.sub(r"(?<=://)[^/@]*@", f"{_REDACTED}@", url)
+
+
+def _secrets(url: str) -> list[str]:
+    """Password-like strings in ``url``, to scrub from error text as well."""
+    found: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if "@" in parts.netloc:
+            userinfo = parts.netloc.rpartition("@")[0]
+            user, sep, password = userinfo.partition(":")
+            found.append(password if sep else user)
+        found += [v for k, v in parse_qsl(parts.query) if k.lower() in _SECRET_QUERY_KEYS]
+    except ValueError:
+        pass
+    return [s for variant in found if variant for s in {variant, unquote(variant)}]
+
+
+def _auth_failed(exc: BaseException) -> bool:
+    """True if *exc* is Redis refusing our credentials (none, or wrong ones)."""
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
+
+
+def _unavailable(url: str, exc: BaseException) -> RedisUnavailable:
+    """Build the one error message users see when Redis cannot be reached (or refuses us)."""
+    reason = (str(exc) or type(exc).__name__).rstrip(". ")
+    for secret in _secrets(url):
+        reason = reason.replace(secret, _REDACTED)
+    if _auth_failed(exc):
+        return RedisUnavailable(
+            f"authentication failed at Redis {redact_url(url)}: {reason}. Check the password in "
+            "REDIS_URL (or --redis-url / STATECRAWL_REDIS_URL), e.g. "
+            "REDIS_URL=redis://:PASSWORD@host:6379/0 (or redis://USER:PASSWORD@host:6379/0 "
+            "with an ACL user)."
+        )
+    return RedisUnavailable(
+        f"cannot reach Redis at {redact_url(url)}: {reason}. Is it running? "
+        "Set REDIS_URL (or the STATECRAWL_REDIS_URL setting) to a running Redis, "
+        "e.g. REDIS_URL=redis://host:6379/0, or leave both unset to use "
+        "statecrawl's embedded local Redis."
+    )
+
+
+def _bad_url(url: str, exc: ValueError) -> ConfigError:
+    return ConfigError(
+        f"invalid Redis URL {redact_url(url)}: {exc}. Expected redis://[:password@]host:port/db, "
+        "rediss://... (TLS) or unix:///path/to/redis.sock"
+    )
+
+
+def _from_url(cls: Any, url: str, name: str) -> Any:
+    """A client of *cls* (sync or asyncio) for *url*; a malformed URL is a ConfigError."""
+    try:
+        return cls.from_url(
+            url,
+            decode_responses=False,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            client_name=name,
+        )
+    except ValueError as exc:
+        raise _bad_url(url, exc) from exc
+
+
+async def connect(url: str, *, name: str = "statecrawl") -> redis.asyncio.Redis:
+    """Open an asyncio Redis client for ``url`` and check it answers PING.
+
+    Responses stay ``bytes`` (``decode_responses=False``) because stored
+    values are JSON bytes and fingerprints are binary-safe keys. ``name`` is
+    sent as CLIENT SETNAME so ``CLIENT LIST`` shows which worker holds which
+    connection.
+    """
+    client = _from_url(redis.asyncio.Redis, url, name)
+    retry = client.get_retry()
+    client.set_retry(AsyncRetry(NoBackoff(), 0))
+    try:
+        await client.ping()
+    except (redis.RedisError, OSError) as exc:
+        await client.aclose()
+        raise _unavailable(url, exc) from exc
+    if retry is not None:
+        client.set_retry(retry)
+    return client
+
+
+def connect_sync(url: str, *, name: str = "statecrawl") -> redis.Redis:
+    """Blocking twin of :func:`connect`, for CLI commands run outside the reactor."""
+    client = _from_url(redis.Redis, url, name)
+    retry = client.get_retry()
+    client.set_retry(Retry(NoBackoff(), 0))
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        client.close()
+        raise _unavailable(url, exc) from exc
+    if retry is not None:
+        client.set_retry(retry)
+    return client

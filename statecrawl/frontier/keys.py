@@ -1,0 +1,226 @@
+"""The Redis key schema: every key statecrawl writes, in one place.
+
+All keys of one crawl share the prefix ``sc:{<crawl_id>}:``; the braces are a
+Redis Cluster hash tag, so a crawl's keys live in one slot and each Lua script
+can touch them atomically. ``<crawl_id>`` matches ``[A-Za-z0-9._-]{1,64}``.
+
+=============================  ======  ==========================================
+key                            type    contents
+=============================  ======  ==========================================
+``sc:crawls``                  SET     ids of every crawl in this Redis
+``sc:{id}:meta``               HASH    ``epoch`` (a random token set when the
+                                       crawl is created: leases and commits
+                                       carry it, and fail with ``SCLOST`` when
+                                       meta is gone or holds another one),
+                                       ``state`` (running / finished / cancelled),
+                                       ``created_at``, ``finished_at`` (unix s),
+                                       ``spider``, ``start_url``, ``limit``
+                                       (max requests admitted, 0 = none),
+                                       ``args`` (JSON of the spider arguments),
+                                       ``dupefilter`` (``exact`` / ``bloom`` /
+                                       ``set``; fixed by the crawl's first
+                                       worker) and, for ``bloom``,
+                                       ``bloom_capacity``, ``bloom_error_rate``,
+                                       ``bloom_m`` (bits), ``bloom_k`` (hashes)
+``sc:{id}:seq``                STRING  counter; the next request id
+``sc:{id}:queue``              ZSET    the frontier: member = request id (12 hex
+                                       digits, zero-padded), score = -priority.
+                                       ZPOPMIN gives the highest priority first
+                                       and, within one priority, the oldest id
+                                       (members of equal score sort by bytes).
+                                       Also a pub/sub channel: a message means
+                                       "work appeared" (enqueue into an empty
+                                       frontier, or a reclaim)
+``sc:{id}:reqs``               HASH    request id -> request JSON
+                                       (:mod:`statecrawl.frontier.serialize`), for every
+                                       queued or leased request; deleted on ack
+``sc:{id}:leases``             HASH    request id -> ``"<worker> <score>"`` for
+                                       every request a worker has popped and
+                                       not yet acknowledged (the in-flight set)
+``sc:{id}:workers``            ZSET    worker id -> last heartbeat (ms, Redis
+                                       clock); written by each worker's
+                                       heartbeat thread and on every lease. A
+                                       worker silent for longer than
+                                       ``STATECRAWL_WORKER_TIMEOUT`` is dead:
+                                       the next heartbeat of any worker puts
+                                       its leases back into ``queue``
+``sc:{id}:tokens``             HASH    ``<worker>`` / ``<worker>|lease`` ->
+                                       ``"<token> <result JSON>"``: the last
+                                       commit / lease each worker made, so one
+                                       re-sent after a lost reply is not
+                                       applied twice
+``sc:{id}:digests``            HASH    the ``exact`` dupefilter (the default):
+                                       field = the first 2 bytes of a request
+                                       fingerprint (65,536 buckets), value = the
+                                       next 8 bytes of each fingerprint in that
+                                       bucket, concatenated (80 bits kept)
+``sc:{id}:bloom``              STRING  the ``bloom`` dupefilter: a bitmap of
+                                       ``bloom_m`` bits, preallocated when the
+                                       crawl is created; ``bloom_k`` bits per
+                                       fingerprint (double hashing)
+``sc:{id}:seen``               SET     the ``set`` dupefilter of crawls begun
+                                       before ``digests`` existed: 20-byte
+                                       binary fingerprints, one member each
+``sc:{id}:items``              HASH    item key -> item JSON; the key is the
+                                       item's ``url`` (else a SHA-1 of its
+                                       JSON), so a re-fetched page replaces its
+                                       item instead of adding a second one
+``sc:{id}:failed``             SET     item keys whose item carries an error
+``sc:{id}:dead``               LIST    dead letters: stored entries (requests,
+                                       cookies, storage states, items) that
+                                       could not be rebuilt, as JSON, newest
+                                       last, capped
+                                       (:mod:`statecrawl.frontier.deadletter`)
+``sc:{id}:stats``              HASH    crawl-wide counters: ``enqueued``,
+                                       ``admitted`` (requests counted against
+                                       ``limit``: not robots.txt, sitemaps or
+                                       retries), ``duplicates``, ``limit_dropped``,
+                                       ``leased``, ``acked``, ``released``,
+                                       ``reclaimed``, ``retried``, ``robots_denied``;
+                                       what was refused or dropped:
+                                       ``quarantined`` (+ ``quarantined_<kind>``),
+                                       ``requests_unserializable``,
+                                       ``items_unserializable``,
+                                       ``items_too_large``, ``requests_refused``,
+                                       ``items_refused``; ``seen`` (fingerprints in
+                                       ``digests`` / ``bloom``) and, for
+                                       ``bloom``, ``bloom_estimated_false_skips``
+                                       (new URLs expected to have been skipped
+                                       as false positives); with sessions also
+                                       ``sessions_created``, ``sessions_retired``,
+                                       ``logins``, ``login_failures``
+``sc:{id}:render_hosts``       HASH    the ``auto`` render mode's memory, per
+                                       host (``netloc``): ``"<host> checked"``
+                                       / ``"<host> built"`` -> pages checked
+                                       over HTTP / of those, script-built;
+                                       ``"<host>"`` (present once most checked
+                                       pages were script-built) -> browser
+                                       pages since. Every worker renders such
+                                       a host's pages in the browser; each
+                                       ``STATECRAWL_RENDER_RECHECK``-th is
+                                       fetched over HTTP again to re-check
+``sc:{id}:sessions``           HASH    session id -> session record JSON:
+                                       ``created`` (ms, Redis clock), ``proxy``
+                                       (index into ``STATECRAWL_PROXIES``, -1 =
+                                       none; never the URL), ``uses``,
+                                       ``errors`` (error score), ``pooled``,
+                                       ``retired`` (reason: ``403``,
+                                       ``max_uses``, ...), ``retired_at``. Every
+                                       session with a jar has one; retired
+                                       records stay
+``sc:{id}:pool``               ZSET    the active pool sessions (``pool-<n>``),
+                                       score = ``created`` (ms)
+``sc:{id}:session_seq``        STRING  counter; numbers new sessions and picks
+                                       their proxy round-robin
+``sc:{id}:jar:<session>``      HASH    a session's cookie jar: field = JSON
+                                       ``[domain, path, name]``, value = the
+                                       cookie as JSON (:mod:`statecrawl.sessions.cookies`;
+                                       a Fernet token with
+                                       ``STATECRAWL_SECRET_KEY``). Written as
+                                       diffs; deleted when the session retires
+``sc:{id}:browser:<session>``  STRING  a session's Playwright storage state
+                                       (cookies + localStorage) JSON, sealed
+                                       like jar values
+``sc:{id}:login``              HASH    ``generation`` (successful logins so
+                                       far; workers mount generation N and
+                                       log in again only if N is the newest
+                                       and failed), ``logged_in_at`` (ms),
+                                       ``worker``, ``failed_at`` + ``error``
+                                       (a failed attempt since the last success)
+``sc:{id}:login_lock``         STRING  ``"<token> <worker>"`` while one worker
+                                       logs in (SET NX PX; released by
+                                       compare-and-delete, taken over if the
+                                       holder is no longer in ``workers``)
+``sc:{id}:spider_state``       STRING  the spider's ``state`` dict as JSON
+                                       (sealed like jar values), saved every
+                                       ``STATECRAWL_CHECKPOINT_INTERVAL``
+=============================  ======  ==========================================
+
+``<session>`` is a session id: ``default`` (requests that name no
+``meta["cookiejar"]``, and the login), ``pool-<n>`` (pool sessions), or the
+``cookiejar`` value (``[A-Za-z0-9._:-]{1,64}``, else ``h:`` + a hash of it).
+
+A request's life: the commit script assigns it an id, checks its fingerprint
+against the crawl's dupefilter (``digests``, ``bloom`` or ``seen``, as
+``meta.dupefilter`` says) and stores it in ``reqs`` + ``queue`` (one atomic
+step per batch); the lease script moves ids from ``queue`` to ``leases``; the
+commit script that carries the request's callback output (new requests and
+items) also deletes the lease and the ``reqs`` entry, in that order,
+atomically. A request whose worker dies stays in ``leases`` under that
+worker's id; putting such leases back into ``queue`` needs only the worker id
+(issue 3: reclaim).
+The crawl is finished when ``queue`` and ``leases`` are both empty.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from statecrawl.exceptions import ConfigError
+
+__all__ = ["CRAWLS_KEY", "CrawlKeys", "validate_crawl_id"]
+
+CRAWLS_KEY = "sc:crawls"
+_CRAWL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def validate_crawl_id(crawl_id: str) -> str:
+    """Return *crawl_id* if it is usable as part of a key, else raise ConfigError."""
+    if not isinstance(crawl_id, str) or not _CRAWL_ID.fullmatch(crawl_id):
+        raise ConfigError(
+            f"invalid crawl id {crawl_id!r}: use 1-64 characters from A-Z a-z 0-9 . _ -"
+        )
+    return crawl_id
+
+
+@dataclass(frozen=True)
+class CrawlKeys:
+    """The names of one crawl's keys (see the module docstring)."""
+
+    crawl_id: str
+
+    def __post_init__(self) -> None:
+        validate_crawl_id(self.crawl_id)
+
+    @property
+    def prefix(self) -> str:
+        return f"sc:{{{self.crawl_id}}}:"
+
+    meta = property(lambda self: self.prefix + "meta")
+    seq = property(lambda self: self.prefix + "seq")
+    queue = property(lambda self: self.prefix + "queue")
+    reqs = property(lambda self: self.prefix + "reqs")
+    leases = property(lambda self: self.prefix + "leases")
+    workers = property(lambda self: self.prefix + "workers")
+    seen = property(lambda self: self.prefix + "seen")
+    digests = property(lambda self: self.prefix + "digests")
+    bloom = property(lambda self: self.prefix + "bloom")
+    items = property(lambda self: self.prefix + "items")
+    failed = property(lambda self: self.prefix + "failed")
+    dead = property(lambda self: self.prefix + "dead")
+    stats = property(lambda self: self.prefix + "stats")
+    tokens = property(lambda self: self.prefix + "tokens")
+    render_hosts = property(lambda self: self.prefix + "render_hosts")
+    sessions = property(lambda self: self.prefix + "sessions")
+    pool = property(lambda self: self.prefix + "pool")
+    session_seq = property(lambda self: self.prefix + "session_seq")
+    login = property(lambda self: self.prefix + "login")
+    login_lock = property(lambda self: self.prefix + "login_lock")
+    spider_state = property(lambda self: self.prefix + "spider_state")
+
+    def jar(self, session: str) -> str:
+        """The cookie jar of *session* (an id from :func:`statecrawl.sessions.store.session_id`)."""
+        return f"{self.prefix}jar:{session}"
+
+    def browser(self, session: str) -> str:
+        """The Playwright storage state of *session*."""
+        return f"{self.prefix}browser:{session}"
+
+    def all(self) -> list[str]:
+        """Every fixed-name key of the crawl (for deletion); per-session jars and
+        storage states: :meth:`statecrawl.sessions.store.SessionStore.delete`."""
+        return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
+                self.seen, self.digests, self.bloom, self.items, self.failed, self.dead, self.stats,
+                self.tokens, self.render_hosts, self.sessions, self.pool, self.session_seq,
+                self.login, self.login_lock, self.spider_state]

@@ -1,0 +1,191 @@
+"""Worker liveness: a heartbeat thread that also reclaims dead workers' leases,
+a watchdog process that gives a worker's leases back the moment its process
+dies (:mod:`statecrawl.frontier._watchdog`), and a pub/sub listener that wakes the
+worker when work appears.
+
+Why a thread: the heartbeat must keep going while the reactor is busy (a long
+callback, a slow render), or a live worker's leases would be taken from it.
+The thread has its own blocking Redis connection and never touches the
+reactor; it only hands events to the asyncio loop with
+``call_soon_threadsafe``.
+
+Each beat runs ``heartbeat.lua``: record this worker as alive (Redis clock),
+then put back into the frontier every lease held by a worker silent for
+longer than the timeout. Any live worker can do the reclaim; the script is
+atomic, so each lease is reclaimed exactly once. A worker that finds itself
+forgotten (it was silent too long, e.g. Redis was unreachable) is told so,
+since its leases may now belong to others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+import redis.asyncio
+from redis.exceptions import RedisError
+
+from statecrawl.frontier.store import heartbeat_keys, script_source
+
+if TYPE_CHECKING:
+    from statecrawl.frontier.keys import CrawlKeys
+
+__all__ = ["HeartbeatThread", "Liveness", "listen_for_work", "start_watchdog"]
+
+logger = logging.getLogger(__name__)
+
+
+class HeartbeatThread(threading.Thread):
+    """Beat every *interval* s; declare workers silent for *timeout* s dead."""
+
+    def __init__(
+        self, *, url: str, keys: CrawlKeys, worker: str, interval: float, timeout: float,
+        loop: asyncio.AbstractEventLoop, on_reclaimed: Callable[[int, list[str]], None],
+        on_forgotten: Callable[[], None], on_recovered: Callable[[], None],
+    ) -> None:
+        super().__init__(name=f"statecrawl-heartbeat-{worker}", daemon=True)
+        self.url, self.keys, self.worker = url, keys, worker
+        self.interval, self.timeout_ms = interval, int(timeout * 1000)
+        self.loop = loop
+        self.on_reclaimed, self.on_forgotten = on_reclaimed, on_forgotten
+        self.on_recovered = on_recovered
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        client = redis.Redis.from_url(self.url, socket_timeout=max(1.0, self.interval * 5),
+                                      socket_connect_timeout=2.0)
+        script = client.register_script(script_source("heartbeat.lua"))
+        keys = heartbeat_keys(self.keys)
+        failing = False
+        last = time.monotonic()
+        try:
+            while not self._stop_event.wait(self.interval):
+                now = time.monotonic()
+                if (now - last) * 1000 > self.timeout_ms / 2:
+                    # the process did not run this thread (GIL held, CPU starved)
+                    logger.warning("statecrawl: heartbeat %.0f ms late; at %d ms others "
+                                   "declare this worker dead", (now - last - self.interval) * 1000,
+                                   self.timeout_ms)
+                last = now
+                try:
+                    out = script(keys=keys, args=[self.worker, self.timeout_ms])
+                except (RedisError, OSError) as exc:
+                    if not failing:
+                        logger.warning("statecrawl: heartbeat cannot reach Redis (%s); retrying", exc)
+                    failing = True
+                    continue
+                if failing:
+                    failing = False
+                    self.loop.call_soon_threadsafe(self.on_recovered)
+                if not out[0]:
+                    self.loop.call_soon_threadsafe(self.on_forgotten)
+                if int(out[1]) or len(out) > 2:
+                    dead = [w.decode() for w in out[2:]]
+                    self.loop.call_soon_threadsafe(self.on_reclaimed, int(out[1]), dead)
+        finally:
+            client.close()
+
+
+def start_watchdog(url: str, keys: CrawlKeys, worker: str) -> subprocess.Popen[bytes]:
+    """Start the worker's watchdog process; close its stdin to let it go.
+
+    The pipe's write end stays in this process only (Python's pipes are
+    close-on-exec, so browsers and other children never hold it): when this
+    process dies, by any signal, the watchdog reads EOF and gives the
+    worker's leases back.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().parent / "_watchdog.py")],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+    )
+    assert proc.stdin is not None
+    config = {"url": url, "keys": heartbeat_keys(keys), "worker": worker}
+    proc.stdin.write(json.dumps(config).encode() + b"\n")
+    proc.stdin.flush()
+    return proc
+
+
+async def listen_for_work(url: str, channel: str, on_work: Callable[[str], None]) -> None:
+    """Call *on_work(kind)* for each message on *channel*, reconnecting with backoff, forever.
+
+    *kind* is the message: ``work`` (requests entered an empty frontier),
+    ``reclaimed`` (a dead worker's leases came back) or ``released`` (a
+    stopping worker gave its leases back).
+    """
+    backoff = 0.1
+    while True:
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                await pubsub.subscribe(channel)
+                backoff = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None:
+                        data = message.get("data")
+                        on_work(data.decode() if isinstance(data, bytes) else str(data))
+        except (RedisError, OSError) as exc:
+            logger.debug("statecrawl: work listener lost Redis (%s); reconnecting", exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+        finally:
+            await client.aclose()
+
+
+class Liveness:
+    """One worker's liveness, started and stopped as one: heartbeat, watchdog, work listener."""
+
+    def __init__(
+        self, *, url: str, keys: CrawlKeys, worker: str, interval: float, timeout: float,
+        watchdog: bool, on_work: Callable[[str], None],
+        on_reclaimed: Callable[[int, list[str]], None], on_forgotten: Callable[[], None],
+        on_recovered: Callable[[], None],
+    ) -> None:
+        self.url, self.keys, self.worker, self.use_watchdog = url, keys, worker, watchdog
+        self.on_work = on_work
+        self.heartbeat: HeartbeatThread | None = HeartbeatThread(
+            url=url, keys=keys, worker=worker, interval=interval, timeout=timeout,
+            loop=asyncio.get_running_loop(), on_reclaimed=on_reclaimed,
+            on_forgotten=on_forgotten, on_recovered=on_recovered,
+        )
+        self.watchdog: subprocess.Popen[bytes] | None = None
+        self.listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        assert self.heartbeat is not None
+        self.heartbeat.start()
+        if self.use_watchdog:
+            self.watchdog = await asyncio.to_thread(start_watchdog, self.url, self.keys, self.worker)
+        self.listener = asyncio.ensure_future(listen_for_work(self.url, self.keys.queue, self.on_work))
+
+    async def stop_heartbeat(self) -> None:
+        """Stop beating (before leaving: a beat after leave.lua would register a ghost)."""
+        beat, self.heartbeat = self.heartbeat, None
+        if beat is not None:
+            beat.stop()
+            await asyncio.to_thread(beat.join, 5)
+
+    async def stop(self, wait: float) -> None:
+        """Stop all three; the watchdog runs leave (a no-op now) and gets *wait* s to exit."""
+        await self.stop_heartbeat()
+        proc, self.watchdog = self.watchdog, None
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
+            try:
+                await asyncio.to_thread(proc.wait, wait)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.listener is not None:
+            self.listener.cancel()

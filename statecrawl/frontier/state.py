@@ -1,0 +1,405 @@
+"""The worker's side of a crawl: one connection, one write buffer, one flusher.
+
+Every statecrawl component of a crawler (scheduler, item store, the completion
+hook) shares one :class:`WorkerState`, got with :meth:`WorkerState.of`. It
+owns what this worker has to tell Redis -- new requests, items, and
+acknowledgements of finished leases -- and commits them with a *group
+commit*: while one commit is in flight, new writes accumulate, and the next
+commit carries all of them in one Lua call, in the order requests -> items ->
+acks, so the ack of a request never reaches Redis before its callback's
+output. Commits are spaced ``STATECRAWL_COMMIT_INTERVAL`` apart unless the
+scheduler runs short, and each also leases what the scheduler's buffer lacks
+(:attr:`WorkerState.lease_demand`). How one commit is sent, retried or taken
+apart is :mod:`statecrawl.frontier._commit`.
+
+A worker that cannot go on (Redis lost the crawl, or refuses it) says why
+once and closes its spider (:meth:`WorkerState.fatal`); a stop is bounded by
+``STATECRAWL_STOP_TIMEOUT`` (:attr:`WorkerState.stop`). Nothing blocks the
+reactor: all I/O is ``redis.asyncio`` on the loop Scrapy's reactor runs on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+from scrapy import signals
+from scrapy.exceptions import CloseSpider
+
+from statecrawl.exceptions import ConfigError, CrawlStateLost, RedisUnavailable
+from statecrawl.frontier._commit import (
+    COMMIT_MAX_BYTES,
+    MAX_ITEM_BYTES,
+    STOP_TIMEOUT,
+    Committer,
+    Deadline,
+    Fatal,
+    StopTimeout,
+    take,
+)
+from statecrawl.frontier._engine import fail_exit, hangup_stops_gracefully
+from statecrawl.frontier.connection import connect, resolve_redis_url
+from statecrawl.frontier.keys import validate_crawl_id
+from statecrawl.frontier.liveness import Liveness
+from statecrawl.frontier.redis_errors import retry_outage
+from statecrawl.frontier.store import (
+    CommitResult,
+    CrawlStore,
+    PendingItem,
+    PendingRequest,
+)
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from scrapy.crawler import Crawler
+
+__all__ = ["RETRY_ERRORS", "WorkerState", "crawl_id_for"]
+
+logger = logging.getLogger(__name__)
+
+#: Errors a Redis operation may fail with; which of them are worth a retry
+#: with backoff is :func:`statecrawl.frontier.redis_errors.is_transient`'s call.
+RETRY_ERRORS = (RedisError, OSError)
+
+def crawl_id_for(crawler: Crawler) -> str:
+    """The crawl id: ``STATECRAWL_CRAWL_ID``, the spider's ``crawl_id``, or its name."""
+    spider = crawler.spider
+    crawl_id = (
+        crawler.settings.get("STATECRAWL_CRAWL_ID")
+        or getattr(spider, "crawl_id", None)
+        or (spider.name if spider is not None else None)
+    )
+    if not crawl_id:
+        raise ConfigError("no crawl id: set STATECRAWL_CRAWL_ID or give the spider a name")
+    return validate_crawl_id(str(crawl_id))
+
+
+class WorkerState:
+    """One worker's connection to one crawl (see the module docstring)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.dedupe_mode = "none"  # set by the scheduler when a Redis dupefilter is in use
+        self.store: CrawlStore | None = None
+        self.client: Redis | None = None
+        self._opening: asyncio.Future[None] | None = None
+        self._requests: list[PendingRequest] = []
+        self._items: list[PendingItem] = []
+        self._acks: list[str] = []
+        self._counters: collections.Counter[str] = collections.Counter()
+        self._flusher: asyncio.Task[None] | None = None
+        self._liveness: Liveness | None = None
+        self._batch = crawler.settings.getint("STATECRAWL_COMMIT_BATCH", 500)
+        self._interval = crawler.settings.getfloat("STATECRAWL_COMMIT_INTERVAL", 0.05)
+        self._hurry = asyncio.Event()  # commit now, without waiting out the interval
+        self._last_commit = 0.0  # loop time the last commit was sent
+        self._committing = False  # a commit is in flight (sent, result not yet delivered)
+        self.heartbeat_interval = crawler.settings.getfloat("STATECRAWL_HEARTBEAT_INTERVAL", 0.1)
+        self.worker_timeout = crawler.settings.getfloat("STATECRAWL_WORKER_TIMEOUT", 1.0)
+        self._use_watchdog = crawler.settings.getbool("STATECRAWL_WATCHDOG", True)
+        #: Started when the worker begins to stop: bounds every wait for Redis from then on.
+        self.stop = Deadline(crawler.settings.getfloat("STATECRAWL_STOP_TIMEOUT", STOP_TIMEOUT))
+        self.max_item_bytes = crawler.settings.getint("STATECRAWL_MAX_ITEM_BYTES", MAX_ITEM_BYTES)
+        self.fatal_reason: str | None = None  # set when this worker cannot go on
+        self._committer: Committer | None = None
+        if self.worker_timeout < 2 * self.heartbeat_interval:
+            raise ConfigError(
+                f"STATECRAWL_WORKER_TIMEOUT ({self.worker_timeout}s) must be at least twice "
+                f"STATECRAWL_HEARTBEAT_INTERVAL ({self.heartbeat_interval}s)"
+            )
+        self.listeners: list[Callable[[CommitResult], None]] = []  # after each commit
+        self.work_listeners: list[Callable[[str], None]] = []  # work appeared in the frontier
+        self.forgotten_listeners: list[Callable[[], None]] = []  # this worker was declared dead
+        self.recovered_listeners: list[Callable[[], None]] = []  # Redis answers again after errors
+        # How many requests to lease with the next commit, and whether the
+        # scheduler is short of them (then the commit goes at once).
+        self.lease_demand: Callable[[], tuple[int, bool]] | None = None
+        crawler.signals.connect(self._close, signal=signals.spider_closed)
+        hangup_stops_gracefully()
+
+    @classmethod
+    def of(cls, crawler: Crawler) -> WorkerState:
+        """The crawler's WorkerState, created on first use (no I/O)."""
+        state = getattr(crawler, "_statecrawl_state", None)
+        if state is None:
+            state = cls(crawler)
+            crawler._statecrawl_state = state  # type: ignore[attr-defined]
+        return state
+
+    async def open(self) -> CrawlStore:
+        """Connect (once, however many components ask) and return the store."""
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_future()
+            try:
+                try:
+                    await self._connect()
+                except (RedisUnavailable, CrawlStateLost, ConfigError, RedisError, OSError) as exc:
+                    raise self.open_failed(exc) from None
+            except BaseException as exc:
+                self._opening.set_exception(exc)
+                self._opening.exception()  # mark retrieved; re-raised below
+                raise
+            self._opening.set_result(None)
+        else:
+            await asyncio.shield(self._opening)
+        assert self.store is not None
+        return self.store
+
+    def open_failed(self, exc: BaseException) -> CloseSpider:
+        """One error line (no traceback), exit status 1, and the spider closes at once."""
+        if isinstance(exc, CrawlStateLost):
+            reason = "state_lost"
+        elif isinstance(exc, ConfigError):
+            reason = "config_error"
+        else:
+            reason = "redis_unavailable"
+        logger.error("statecrawl: %s", exc)
+        self.fatal_reason = reason
+        fail_exit(self.crawler)
+        return CloseSpider(reason)
+
+    async def _connect(self) -> None:
+        settings = self.crawler.settings
+        url = await asyncio.to_thread(resolve_redis_url, settings)
+        self.client = await connect(url, name=f"statecrawl:{self.worker_id}")
+        self.url = url
+        store = CrawlStore(self.client, crawl_id_for(self.crawler))
+        spider = self.crawler.spider
+        await retry_outage("joining the crawl", lambda: store.open_crawl(
+            spider=spider.name if spider else "?",
+            start_url=getattr(spider, "start_url", None),
+            limit=getattr(spider, "crawl_limit", None),
+            args=getattr(spider, "crawl_args", None),
+            expect_epoch=settings.get("STATECRAWL_CRAWL_EPOCH") or None,
+        ), logger)
+        self.store = store
+        bulk = await store.max_value_bytes()
+        if bulk is not None:  # Redis refuses values over this; leave room for the rest
+            self.max_item_bytes = min(self.max_item_bytes, bulk - 64 * 1024)
+        self._committer = Committer(store, self.worker_id, self.dedupe_mode, self.crawler.stats,
+                                    self.stop.passed, self.recovered)
+        await retry_outage("registering the worker",
+                           lambda: store.heartbeat(self.worker_id, self.worker_timeout), logger)
+        self._liveness = Liveness(
+            url=url, keys=store.keys, worker=self.worker_id, interval=self.heartbeat_interval,
+            timeout=self.worker_timeout, watchdog=self._use_watchdog, on_work=self._on_work,
+            on_reclaimed=self._on_reclaimed, on_forgotten=self._on_forgotten,
+            on_recovered=self.recovered,
+        )
+        await self._liveness.start()
+        logger.info("statecrawl: worker %s joined crawl %r", self.worker_id, self.store.crawl_id)
+
+    # -- stopping ---------------------------------------------------------------
+
+    def fatal(self, reason: str, message: str) -> None:
+        """This worker cannot go on: say why once, drop unsendable writes, close the spider."""
+        if self.fatal_reason is not None:
+            return
+        self.fatal_reason = reason
+        logger.error("statecrawl: %s; stopping this worker (%s). %d requests, %d items and %d "
+                     "acks were not committed; their leases go back to the frontier if Redis "
+                     "still has them", message, reason, len(self._requests), len(self._items),
+                     len(self._acks))
+        self._requests.clear()
+        self._items.clear()
+        self._acks.clear()
+        fail_exit(self.crawler)
+        engine = self.crawler.engine
+        if engine is not None and engine.spider is not None:
+            asyncio.ensure_future(engine.close_spider_async(reason=reason))
+
+    # -- writes ---------------------------------------------------------------
+
+    def add_request(self, request: PendingRequest) -> None:
+        self._requests.append(request)
+        self._kick()
+
+    def add_item(self, item: PendingItem) -> None:
+        self._items.append(item)
+        self._kick()
+
+    def count(self, name: str, delta: int = 1) -> None:
+        """Add to a crawl-wide counter (the stats hash) with the next commit."""
+        self._counters[name] += delta
+
+    def ack(self, request_id: str) -> None:
+        self._acks.append(request_id)
+        self._kick()
+
+    @property
+    def pending_acks(self) -> list[str]:
+        """Lease ids finished here whose ack is not committed yet (still ours)."""
+        return list(self._acks)
+
+    @property
+    def pending_writes(self) -> bool:
+        return bool(self._requests or self._items or self._acks) or (
+            self._flusher is not None and not self._flusher.done()
+        )
+
+    @property
+    def commit_coming(self) -> bool:
+        """A commit is in flight or writes are waiting: a lease will ride along."""
+        return self._committing or bool(self._requests or self._items or self._acks)
+
+    @property
+    def committing(self) -> bool:
+        return self._committing
+
+    def hurry(self) -> None:
+        """Send the next commit without waiting out ``STATECRAWL_COMMIT_INTERVAL``."""
+        self._hurry.set()
+
+    def _kick(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def flush(self) -> None:
+        """Wait until every write made so far is committed (or the stop runs out of time)."""
+        while self.pending_writes and self.fatal_reason is None:
+            self._kick()  # no-op while a flush is running
+            self.hurry()
+            assert self._flusher is not None
+            await asyncio.shield(self._flusher)
+            if self._gave_up():
+                return
+
+    def _gave_up(self) -> bool:
+        """After a stop timed out: forget what is left (its leases are still ours in Redis)."""
+        if not self.stop.passed() or not (self._requests or self._items or self._acks):
+            return False
+        logger.error(
+            "statecrawl: STATECRAWL_STOP_TIMEOUT (%.0fs) ran out while Redis was unreachable; "
+            "%d requests, %d items and %d acks were not committed. The requests this worker "
+            "leased go back to the frontier when it is gone and are fetched again",
+            self.stop.timeout, len(self._requests), len(self._items), len(self._acks))
+        self._requests.clear()
+        self._items.clear()
+        self._acks.clear()
+        return True
+
+    async def wait_commit(self, timeout: float) -> None:
+        """Wait, at most *timeout* s, for the commit in flight (if any) to return."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._committing and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def _linger(self) -> None:
+        """Space back-to-back commits ``STATECRAWL_COMMIT_INTERVAL`` apart, unless hurried."""
+        loop = asyncio.get_running_loop()
+        wait = self._last_commit + self._interval - loop.time()
+        if wait <= 0 or self._hurry.is_set():
+            return
+        if max(len(self._requests), len(self._items), len(self._acks)) >= self._batch:
+            return
+        if self.lease_demand is not None and self.lease_demand()[1]:
+            return  # the scheduler is short of requests
+        try:
+            await asyncio.wait_for(self._hurry.wait(), wait)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _flush_loop(self) -> None:
+        stats = self.crawler.stats
+        loop = asyncio.get_running_loop()
+        while (self._requests or self._items or self._acks) and self.fatal_reason is None:
+            await self._linger()
+            self._hurry.clear()
+            self._last_commit = loop.time()
+            b, size = self._batch, max(COMMIT_MAX_BYTES, self.max_item_bytes + (1 << 20))
+            requests, items = take(self._requests, b, size), take(self._items, b, size)
+            acks = self._acks[:b]
+            counters, self._counters = dict(self._counters), collections.Counter()
+            want = self.lease_demand()[0] if self.lease_demand is not None else 0
+            assert self._committer is not None
+            self._committer.dedupe = self.dedupe_mode
+            self._committing = True
+            try:
+                result = await self._committer.commit(
+                    requests=requests, items=items, acks=acks, counters=counters, want=want)
+            except StopTimeout:
+                self._counters.update(counters)
+                return
+            except CrawlStateLost as exc:
+                self.fatal("state_lost", str(exc))
+                return
+            except Fatal as exc:
+                self.fatal(exc.reason, str(exc))
+                return
+            finally:
+                self._committing = False
+            del self._requests[: len(requests)]
+            del self._items[: len(items)]
+            del self._acks[: len(acks)]
+            stats.inc_value("statecrawl/commits")
+            stats.inc_value("statecrawl/enqueued", result.enqueued)
+            stats.inc_value("statecrawl/duplicates", result.duplicates)
+            stats.inc_value("statecrawl/limit_dropped", result.limit_dropped)
+            stats.inc_value("statecrawl/acked", result.acked)
+            stats.inc_value("statecrawl/items_stored", len(items))
+            if result.duplicates:
+                stats.inc_value("dupefilter/filtered", result.duplicates)
+            for listener in self.listeners:
+                try:
+                    listener(result)
+                except Exception:  # noqa: BLE001 - one listener must not stop the commits
+                    logger.exception("statecrawl: error in a commit listener")
+
+    # -- liveness events (from the heartbeat thread and the work listener) ----
+
+    def _on_work(self, kind: str) -> None:
+        for listener in self.work_listeners:
+            listener(kind)
+
+    def _on_reclaimed(self, reclaimed: int, dead: list[str]) -> None:
+        self.crawler.stats.inc_value("statecrawl/reclaimed", reclaimed)
+        logger.warning("statecrawl: workers %s stopped answering; %d of their requests went "
+                       "back to the frontier", ", ".join(dead), reclaimed)
+
+    def recovered(self) -> None:
+        """Redis answers again after errors: it may have lost or kept what we sent."""
+        logger.info("statecrawl: Redis is reachable again; reconciling this worker's leases")
+        self.crawler.stats.inc_value("statecrawl/redis_recoveries")
+        for listener in self.recovered_listeners:
+            listener()
+
+    def _on_forgotten(self) -> None:
+        self.crawler.stats.inc_value("statecrawl/forgotten")
+        logger.warning("statecrawl: this worker was declared dead (heartbeat older than %.1fs); "
+                       "its leases may be served by others", self.worker_timeout)
+        for listener in self.forgotten_listeners:
+            listener()
+
+    async def _close(self) -> None:
+        if self.store is None:
+            return
+        self.stop.start()
+        try:
+            await self.flush()
+            # Stop beating first: a beat after leave() would register this
+            # worker again, as a ghost that others later declare dead.
+            if self._liveness is not None:
+                await self._liveness.stop_heartbeat()
+            if self.fatal_reason != "state_lost":
+                try:
+                    if await asyncio.wait_for(self.store.leave(self.worker_id),
+                                              max(1.0, self.stop.left(10.0))):
+                        logger.warning("statecrawl: gave back leases this worker had lost track of")
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    logger.warning("statecrawl: could not leave the crawl (%s); the watchdog or "
+                                   "the other workers' heartbeats give its leases back", exc)
+        finally:
+            if self._liveness is not None:
+                await self._liveness.stop(max(1.0, self.stop.left(10.0)))
+            assert self.client is not None
+            await self.client.aclose()
+            self.store = None

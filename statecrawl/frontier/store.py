@@ -1,0 +1,360 @@
+"""One crawl's state in Redis: the operations every worker and the CLI use.
+
+:class:`CrawlStore` is a thin async wrapper over the key schema in
+:mod:`statecrawl.frontier.keys`. Each operation that touches more than one key is one
+Lua script (``statecrawl/frontier/lua/*.lua``), loaded once and run with EVALSHA, so it
+is atomic and costs one round trip however many requests it carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
+
+from statecrawl.exceptions import CrawlStateLost, SerializationError
+from statecrawl.frontier.deadletter import DATA_MAX, DEAD_LETTER_MAX
+from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
+from statecrawl.frontier.serialize import dumps, loads
+
+__all__ = [
+    "DEDUPE_MODES", "CommitResult", "CrawlStore", "Heartbeat", "PendingItem", "PendingRequest",
+    "error_item", "error_item_data", "heartbeat_keys", "item_key", "new_token", "script_source",
+]
+
+#: Dupefilter modes of the commit script (``lua/dedupe_<mode>.lua``); see
+#: :mod:`statecrawl.frontier.dupefilter` for ``exact`` and ``bloom``.
+DEDUPE_MODES = ("none", "set", "exact", "bloom")
+
+#: ``statecrawl status`` counts workers heard from within this many seconds.
+LIVE_WORKER_WINDOW = 15.0
+
+
+def script_source(name: str) -> str:
+    """The text of ``statecrawl/frontier/lua/<name>``."""
+    return resources.files("statecrawl.frontier").joinpath("lua", name).read_text()
+
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A request ready to be committed to the frontier."""
+
+    fingerprint: bytes
+    filter: bool  # False for dont_filter requests
+    score: int  # -priority
+    body: bytes  # request JSON
+    counted: bool = True  # counts against the crawl's limit (not robots.txt, sitemaps, retries)
+
+    @property
+    def flags(self) -> int:
+        """commit.lua's flags: 1 = deduplicate, 2 = not counted against the limit."""
+        return (1 if self.filter else 0) | (0 if self.counted else 2)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingItem:
+    key: str
+    failed: bool
+    body: bytes  # item JSON
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    enqueued: int
+    duplicates: int
+    limit_dropped: int
+    acked: int
+    leased: tuple[tuple[str, bytes], ...] = ()  # (lease id, request JSON), when asked to lease
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    was_registered: bool  # False: this worker had been declared dead and forgotten
+    reclaimed: int  # leases of dead workers put back into the frontier
+    dead: list[str]  # the workers declared dead by this call
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def heartbeat_keys(k: CrawlKeys) -> list[str]:
+    """KEYS of heartbeat.lua and leave.lua (shared with the heartbeat thread's client)."""
+    return [k.queue, k.leases, k.workers, k.stats, k.tokens]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    # results replayed from the tokens hash come back through cjson as str
+    return value.encode() if isinstance(value, str) else value
+
+
+def item_key(item: dict[str, Any], body: bytes) -> str:
+    """The key an item is stored under: its ``url``, else a hash of its JSON."""
+    url = item.get("url")
+    if isinstance(url, str) and url:
+        return url
+    return "sha1:" + hashlib.sha1(body).hexdigest()
+
+
+#: Fields an error item keeps of the item it stands for (all small).
+_ERROR_ITEM_FIELDS = ("url", "final_url", "status", "content_type", "title", "depth", "renderer",
+                      "crawl_id", "fetched_at")
+
+
+def error_item_data(data: Mapping[str, Any], kind: str, message: str) -> dict[str, Any]:
+    """A small stand-in for an item that cannot be stored: its identity, and an ``error``."""
+    out = {k: data[k] for k in _ERROR_ITEM_FIELDS
+           if k in data and (not isinstance(data[k], str) or len(data[k]) <= 8192)}
+    out["error"] = {"type": kind, "message": message}
+    return out
+
+
+def error_item(item: PendingItem, kind: str, message: str) -> PendingItem:
+    """:func:`error_item_data` for an item already serialized (same key)."""
+    try:
+        data = loads(item.body, "item")
+    except SerializationError:
+        data = {}
+    body = dumps(error_item_data(data if isinstance(data, dict) else {}, kind, message), "item")
+    return PendingItem(item.key, True, body)
+
+
+class CrawlStore:
+    """Operations on one crawl's keys. Creating it does no I/O.
+
+    Leases and commits carry the crawl's *epoch*, learnt by :meth:`open_crawl`;
+    when Redis no longer has the crawl they raise :class:`CrawlStateLost`.
+    """
+
+    def __init__(self, client: Redis, crawl_id: str) -> None:
+        self.client = client
+        self.keys = CrawlKeys(crawl_id)
+        self.crawl_id = crawl_id
+        self.epoch: str | None = None
+        self._quarantine = client.register_script(script_source("quarantine.lua"))
+        self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
+        take = script_source("take_leases.lua")
+        self._lease = client.register_script(take + script_source("lease.lua"))
+
+        self._heartbeat = client.register_script(script_source("heartbeat.lua"))
+        requeue = script_source("requeue_owned.lua")
+        self._release = client.register_script(requeue + script_source("release.lua"))
+        self._leave = client.register_script(requeue + script_source("leave.lua"))
+        self._reconcile = client.register_script(requeue + script_source("reconcile.lua"))
+
+    def _commit_script(self, dedupe: str) -> AsyncScript:
+        script = self._commits.get(dedupe)
+        if script is None:
+            if dedupe not in DEDUPE_MODES:
+                raise ValueError(f"unknown dupefilter mode {dedupe!r}")
+            source = (script_source(f"dedupe_{dedupe}.lua") + script_source("take_leases.lua")
+                      + script_source("commit.lua"))
+            script = self._commits[dedupe] = self.client.register_script(source)
+        return script
+
+    async def open_crawl(
+        self, *, spider: str, start_url: str | None = None, limit: int | None = None,
+        args: dict[str, Any] | None = None, expect_epoch: str | None = None,
+    ) -> str:
+        """Create the crawl's metadata if new; return its state.
+
+        With *expect_epoch* (the epoch of a crawl known to exist, e.g. one the
+        CLI created), a crawl that is missing or has another epoch is not
+        created again: :class:`CrawlStateLost`.
+        """
+        k = self.keys
+        if expect_epoch:
+            found = await self.client.hget(k.meta, "epoch")
+            if found is None or _text(found) != expect_epoch:
+                raise CrawlStateLost(self._lost_message())
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.sadd(CRAWLS_KEY, self.crawl_id)
+            pipe.hsetnx(k.meta, "epoch", new_token())
+            pipe.hsetnx(k.meta, "state", "running")
+            pipe.hsetnx(k.meta, "created_at", f"{time.time():.3f}")
+            pipe.hsetnx(k.meta, "spider", spider)
+            if start_url:
+                pipe.hsetnx(k.meta, "start_url", start_url)
+            if args:
+                pipe.hsetnx(k.meta, "args", dumps(args, "spider arguments"))
+            if limit is not None:
+                pipe.hset(k.meta, "limit", int(limit))
+            pipe.hmget(k.meta, ["state", "epoch"])
+            results = await pipe.execute()
+        state, epoch = (v.decode() for v in results[-1])
+        self.epoch = epoch
+        return str(state)
+
+    def _lost_message(self) -> str:
+        return (f"crawl {self.crawl_id!r} is gone from Redis (or was created again) while it "
+                "ran: Redis restarted without persistence, was flushed, or the crawl was "
+                "deleted. Its queued requests are lost; start it again")
+
+    def _epoch(self) -> str:
+        if self.epoch is None:
+            raise RuntimeError("CrawlStore.open_crawl() must be called before leasing or committing")
+        return self.epoch
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that checks the crawl's epoch; SCLOST becomes CrawlStateLost."""
+        try:
+            return await script(keys=keys, args=args)
+        except ResponseError as exc:
+            if str(exc).startswith("SCLOST"):
+                raise CrawlStateLost(self._lost_message()) from None
+            raise
+
+    async def lease(
+        self, worker: str, n: int, *, check_finished: bool, token: str | None = None
+    ) -> tuple[str, list[tuple[str, bytes]]]:
+        """Lease up to *n* requests; returns (crawl state, [(id, json)]).
+
+        Re-sending a lease with the same *token* (after a lost reply) returns
+        the same requests instead of leasing more.
+        """
+        k = self.keys
+        out = await self._run(
+            self._lease, [k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens],
+            [worker, n, "1" if check_finished else "0", token or new_token(), self._epoch()],
+        )
+        state = _text(out[0])
+        pairs = [(_text(out[i]), _bytes(out[i + 1])) for i in range(1, len(out), 2)]
+        return state, pairs
+
+    async def commit(
+        self, worker: str, *, dedupe: str, requests: Sequence[PendingRequest] = (),
+        items: Sequence[PendingItem] = (), acks: Sequence[str] = (), token: str | None = None,
+        counters: Mapping[str, int] | None = None, want: int = 0,
+    ) -> CommitResult:
+        """Enqueue *requests*, store *items*, acknowledge *acks*, then lease up to *want*.
+
+        All in one atomic step. Re-sending the same batch with the same
+        *token* is a no-op that returns the first result (the same leases).
+        *counters* are added to the crawl's stats hash in the same step.
+        """
+        k = self.keys
+        counters = counters or {}
+        args: list[Any] = [worker, token or new_token(), max(0, want), self._epoch(),
+                           len(counters)]
+        for name, delta in counters.items():
+            args += [name, delta]
+        args.append(len(requests))
+        for r in requests:
+            args += [r.fingerprint, r.flags, r.score, r.body]
+        args.append(len(items))
+        for it in items:
+            args += [it.key, "1" if it.failed else "0", it.body]
+        args.append(len(acks))
+        args += acks
+        out = await self._run(
+            self._commit_script(dedupe),
+            [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
+             k.tokens],
+            args,
+        )
+        leased = tuple((_text(out[i]), _bytes(out[i + 1])) for i in range(4, len(out), 2))
+        return CommitResult(int(out[0]), int(out[1]), int(out[2]), int(out[3]), leased)
+
+    async def max_value_bytes(self) -> int | None:
+        """Redis' ``proto-max-bulk-len`` (its largest value), or None where CONFIG is refused."""
+        try:
+            reply = await self.client.config_get("proto-max-bulk-len")
+            return int(str(next(iter(reply.values()))))
+        except (RedisError, OSError, ValueError, StopIteration):
+            return None  # CONFIG is often disabled on managed Redis
+
+    async def quarantine(self, worker: str, request_id: str, error: str) -> bool:
+        """Move *worker*'s leased request *request_id* to the dead-letter list; False if not its."""
+        k = self.keys
+        return bool(await self._quarantine(
+            keys=[k.leases, k.reqs, k.dead, k.stats],
+            args=[worker, request_id, error[:1024], DEAD_LETTER_MAX, DATA_MAX]))
+
+    async def release(self, worker: str, ids: Sequence[str]) -> int:
+        """Give *ids* (leased by *worker*) back to the frontier."""
+        if not ids:
+            return 0
+        k = self.keys
+        return int(await self._release(keys=[k.queue, k.leases, k.stats], args=[worker, *ids]))
+
+    async def heartbeat(self, worker: str, timeout: float) -> Heartbeat:
+        """Record *worker* as alive and reclaim the leases of workers silent for *timeout* s."""
+        k = self.keys
+        out = await self._heartbeat(keys=heartbeat_keys(k), args=[worker, int(timeout * 1000)])
+        return Heartbeat(bool(out[0]), int(out[1]), [_text(w) for w in out[2:]])
+
+    async def reconcile(self, worker: str, known: Sequence[str]) -> int:
+        """Give back every lease of *worker* in Redis that is not in *known*."""
+        k = self.keys
+        return int(await self._reconcile(keys=[k.queue, k.leases, k.stats], args=[worker, *known]))
+
+    async def leave(self, worker: str) -> int:
+        """Forget *worker*, giving back any lease it still holds; returns how many."""
+        return int(await self._leave(keys=heartbeat_keys(self.keys), args=[worker]))
+
+    async def exists(self) -> bool:
+        return bool(await self.client.exists(self.keys.meta))
+
+    async def status(self) -> dict[str, Any]:
+        """A snapshot of the crawl, as shown by ``statecrawl status``."""
+        k = self.keys
+        now_s, now_us = await self.client.time()
+        now_ms = now_s * 1000 + now_us // 1000
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(k.meta)
+            pipe.zcard(k.queue)
+            pipe.hlen(k.leases)
+            pipe.hlen(k.items)
+            pipe.scard(k.failed)
+            pipe.scard(k.seen)
+            pipe.zcount(k.workers, now_ms - int(LIVE_WORKER_WINDOW * 1000), "+inf")
+            pipe.hgetall(k.stats)
+            meta, queued, in_flight, done, failed, seen, workers, stats = await pipe.execute()
+        meta = {a.decode(): b.decode() for a, b in meta.items()}
+        return {
+            "crawl_id": self.crawl_id,
+            "state": meta.get("state", "unknown"),
+            "queued": queued,
+            "in_flight": in_flight,
+            "done": done,
+            "failed": failed,
+            # the exact and bloom layouts count what they record; a pre-0.1 crawl has a SET
+            "seen": seen or int(stats.get(b"seen", 0)),
+            "workers": workers,
+            "start_url": meta.get("start_url"),
+            "spider": meta.get("spider"),
+            "limit": int(meta.get("limit") or 0),
+            "created_at": float(meta["created_at"]) if "created_at" in meta else None,
+            "finished_at": float(meta["finished_at"]) if "finished_at" in meta else None,
+            "stats": {a.decode(): int(b) for a, b in stats.items()},
+        }
+
+    async def cancel(self) -> bool:
+        """Mark the crawl cancelled; workers stop taking leases and exit."""
+        if not await self.exists():
+            return False
+        await self.client.hset(self.keys.meta, "state", "cancelled")
+        return True
+
+    async def iter_items(self, batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
+        """Every stored item as (key, decoded JSON), in no particular order."""
+        async for key, raw in self.client.hscan_iter(self.keys.items, count=batch):
+            yield key.decode(), loads(raw, "item")
+
+    async def delete(self) -> None:
+        """Remove every key of the crawl."""
+        await self.client.delete(*self.keys.all())
+        await self.client.srem(CRAWLS_KEY, self.crawl_id)

@@ -1,0 +1,199 @@
+"""Chromium through scrapy-playwright: which browser, how it is launched, when it restarts.
+
+The add-on installs :class:`BrowserHandler` as Scrapy's http/https download
+handler. It *is* scrapy-playwright's handler (requests without
+``meta["playwright"]`` go over plain HTTP, exactly as before); it adds two
+things. It starts Playwright (a Node.js driver process) at the first page to
+render, not when the engine starts, so a crawl that never renders never
+pays for it. And it adds a restart policy: after ``STATECRAWL_BROWSER_RESTART_PAGES`` pages it lets
+the pages open in the browser finish, holds new ones back for that moment,
+closes the browser, and the next page launches a fresh one (scrapy-playwright
+relaunches a disconnected browser). A browser that crashes is relaunched the
+same way; the requests it was rendering fail with an error and are retried
+by Scrapy's RetryMiddleware -- the worker goes on.
+
+Which Chromium (:func:`chromium_path`): ``STATECRAWL_CHROMIUM_PATH``, else the
+system's (``chromium`` from Debian, ``chromium-browser``, ``google-chrome``),
+else Playwright's own download. ``playwright install`` needs the internet;
+``make install`` installs Debian's ``chromium`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import shutil
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy.exceptions import DownloadTimeoutError
+from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+
+if TYPE_CHECKING:
+    from playwright.async_api import Request as PlaywrightRequest
+    from scrapy import Request, Spider
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+    from scrapy.settings import BaseSettings
+
+__all__ = ["BLOCKED_RESOURCES", "BrowserHandler", "ResourceBlocker", "block_heavy_resources",
+           "chromium_path", "launch_options"]
+
+logger = logging.getLogger(__name__)
+
+#: Flags for Chromium as root in a container without a display: no sandbox
+#: (it needs user namespaces a container rarely has), /tmp instead of a
+#: small /dev/shm, no GPU.
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--no-first-run", "--no-default-browser-check", "--mute-audio")
+
+#: Playwright resource types not fetched by default (``STATECRAWL_RENDER_BLOCK``).
+BLOCKED_RESOURCES = ("image", "font", "media")
+
+_SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def chromium_path(settings: BaseSettings) -> str | None:
+    """The Chromium executable to launch, or None for Playwright's own browser."""
+    configured = settings.get("STATECRAWL_CHROMIUM_PATH")
+    if configured:
+        return str(configured)
+    for name in _SYSTEM_CHROMIUMS:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def launch_options(settings: BaseSettings) -> dict[str, Any]:
+    """``PLAYWRIGHT_LAUNCH_OPTIONS`` for headless Chromium that works as root, no display."""
+    options: dict[str, Any] = {"headless": True, "args": list(CHROMIUM_ARGS)}
+    path = chromium_path(settings)
+    if path:
+        options["executable_path"] = path
+    return options
+
+
+def block_heavy_resources(request: PlaywrightRequest) -> bool:
+    """``PLAYWRIGHT_ABORT_REQUEST`` as the add-on sets it (a name settings can hold).
+
+    :class:`BrowserHandler` replaces it with a :class:`ResourceBlocker` for
+    the types in ``STATECRAWL_RENDER_BLOCK``; this default is the same rule.
+    """
+    return ResourceBlocker(list(BLOCKED_RESOURCES))(request)
+
+
+def _is_internal(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a name: not resolved here
+    return not address.is_global
+
+
+class ResourceBlocker:
+    """``PLAYWRIGHT_ABORT_REQUEST``: what a rendered page may not fetch.
+
+    * resources of the blocked types (``STATECRAWL_RENDER_BLOCK``);
+    * a redirect of the page itself to another host: over HTTP the ``site``
+      spider names such a redirect in an item and does not follow an
+      off-site one, and Chromium must not follow it either;
+    * anything on a loopback, private or link-local address (or
+      ``localhost``) unless the page itself is on that host: a page must not
+      make the crawler reach into its own network.
+    """
+
+    def __init__(self, types: list[str]) -> None:
+        self.types = frozenset(types)
+
+    def __call__(self, request: PlaywrightRequest) -> bool:
+        if request.resource_type in self.types:
+            return True
+        host = urlsplit(request.url).hostname or ""
+        first = request
+        while first.redirected_from is not None:
+            first = first.redirected_from
+        if request.is_navigation_request() and first is not request:
+            return host != urlsplit(first.url).hostname
+        if not _is_internal(host):
+            return False
+        try:
+            page_url = request.frame.page.url if not request.is_navigation_request() else first.url
+        except Exception:  # noqa: BLE001 - a detached frame: refuse
+            return True
+        return host != urlsplit(page_url).hostname
+
+
+class BrowserHandler(ScrapyPlaywrightDownloadHandler):
+    """scrapy-playwright's handler with a browser restart every N pages (see module docstring)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        if self.abort_request is block_heavy_resources:
+            self.abort_request = ResourceBlocker(
+                crawler.settings.getlist("STATECRAWL_RENDER_BLOCK", list(BLOCKED_RESOURCES)))
+        self.restart_pages = crawler.settings.getint("STATECRAWL_BROWSER_RESTART_PAGES", 500)
+        # A page gets its navigation timeout and as long again for its page
+        # methods; past that it fails (and is retried). Without this bound a
+        # page being created as the browser crashed waited forever.
+        self.hard_timeout = 2 * crawler.settings.getfloat("STATECRAWL_RENDER_TIMEOUT", 30.0) + 5
+        self._rendered = 0  # pages since the browser was launched
+        self._open = 0  # pages rendering now
+        self._gate = asyncio.Event()  # set: new pages may start
+        self._gate.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._launched = False
+        self._launching = asyncio.Lock()
+
+    async def _maybe_launch_in_thread(self) -> None:
+        """At engine start: nothing yet (see :meth:`_download_request`)."""
+
+    async def _close(self) -> None:
+        if self._launched:
+            await super()._close()
+
+    async def _download_request(self, request: Request, spider: Spider | None = None) -> Response:
+        if not self._launched:
+            async with self._launching:
+                if not self._launched:
+                    await self._launch()
+                    self._launched = True
+        await self._gate.wait()
+        self._open += 1
+        self._idle.clear()
+        try:
+            return await asyncio.wait_for(super()._download_request(request, spider),
+                                          self.hard_timeout)
+        except asyncio.TimeoutError:
+            self.stats.inc_value("statecrawl/render_timeouts")
+            raise DownloadTimeoutError(f"rendering took over {self.hard_timeout:.0f} s "
+                                       f"(2 x STATECRAWL_RENDER_TIMEOUT + 5)") from None
+        finally:
+            self._open -= 1
+            self._rendered += 1
+            if self._open == 0:
+                self._idle.set()
+            if self.restart_pages and self._rendered >= self.restart_pages and self._gate.is_set():
+                self._gate.clear()
+                asyncio.ensure_future(self._restart())
+
+    async def _restart(self) -> None:
+        """Close the browser once its pages are done; the next page launches a new one."""
+        try:
+            await self._idle.wait()
+            browser = getattr(self, "browser", None)
+            if browser is not None:
+                logger.info("statecrawl: restarting the browser after %d pages", self._rendered)
+                self.stats.inc_value("statecrawl/browser_restarts")
+                await browser.close()  # the disconnected callback forgets it
+                if getattr(self, "browser", None) is browser:
+                    del self.browser
+        except Exception:  # noqa: BLE001 - a failed close must not stop rendering
+            logger.warning("statecrawl: closing the browser failed", exc_info=True)
+        finally:
+            self._rendered = 0
+            self._gate.set()

@@ -1,0 +1,1 @@
+"""statecrawl's tests; one subpackage per subpackage of statecrawl."""
