@@ -49,6 +49,16 @@ def private_redis(tmp_path: Path, *options: str, port: int = 0) -> subprocess.Po
     return proc
 
 
+NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
+
+
+def volatile_redis(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, str, redis.Redis]:
+    """A redis-server that keeps nothing on disk: a restart empties it. (proc, port, url, client)"""
+    proc = private_redis(tmp_path, *NO_PERSISTENCE)
+    port = proc.port  # type: ignore[attr-defined]
+    return proc, port, f"redis://127.0.0.1:{port}/0", redis.Redis(port=port)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -109,11 +119,7 @@ def test_wrong_type_key_stops_the_worker_with_an_error(redis_server: RedisServer
 
 
 def test_redis_restarted_empty_is_state_lost_not_finished(crawl_id: str, tmp_path: Path) -> None:
-    no_persistence = ("--save", "", "--appendonly", "no")
-    proc = private_redis(tmp_path, *no_persistence)
-    port = proc.port  # type: ignore[attr-defined]
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis(port=port)
+    proc, port, url, client = volatile_redis(tmp_path)
     k = f"sc:{{{crawl_id}}}:"
     try:
         with DemoSite(pages=400, delay=0.02) as site:
@@ -123,7 +129,7 @@ def test_redis_restarted_empty_is_state_lost_not_finished(crawl_id: str, tmp_pat
                 wait_until(lambda: client.hlen(k + "items") >= 20 and client.zcard(k + "workers") == 2,
                            60, "both workers crawl")
                 stop(proc)
-                proc = private_redis(tmp_path, *no_persistence, port=port)
+                proc = private_redis(tmp_path, *NO_PERSISTENCE, port=port)
                 codes = [w.proc.wait(60) for w in workers]
             finally:
                 for w in workers:
@@ -208,11 +214,7 @@ def test_wrong_password_is_one_error_line(crawl_id: str, tmp_path: Path) -> None
 
 
 def test_cli_reports_a_crawl_redis_lost_as_a_failure(crawl_id: str, tmp_path: Path) -> None:
-    no_persistence = ("--save", "", "--appendonly", "no")
-    proc = private_redis(tmp_path, *no_persistence)
-    port = proc.port  # type: ignore[attr-defined]
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis(port=port)
+    proc, port, url, client = volatile_redis(tmp_path)
     try:
         with DemoSite(pages=400, delay=0.02) as site:
             cmd = [sys.executable, "-m", "statecrawl.cli", "--redis-url", url, "crawl",
@@ -223,7 +225,7 @@ def test_cli_reports_a_crawl_redis_lost_as_a_failure(crawl_id: str, tmp_path: Pa
             try:
                 wait_until(lambda: client.hlen(f"sc:{{{crawl_id}}}:items") >= 20, 60, "it runs")
                 stop(proc)
-                proc = private_redis(tmp_path, *no_persistence, port=port)
+                proc = private_redis(tmp_path, *NO_PERSISTENCE, port=port)
                 out, err = cli.communicate(timeout=90)
             finally:
                 if cli.poll() is None:
