@@ -38,7 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from statecrawl.cli.common import error as _error
 from statecrawl.cli.common import one_line as _one_line
@@ -203,7 +203,12 @@ async def _list(args: argparse.Namespace) -> list[tuple[str, str, int, int, int]
                 store = CrawlStore(client, raw.decode())
             except (ConfigError, UnicodeDecodeError):
                 continue  # not a crawl id statecrawl wrote
-            s = await store.status()
+            try:
+                s = await store.status()
+            except (ResponseError, ValueError, UnicodeDecodeError):
+                # one broken crawl (a key of the wrong type, bad meta) must not hide the others
+                rows.append((store.crawl_id, "broken", 0, 0, 0))
+                continue
             rows.append((s["crawl_id"], _shown_state(s), s["done"], s["failed"], s["queued"]))
         return rows
     finally:

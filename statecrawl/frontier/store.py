@@ -145,6 +145,7 @@ class CrawlStore:
         self.crawl_id = crawl_id
         self.epoch: str | None = None
         self._quarantine = client.register_script(script_source("quarantine.lua"))
+        self._open_crawl = client.register_script(script_source("open_crawl.lua"))
         self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
         take = script_source("take_leases.lua")
         self._lease = client.register_script(take + script_source("lease.lua"))
@@ -176,27 +177,15 @@ class CrawlStore:
         created again: :class:`CrawlStateLost`.
         """
         k = self.keys
-        if expect_epoch:
-            found = await self.client.hget(k.meta, "epoch")
-            if found is None or _text(found) != expect_epoch:
-                raise CrawlStateLost(self._lost_message())
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.sadd(CRAWLS_KEY, self.crawl_id)
-            pipe.hsetnx(k.meta, "epoch", new_token())
-            pipe.hsetnx(k.meta, "state", "running")
-            pipe.hsetnx(k.meta, "created_at", f"{time.time():.3f}")
-            pipe.hsetnx(k.meta, "spider", spider)
-            if start_url:
-                pipe.hsetnx(k.meta, "start_url", start_url)
-            if args:
-                pipe.hsetnx(k.meta, "args", dumps(args, "spider arguments"))
-            if limit is not None:
-                pipe.hset(k.meta, "limit", int(limit))
-            pipe.hmget(k.meta, ["state", "epoch"])
-            results = await pipe.execute()
-        state, epoch = (v.decode() for v in results[-1])
+        out = await self._run(self._open_crawl, [k.meta], [
+            expect_epoch or "", new_token(), f"{time.time():.3f}", spider, start_url or "",
+            dumps(args, "spider arguments") if args else "",
+            "" if limit is None else int(limit)])
+        state, epoch = (_text(v) for v in out)
+        # the set of crawls is another key (another slot on a cluster): not in the script
+        await self.client.sadd(CRAWLS_KEY, self.crawl_id)
         self.epoch = epoch
-        return str(state)
+        return state
 
     def _lost_message(self) -> str:
         return (f"crawl {self.crawl_id!r} is gone from Redis (or was created again) while it "

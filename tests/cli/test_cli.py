@@ -338,3 +338,22 @@ def test_progress_line_tty_and_log() -> None:
     progress.update(status)
     progress.close()
     assert quiet.getvalue() == ""
+
+
+def test_list_shows_a_broken_crawl_beside_the_others(
+    redis_url: str, crawl_id: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import redis as redis_sync
+
+    from tests.conftest import run_store
+
+    good, broken = crawl_id + "-ok", crawl_id + "-broken"
+    for cid in (good, broken):
+        run_store(redis_url, cid, lambda store: asyncio.sleep(0))
+    client = redis_sync.Redis.from_url(redis_url)
+    client.set(f"sc:{{{broken}}}:items", "not a hash")  # status() gets WRONGTYPE for it
+    capsys.readouterr()
+    assert main(["--redis-url", redis_url, "list"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows[broken] == "broken" and rows[good] in ("running", "interrupted")
+    client.delete(f"sc:{{{broken}}}:items")

@@ -1,0 +1,26 @@
+-- Create a crawl's metadata if it is new, or join it; one atomic step.
+--
+-- With an expected epoch (a worker told which crawl to join, e.g. by the
+-- CLI that created it), a crawl that is missing or has another epoch is not
+-- created again: the script fails with "SCLOST" and writes nothing. Checking
+-- and creating in one script matters: a check, then a reconnect to a Redis
+-- that restarted empty, then a create, would make the lost crawl anew.
+--
+-- KEYS: meta
+-- ARGV: expect_epoch ('' = none) new_epoch created_at spider start_url ('' = none)
+--       args_json ('' = none) limit ('' = leave as is)
+-- Returns {state, epoch}.
+local meta = KEYS[1]
+local expect, new_epoch, created_at, spider, start_url, args, limit =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if expect ~= '' and redis.call('HGET', meta, 'epoch') ~= expect then
+  return redis.error_reply('SCLOST the crawl is gone from Redis or was created again')
+end
+redis.call('HSETNX', meta, 'epoch', new_epoch)
+redis.call('HSETNX', meta, 'state', 'running')
+redis.call('HSETNX', meta, 'created_at', created_at)
+redis.call('HSETNX', meta, 'spider', spider)
+if start_url ~= '' then redis.call('HSETNX', meta, 'start_url', start_url) end
+if args ~= '' then redis.call('HSETNX', meta, 'args', args) end
+if limit ~= '' then redis.call('HSET', meta, 'limit', limit) end
+return redis.call('HMGET', meta, 'state', 'epoch')
