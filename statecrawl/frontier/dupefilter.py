@@ -180,8 +180,8 @@ async def open_crawl_dupefilter(
     m, k = bloom_parameters(capacity, error_rate) if mode == "bloom" else (0, 0)
     k_ = store.keys
     script = store.client.register_script(script_source("dedupe_init.lua"))
-    out = await script(keys=[k_.meta, k_.seen, k_.bloom, k_.stats],
-                       args=[mode, capacity, repr(error_rate), m, k])
+    out = await store.run_checked(script, [k_.meta, k_.seen, k_.bloom, k_.stats],
+                                  [mode, capacity, repr(error_rate), m, k, store.epoch or ""])
     stored = out[0].decode()
     if stored != "bloom":
         return CrawlDupefilter(stored)

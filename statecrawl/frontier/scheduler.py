@@ -36,7 +36,7 @@ from scrapy.exceptions import CloseSpider, DontCloseSpider
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler, load_object
 
-from statecrawl.exceptions import SerializationError
+from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier._engine import on_stop, wake, watch_completed
 from statecrawl.frontier._leasing import LeasingMixin
 from statecrawl.frontier.redis_errors import Outage, is_transient, retry_outage
@@ -152,7 +152,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
         try:  # an outage while a worker starts is waited out, for a while
             await retry_outage("opening the dupefilter", self._open_dupefilter, logger)
             status = await retry_outage("reading the crawl's status", store.status, logger)
-        except RETRY_ERRORS as exc:
+        except (*RETRY_ERRORS, CrawlStateLost) as exc:
             self._open_error = self.state.open_failed(exc)
             return
         if status["queued"] or status["in_flight"] or status["done"]:

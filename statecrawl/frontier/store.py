@@ -177,7 +177,7 @@ class CrawlStore:
         created again: :class:`CrawlStateLost`.
         """
         k = self.keys
-        out = await self._run(self._open_crawl, [k.meta], [
+        out = await self.run_checked(self._open_crawl, [k.meta], [
             expect_epoch or "", new_token(), f"{time.time():.3f}", spider, start_url or "",
             dumps(args, "spider arguments") if args else "",
             "" if limit is None else int(limit)])
@@ -197,7 +197,7 @@ class CrawlStore:
             raise RuntimeError("CrawlStore.open_crawl() must be called before leasing or committing")
         return self.epoch
 
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+    async def run_checked(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run a script that checks the crawl's epoch; SCLOST becomes CrawlStateLost."""
         try:
             return await script(keys=keys, args=args)
@@ -215,7 +215,7 @@ class CrawlStore:
         the same requests instead of leasing more.
         """
         k = self.keys
-        out = await self._run(
+        out = await self.run_checked(
             self._lease, [k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens],
             [worker, n, "1" if check_finished else "0", token or new_token(), self._epoch()],
         )
@@ -248,7 +248,7 @@ class CrawlStore:
             args += [it.key, "1" if it.failed else "0", it.body]
         args.append(len(acks))
         args += acks
-        out = await self._run(
+        out = await self.run_checked(
             self._commit_script(dedupe),
             [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
              k.tokens],

@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from statecrawl.output.files import write_markdown
 from statecrawl.frontier.serialize import loads
 from statecrawl.frontier.store import CrawlStore
+from statecrawl.output.files import write_markdown
 
 __all__ = ["ExportResult", "export_crawl"]
 

@@ -18,10 +18,10 @@ from itemadapter import ItemAdapter
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 
 from statecrawl.exceptions import SerializationError
-from statecrawl.output.files import write_markdown
 from statecrawl.frontier.serialize import dumps
 from statecrawl.frontier.state import WorkerState
 from statecrawl.frontier.store import PendingItem, error_item_data, item_key
+from statecrawl.output.files import write_markdown
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

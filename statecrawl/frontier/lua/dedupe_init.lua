@@ -7,10 +7,16 @@
 -- meta, and the bitmap is preallocated to ceil(m / 8) bytes (SETRANGE of its
 -- last byte; never over existing bits), with the false-skip estimate at 0.
 --
+-- With an epoch, a crawl whose meta is gone or holds another epoch (Redis
+-- lost it) fails with "SCLOST" and nothing is written (see commit.lua).
+--
 -- KEYS: meta seen bloom stats
--- ARGV: mode capacity error_rate m k
+-- ARGV: mode capacity error_rate m k epoch ('' = none)
 -- Returns {mode, capacity, error_rate, m, k} as stored (false when not bloom)
 local meta, seen, bloom, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if (ARGV[6] or '') ~= '' and redis.call('HGET', meta, 'epoch') ~= ARGV[6] then
+  return redis.error_reply('SCLOST the crawl is gone from Redis or was created again')
+end
 local mode = redis.call('HGET', meta, 'dupefilter')
 if not mode then
   mode = ARGV[1]
