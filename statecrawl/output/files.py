@@ -43,7 +43,9 @@ def markdown_relpath(url: str) -> PurePosixPath:
     if parts.query:
         last += "_" + hashlib.sha1(parts.query.encode()).hexdigest()[:10]
     segments[-1] = last
-    return PurePosixPath("markdown", host, *(_segment(s) for s in segments)).with_suffix(".md")
+    # ".md" is appended, not swapped for a suffix: /v1.2 and /v1.3 must not share a file
+    return PurePosixPath("markdown", host, *(_segment(s) for s in segments[:-1]),
+                         _segment(segments[-1]) + ".md")
 
 
 def markdown_document(item: dict[str, Any]) -> str:
