@@ -26,7 +26,7 @@ from typing import Any
 from statecrawl.exceptions import SerializationError
 
 __all__ = [
-    "MAX_PRIORITY", "MAX_URL_LENGTH", "WORKER_ONLY_HEADERS", "WORKER_ONLY_META", "check_cookies",
+    "MAX_PRIORITY", "MAX_URL_LENGTH", "json_type", "WORKER_ONLY_HEADERS", "WORKER_ONLY_META", "check_cookies",
     "check_encoding", "check_headers", "check_meta", "check_priority", "check_url",
 ]
 
@@ -59,13 +59,14 @@ _META_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _type_name(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON-ish name of *value*'s type, for error messages (``null`` for None)."""
     return "null" if value is None else type(value).__name__
 
 
 def check_url(url: Any) -> str:
     if not isinstance(url, str) or not url:
-        raise SerializationError(f"request.url: expected a non-empty string, got {_type_name(url)}")
+        raise SerializationError(f"request.url: expected a non-empty string, got {json_type(url)}")
     if len(url) > MAX_URL_LENGTH:
         raise SerializationError(f"request.url: {len(url)} characters, over {MAX_URL_LENGTH}")
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
@@ -83,7 +84,7 @@ def check_method(method: Any) -> str:
 
 def check_priority(priority: Any) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise SerializationError(f"request.priority: expected an integer, got {_type_name(priority)}")
+        raise SerializationError(f"request.priority: expected an integer, got {json_type(priority)}")
     if abs(priority) > MAX_PRIORITY:
         raise SerializationError(f"request.priority: {priority} is beyond +-2**53")
     return priority
@@ -104,7 +105,7 @@ def check_headers(headers: Any) -> dict[str, list[str]]:
     if headers is None:
         return {}
     if not isinstance(headers, dict):
-        raise SerializationError(f"request.headers: expected an object, got {_type_name(headers)}")
+        raise SerializationError(f"request.headers: expected an object, got {json_type(headers)}")
     out: dict[str, list[str]] = {}
     for name, values in headers.items():
         if not _HEADER_NAME.fullmatch(name):
@@ -121,7 +122,7 @@ def check_headers(headers: Any) -> dict[str, list[str]]:
 
 def _cookie_value(value: Any, where: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise SerializationError(f"{where}: expected a string or number, got {_type_name(value)}")
+        raise SerializationError(f"{where}: expected a string or number, got {json_type(value)}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SerializationError(f"{where}: {value} is not a cookie value")
 
@@ -136,7 +137,7 @@ def check_cookies(cookies: Any) -> dict[str, Any] | list[dict[str, Any]] | None:
         return cookies
     if not isinstance(cookies, list):
         raise SerializationError(f"request.cookies: expected an object or a list, got "
-                                 f"{_type_name(cookies)}")
+                                 f"{json_type(cookies)}")
     for i, cookie in enumerate(cookies):
         where = f"request.cookies[{i}]"
         if not isinstance(cookie, dict) or not isinstance(cookie.get("name"), str):
@@ -155,7 +156,7 @@ def check_meta(meta: Any) -> dict[str, Any]:
     if meta is None:
         return {}
     if not isinstance(meta, dict):
-        raise SerializationError(f"request.meta: expected an object, got {_type_name(meta)}")
+        raise SerializationError(f"request.meta: expected an object, got {json_type(meta)}")
     out = {}
     for key, value in meta.items():
         if key in WORKER_ONLY_META:
@@ -164,7 +165,7 @@ def check_meta(meta: Any) -> dict[str, Any]:
         if types is not None and (not isinstance(value, types) or
                                   (isinstance(value, bool) and bool not in types)):
             raise SerializationError(f"request.meta.{key}: expected "
-                                     f"{' or '.join(t.__name__ for t in types)}, got {_type_name(value)}")
+                                     f"{' or '.join(t.__name__ for t in types)}, got {json_type(value)}")
         if isinstance(value, float) and not math.isfinite(value):
             raise SerializationError(f"request.meta.{key}: {value} is not a finite number")
         out[key] = value

@@ -41,6 +41,7 @@ from statecrawl.frontier._request_schema import (
     check_method,
     check_priority,
     check_url,
+    json_type,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ __all__ = [
     "PRIVATE_META_PREFIX",
     "SCRAPY_PRIVATE_CALLBACKS",
     "dumps",
+    "json_type",
     "loads",
     "request_from_json",
     "request_to_json",

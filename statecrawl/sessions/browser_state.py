@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from statecrawl.frontier.serialize import dumps
+from statecrawl.frontier.serialize import dumps, json_type
 from statecrawl.sessions.store import SessionStore, session_id
 
 if TYPE_CHECKING:
@@ -61,10 +61,6 @@ _MAX_EXPIRES = 2.0**63
 _SAME_SITE = ("Strict", "Lax", "None")
 
 
-def _type(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def check_storage_state(state: Any) -> dict[str, Any]:
     """*state* if it has the shape of a Playwright storage state, else ValueError.
 
@@ -73,24 +69,24 @@ def check_storage_state(state: Any) -> dict[str, Any]:
     Redis. Messages name the entry and the type found, never a value.
     """
     if not isinstance(state, dict):
-        raise ValueError(f"a storage state is a JSON object, not {_type(state)}")
+        raise ValueError(f"a storage state is a JSON object, not {json_type(state)}")
     cookies, origins = state.get("cookies", []), state.get("origins", [])
     if not isinstance(cookies, list) or not isinstance(origins, list):
         raise ValueError("storage state: cookies and origins must be lists")
     for i, cookie in enumerate(cookies):
         where = f"storage state: cookies[{i}]"
         if not isinstance(cookie, dict):
-            raise ValueError(f"{where} is {_type(cookie)}, not an object")
+            raise ValueError(f"{where} is {json_type(cookie)}, not an object")
         for key in ("name", "value", "domain", "path"):
             if not isinstance(cookie.get(key), str):
-                raise ValueError(f"{where}.{key} is {_type(cookie.get(key))}, not a string")
+                raise ValueError(f"{where}.{key} is {json_type(cookie.get(key))}, not a string")
         expires = cookie.get("expires", -1)
         if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not (
                 -_MAX_EXPIRES <= expires <= _MAX_EXPIRES):  # NaN fails this too
             raise ValueError(f"{where}.expires is not a number in range")
         for key in ("httpOnly", "secure"):
             if not isinstance(cookie.get(key, False), bool):
-                raise ValueError(f"{where}.{key} is {_type(cookie.get(key))}, not true/false")
+                raise ValueError(f"{where}.{key} is {json_type(cookie.get(key))}, not true/false")
         if cookie.get("sameSite", "Lax") not in _SAME_SITE:
             raise ValueError(f"{where}.sameSite is not Strict, Lax or None")
     for i, origin in enumerate(origins):

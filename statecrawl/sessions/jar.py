@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.http.cookies import CookieJar
 
-from statecrawl.frontier.serialize import dumps, loads
+from statecrawl.frontier.serialize import dumps, json_type, loads
 from statecrawl.sessions.store import (
     BadCookie,
     JarChanges,
@@ -72,17 +72,13 @@ def cookie_to_dict(cookie: Cookie) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k in _ALWAYS or v not in (None, False, 0, {})}
 
 
-def _type(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def _text(data: dict[str, Any], key: str, default: str | None) -> str | None:
     """``data[key]`` (else *default*): a string, or None where the default is None."""
     value = data.get(key, default)
     if value is None and default is None:
         return None
     if not isinstance(value, str):
-        raise ValueError(f"cookie {key!r} is {_type(value)}, not a string")
+        raise ValueError(f"cookie {key!r} is {json_type(value)}, not a string")
     return value
 
 
@@ -94,17 +90,17 @@ def cookie_from_dict(data: Any) -> Cookie:
     the attribute and the type found, never a value (it is logged).
     """
     if not isinstance(data, dict):
-        raise ValueError(f"a cookie is a JSON object, not {_type(data)}")
+        raise ValueError(f"a cookie is a JSON object, not {json_type(data)}")
     if "name" not in data or "domain" not in data:
         raise ValueError("a cookie needs a name and a domain")
     text = {key: _text(data, key, None) for key in _OPTIONAL_TEXT}
     flags = {key: data.get(key, False) for key in _FLAGS}
     for key, flag in flags.items():
         if not isinstance(flag, bool):
-            raise ValueError(f"cookie {key!r} is {_type(flag)}, not true/false")
+            raise ValueError(f"cookie {key!r} is {json_type(flag)}, not true/false")
     version = data.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int):
-        raise ValueError(f"cookie 'version' is {_type(version)}, not a whole number")
+        raise ValueError(f"cookie 'version' is {json_type(version)}, not a whole number")
     expires = data.get("expires")
     if expires is not None and (
             isinstance(expires, bool) or not isinstance(expires, (int, float))

@@ -38,7 +38,7 @@ from redis.asyncio.client import Pipeline
 from statecrawl.exceptions import SerializationError
 from statecrawl.frontier.deadletter import DEAD_LETTER_MAX, dead_letter
 from statecrawl.frontier.keys import CrawlKeys
-from statecrawl.frontier.serialize import dumps, loads
+from statecrawl.frontier.serialize import dumps, json_type, loads
 from statecrawl.frontier.store import script_source
 from statecrawl.sessions.crypto import Sealer
 
@@ -105,10 +105,6 @@ def poison_reason(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, SerializationError)):
         return str(exc)[:300]
     return f"{type(exc).__name__} while rebuilding it"
-
-
-def _type(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +358,7 @@ class SessionStore:
         try:
             state = loads(body, "spider state")
             if not isinstance(state, dict):
-                raise ValueError(f"spider.state is a JSON object, not {_type(state)}")
+                raise ValueError(f"spider.state is a JSON object, not {json_type(state)}")
             dumps(state, "spider.state")  # a state checkpoints could not save again is refused now
             return state
         except Exception as exc:  # noqa: BLE001 - whatever the stored value does, it is poison
