@@ -136,22 +136,17 @@ class WorkerState:
 
     async def open(self) -> CrawlStore:
         """Connect (once, however many components ask) and return the store."""
-        if self._opening is None:
-            self._opening = asyncio.get_running_loop().create_future()
-            try:
-                try:
-                    await self._connect()
-                except (RedisUnavailable, CrawlStateLost, ConfigError, RedisError, OSError) as exc:
-                    raise self.open_failed(exc) from None
-            except BaseException as exc:
-                self._opening.set_exception(exc)
-                self._opening.exception()  # mark retrieved; re-raised below
-                raise
-            self._opening.set_result(None)
-        else:
-            await asyncio.shield(self._opening)
+        if self._opening is None:  # one task: every caller awaits its result, or its error
+            self._opening = asyncio.ensure_future(self._connect_or_close())
+        await asyncio.shield(self._opening)
         assert self.store is not None
         return self.store
+
+    async def _connect_or_close(self) -> None:
+        try:
+            await self._connect()
+        except (RedisUnavailable, CrawlStateLost, ConfigError, RedisError, OSError) as exc:
+            raise self.open_failed(exc) from None
 
     def open_failed(self, exc: BaseException) -> CloseSpider:
         """One error line (no traceback), exit status 1, and the spider closes at once."""

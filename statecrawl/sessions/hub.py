@@ -143,25 +143,20 @@ class Sessions:
 
     async def open(self) -> SessionStore:
         """Connect (once, however many components ask) and return the store."""
-        if self._opening is None:
-            self._opening = asyncio.get_running_loop().create_future()
-            try:
-                await WorkerState.of(self.crawler).open()  # the crawl exists and is registered
-                url = await asyncio.to_thread(resolve_redis_url, self.crawler.settings)
-                self.client = await connect(url, name=f"statecrawl:{self.worker_id}:sessions")
-                seconds, micros = await self.client.time()
-                self.started_at = seconds * 1000 + micros // 1000
-                self.store = SessionStore(self.client, crawl_id_for(self.crawler), self.sealer,
-                                          worker=self.worker_id, on_quarantine=self._quarantined)
-            except BaseException as exc:
-                self._opening.set_exception(exc)
-                self._opening.exception()
-                raise
-            self._opening.set_result(None)
-        else:
-            await asyncio.shield(self._opening)
+        if self._opening is None:  # one task: every caller awaits its result, or its error
+            self._opening = asyncio.ensure_future(self._connect())
+        await asyncio.shield(self._opening)
         assert self.store is not None
         return self.store
+
+    async def _connect(self) -> None:
+        await WorkerState.of(self.crawler).open()  # the crawl exists and is registered
+        url = await asyncio.to_thread(resolve_redis_url, self.crawler.settings)
+        self.client = await connect(url, name=f"statecrawl:{self.worker_id}:sessions")
+        seconds, micros = await self.client.time()
+        self.started_at = seconds * 1000 + micros // 1000
+        self.store = SessionStore(self.client, crawl_id_for(self.crawler), self.sealer,
+                                  worker=self.worker_id, on_quarantine=self._quarantined)
 
     # -- cookie jars -----------------------------------------------------------------
 
