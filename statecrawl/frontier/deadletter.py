@@ -23,7 +23,8 @@ executed or fed back into the crawl.
 
 Stored requests are quarantined by ``quarantine.lua`` in one atomic step with
 the removal of their lease (:meth:`statecrawl.frontier.store.CrawlStore.quarantine`);
-everything else goes through :func:`dead_letter_commands`.
+session values by ``quarantine_field.lua``, only if they still hold the bad
+value. Both push, trim and count through ``dead_letter.lua``.
 """
 
 from __future__ import annotations
@@ -35,12 +36,10 @@ from statecrawl.frontier.serialize import dumps, loads
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.asyncio.client import Pipeline
 
     from statecrawl.frontier.keys import CrawlKeys
 
-__all__ = ["DATA_MAX", "DEAD_LETTER_MAX", "KINDS", "dead_letter", "dead_letter_commands",
-           "read_dead_letters"]
+__all__ = ["DATA_MAX", "DEAD_LETTER_MAX", "KINDS", "dead_letter", "read_dead_letters"]
 
 #: Entries kept in ``sc:{id}:dead``; older ones are trimmed.
 DEAD_LETTER_MAX = 1000
@@ -64,17 +63,6 @@ def dead_letter(kind: str, ref: str, error: str, raw: bytes | str | None, worker
     return dumps({"kind": kind, "ref": str(ref)[:512], "error": str(error)[:1024],
                   "at": round(time.time(), 3), "worker": worker, "data": _preview(raw)},
                  "dead letter")
-
-
-def dead_letter_commands(
-    pipe: Pipeline | Redis, keys: CrawlKeys, kind: str, ref: str, error: str,
-    raw: bytes | str | None, worker: str,
-) -> None:
-    """Queue on *pipe* the writes that record one dead letter (list, cap, counters)."""
-    pipe.rpush(keys.dead, dead_letter(kind, ref, error, raw, worker))
-    pipe.ltrim(keys.dead, -DEAD_LETTER_MAX, -1)
-    pipe.hincrby(keys.stats, "quarantined", 1)
-    pipe.hincrby(keys.stats, f"quarantined_{kind}", 1)
 
 
 async def read_dead_letters(client: Redis, keys: CrawlKeys, count: int = 10) -> list[dict[str, Any]]:

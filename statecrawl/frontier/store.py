@@ -144,7 +144,8 @@ class CrawlStore:
         self.keys = CrawlKeys(crawl_id)
         self.crawl_id = crawl_id
         self.epoch: str | None = None
-        self._quarantine = client.register_script(script_source("quarantine.lua"))
+        self._quarantine = client.register_script(
+            script_source("dead_letter.lua") + script_source("quarantine.lua"))
         self._open_crawl = client.register_script(script_source("open_crawl.lua"))
         self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
         take = script_source("take_leases.lua")

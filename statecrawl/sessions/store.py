@@ -174,7 +174,8 @@ class SessionStore:
         self._sync = client.register_script(script_source("sessions_sync.lua"))
         self._release = client.register_script(script_source("lock_release.lua"))
         self._login_done = client.register_script(script_source("login_done.lua"))
-        self._quarantine = client.register_script(script_source("quarantine_field.lua"))
+        self._quarantine = client.register_script(
+            script_source("dead_letter.lua") + script_source("quarantine_field.lua"))
 
     # -- poison ---------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
 -- KEYS: leases reqs dead stats
 -- ARGV: worker request_id error max_entries max_data
 -- Returns 1 if quarantined, 0 if the lease is not the worker's (any more).
+-- (dead_letter.lua is prepended.)
 local leases, reqs, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local worker, id, err = ARGV[1], ARGV[2], ARGV[3]
 local max_entries, max_data = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -14,13 +15,10 @@ local lease = redis.call('HGET', leases, id)
 if not lease or string.sub(lease, 1, #worker + 1) ~= worker .. ' ' then return 0 end
 local body = redis.call('HGET', reqs, id) or ''
 local t = redis.call('TIME')
-redis.call('RPUSH', dead, cjson.encode({
+push_dead_letter(dead, stats, cjson.encode({
   kind = 'request', ref = id, error = err, worker = worker,
   at = tonumber(t[1]) + tonumber(t[2]) / 1e6, data = string.sub(body, 1, max_data),
-}))
-redis.call('LTRIM', dead, -max_entries, -1)
+}), max_entries, 'request')
 redis.call('HDEL', leases, id)
 redis.call('HDEL', reqs, id)
-redis.call('HINCRBY', stats, 'quarantined', 1)
-redis.call('HINCRBY', stats, 'quarantined_request', 1)
 return 1

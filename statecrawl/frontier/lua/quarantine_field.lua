@@ -8,7 +8,7 @@
 --   field: the hash field (ignored for 'string'); raw: the value as read;
 --   letter: the dead letter's JSON; max: entries kept in dead; kind: the
 --   dead letter's kind (counted as quarantined_<kind>)
--- Returns 1 if moved, 0 if the value is no longer there.
+-- Returns 1 if moved, 0 if the value is no longer there. (dead_letter.lua is prepended.)
 local holder, dead, stats = KEYS[1], KEYS[2], KEYS[3]
 local mode, field, raw = ARGV[1], ARGV[2], ARGV[3]
 local current
@@ -25,8 +25,5 @@ if mode == 'hash' then
 else
   redis.call('DEL', holder)
 end
-redis.call('RPUSH', dead, ARGV[4])
-redis.call('LTRIM', dead, -tonumber(ARGV[5]), -1)
-redis.call('HINCRBY', stats, 'quarantined', 1)
-redis.call('HINCRBY', stats, 'quarantined_' .. ARGV[6], 1)
+push_dead_letter(dead, stats, ARGV[4], tonumber(ARGV[5]), ARGV[6])
 return 1
