@@ -1,6 +1,9 @@
-"""Pages/s and peak memory of ``render=browser`` vs ``render=auto``, in one run.
+"""Rendering: pages/s and memory of the modes, and what settling captures and costs.
 
-    .venv/bin/python bench/render.py [--pages 300] [--every 10] [--rounds 2]
+    .venv/bin/python bench/render.py [--only throughput|settle] [--pages 300] [--every 10]
+                                     [--rounds 2] [--runs 10]
+
+**Throughput** (``--only throughput``): ``render=browser`` vs ``render=auto``.
 
 The site is :class:`statecrawl.demo.apps.RenderSite`: ``--pages`` pages of
 which every ``--every``-th is script-built (its text and links exist only
@@ -14,8 +17,21 @@ private ``redis-server``, alternating the modes:
 Printed per mode (median over rounds): pages/s (items over the crawl's wall
 time, process start-up included, as a user waits for it), peak memory (PSS)
 of the worker's whole process tree (Scrapy, Playwright's driver, Chromium), and
-whether every script-built page's rendered text reached its item. Asserts
-nothing.
+whether every script-built page's rendered text reached its item.
+
+**Settling** (``--only settle``), on :class:`statecrawl.demo.settle.SettleSite`
+(13 pages whose content arrives after ``load``, 5 static pages):
+
+* *markers captured*: ``--runs`` crawls of the corpus (``scrapy crawl site
+  -a render=browser``, then ``render=auto``, default settings), each page's
+  marker looked for in its item's Markdown; and one crawl with settling off
+  (``-a settle_ms=0``), the behaviour before it existed;
+* *cost*: each page rendered ``--runs`` times with settling on and off
+  (alternating, one Chromium, the worker's launch options), timed from
+  ``goto`` to the HTML in hand; printed: the median over pages of each
+  page's median extra time, for the static pages and for the corpus.
+
+Asserts nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from statecrawl.demo.apps import RENDERED_MARK, RenderSite  # noqa: E402
+from statecrawl.demo.settle import CORPUS, SettleSite  # noqa: E402
 
 MODES = ("browser", "auto")
 
@@ -115,12 +132,103 @@ def crawl(mode: str, site: RenderSite, redis_url: str, client: redis.Redis,
     return len(items) / seconds, peak, complete, len(items)
 
 
+def corpus_crawl(site: SettleSite, redis_url: str, client: redis.Redis, tmp: Path,
+                 *args: str) -> int:
+    """One crawl of the settle corpus; the number of markers in their items' Markdown."""
+    crawl_id = f"bench-settle-{uuid.uuid4().hex[:6]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "STATECRAWL_"))}
+    env.update(REDIS_URL=redis_url, PYTHONPATH=str(ROOT), STATECRAWL_OUTPUT_DIR=str(tmp / crawl_id))
+    cmd = [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"url={site.url}/settle/",
+           "-a", f"crawl_id={crawl_id}", "-s", "LOG_LEVEL=WARNING", "-s", "RETRY_TIMES=0", *args]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"settle crawl failed:\n{done.stderr[-3000:]}")
+    raw = client.hgetall(f"sc:{{{crawl_id}}}:items")
+    items = {k.decode(): json.loads(v) for k, v in raw.items()}
+    return sum(site.marker(name) in (items.get(url) or {}).get("markdown", "")
+               for name, url in site.corpus_urls().items())
+
+
+async def settle_timing(site: SettleSite, runs: int) -> dict[str, dict[bool, list[float]]]:
+    """Seconds from goto to HTML per page, settling off (False) and on (True), *runs* each."""
+    from playwright.async_api import async_playwright
+    from scrapy.settings import Settings
+
+    from statecrawl.render.browser import launch_options
+    from statecrawl.render.settle import Settle, settle_page
+
+    settle = Settle(40, 5000)  # the defaults
+    urls = {**site.corpus_urls(), **site.static_urls()}
+    times: dict[str, dict[bool, list[float]]] = {n: {False: [], True: []} for n in urls}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(**launch_options(Settings()))
+        context = await browser.new_context()
+        for run in range(runs):
+            for name, url in urls.items():
+                for on in ((False, True) if run % 2 else (True, False)):
+                    page = await context.new_page()
+                    if on:
+                        await settle.init_page(page, None)  # type: ignore[arg-type]
+                    started = time.monotonic()
+                    await page.goto(url)
+                    if on:
+                        await settle_page(page, settle.quiet_ms, settle.max_ms)
+                    await page.content()
+                    times[name][on].append(time.monotonic() - started)
+                    await page.close()
+        await browser.close()
+    return times
+
+
+def run_settle(args: argparse.Namespace, tmp: Path, redis_url: str, client: redis.Redis) -> None:
+    import asyncio
+
+    with SettleSite() as site:
+        print(f"settle corpus: {len(CORPUS)} pages at {site.url}/settle/", flush=True)
+        off = corpus_crawl(site, redis_url, client, tmp, "-a", "render=browser", "-a", "settle_ms=0")
+        print(f"settling off (settle_ms=0), render=browser: {off}/{len(CORPUS)} markers", flush=True)
+        for mode in ("browser", "auto"):
+            counts = []
+            for run in range(args.runs):
+                counts.append(corpus_crawl(site, redis_url, client, tmp, "-a", f"render={mode}"))
+                print(f"  render={mode} run {run + 1}/{args.runs}: {counts[-1]}/{len(CORPUS)} "
+                      f"markers", flush=True)
+            full = sum(c == len(CORPUS) for c in counts)
+            print(f"render={mode}: every marker captured in {full} of {args.runs} runs "
+                  f"({sum(counts)}/{len(CORPUS) * args.runs} markers)", flush=True)
+        times = asyncio.run(settle_timing(site, args.runs))
+    extra = {name: 1000 * (statistics.median(t[True]) - statistics.median(t[False]))
+             for name, t in times.items()}
+    static = [v for n, v in extra.items() if n.startswith("static-")]
+    corpus = [v for n, v in extra.items() if not n.startswith("static-")]
+    print(f"\nextra time per page that settling costs (median over pages of the per-page "
+          f"median of {args.runs} renders):")
+    print(f"  static pages: {statistics.median(static):6.0f} ms   "
+          f"(each: {', '.join(f'{v:.0f}' for v in static)})")
+    print(f"  corpus pages: {statistics.median(corpus):6.0f} ms   "
+          f"(each: {', '.join(f'{n} {v:.0f}' for n, v in extra.items() if n in CORPUS)})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=("throughput", "settle"), default=None)
     parser.add_argument("--pages", type=int, default=300)
     parser.add_argument("--every", type=int, default=10, help="every Nth page is script-built")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=10, help="settle: crawls and renders per page")
     args = parser.parse_args()
+    if args.only != "throughput":
+        with tempfile.TemporaryDirectory(prefix="statecrawl-settle-") as tmpdir:
+            server, port = start_redis(Path(tmpdir))
+            client = redis.Redis(port=port)
+            try:
+                run_settle(args, Path(tmpdir), f"redis://127.0.0.1:{port}/0", client)
+            finally:
+                client.close()
+                server.terminate()
+                server.wait(10)
+        if args.only == "settle":
+            return 0
     with tempfile.TemporaryDirectory(prefix="statecrawl-render-") as tmpdir:
         tmp = Path(tmpdir)
         server, port = start_redis(tmp)

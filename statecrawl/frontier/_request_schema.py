@@ -12,8 +12,11 @@ refused when it is read back.
 Some meta keys are **worker-local**: they choose how a worker reaches the
 network (``proxy``, ``bindaddress``, a browser context and its options), so
 they come only from the worker's own settings and middlewares, never from the
-frontier. They are dropped when a request is stored and ignored when one is
-read (:data:`WORKER_ONLY_META`); so is a ``Proxy-Authorization`` header.
+frontier. So are scrapy-playwright's page hooks, which name code for a worker
+to run (``playwright_page_init_callback``, an import path;
+``playwright_page_event_handlers``, spider methods): code a worker runs never
+comes from Redis. They are dropped when a request is stored and ignored when
+one is read (:data:`WORKER_ONLY_META`); so is a ``Proxy-Authorization`` header.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ __all__ = [
 #: Meta keys a stored request never carries (see the module docstring).
 WORKER_ONLY_META = frozenset({
     "proxy", "_auth_proxy", "bindaddress", "playwright_context", "playwright_context_kwargs",
+    "playwright_page_init_callback", "playwright_page_event_handlers",
 })
 #: Headers a stored request never carries (lower case).
 WORKER_ONLY_HEADERS = frozenset({"proxy-authorization"})

@@ -73,7 +73,9 @@ _TRANSIENT_META = frozenset({
     # scrapy-playwright's per-render objects and results; statecrawl.render.middleware
     # rebuilds the page methods from the JSON options on whichever worker renders
     "playwright_page", "playwright_page_methods", "playwright_security_details",
-    "playwright_suggested_filename",
+    "playwright_suggested_filename", "statecrawl_settle",
+    # set by statecrawl.render.middleware on the worker (also WORKER_ONLY_META: never read)
+    "playwright_page_init_callback",
 })
 
 _REQUEST_CLASSES: dict[str, type[Request]] = {

@@ -9,11 +9,15 @@ cheap to read from one lxml tree:
 * an *empty app root*: the mount point of a client-side framework
   (``#root``, ``#app``, ``#__next``, ``[data-reactroot]``, ``[ng-app]`` ...)
   with no element and no text inside;
-* a ``<noscript>`` that asks for JavaScript.
+* a ``<noscript>`` that asks for JavaScript;
+* *content still to come*, which outweighs any amount of text around it (a
+  shell: header, navigation and footer served, the content fetched later):
+  a ``<main>`` (or ``role="main"``) with almost no text, an element marked
+  ``aria-busy="true"``, or a placeholder text such as "Loading...".
 
-A page with plenty of text is never script-built, whatever its scripts: a
-server-rendered page that hydrates later has its content in the HTML
-already. The thresholds are conservative on purpose: a false "script-built"
+Otherwise a page with plenty of text is not script-built, whatever its
+scripts: a server-rendered page that hydrates later has its content in the
+HTML already. The thresholds are conservative on purpose: a false "script-built"
 costs one browser render; a false "static" loses a page's content.
 """
 
@@ -40,6 +44,12 @@ _APP_ROOT = etree.XPath(  # one pass, in C: framework mount points by id or attr
 _VISIBLE_TEXT = etree.XPath(  # text nodes, selected in C: a 10 MB page stays cheap
     ".//text()[not(ancestor::script or ancestor::style or ancestor::noscript"
     " or ancestor::template or ancestor::head)]")
+_MAIN = etree.XPath("//main | //*[@role='main']")
+_BUSY = etree.XPath("//body//*[@aria-busy='true']")
+_SHORT_TEXT = etree.XPath(  # short visible text nodes: where a placeholder would be
+    "//body//text()[string-length(normalize-space(.)) > 0 and string-length(.) < 60"
+    " and not(ancestor::script or ancestor::style or ancestor::noscript or ancestor::template)]")
+_PLACEHOLDER = re.compile(r"^\W*(loading|please wait|one moment)\b\W*$", re.I)
 _NEEDS_JS = re.compile(r"\b(enable|requires?|needs?|turn on|activate)\b.{0,40}\bjavascript\b"
                        r"|\bjavascript\b.{0,40}\b(enabled?|required|disabled|off)\b", re.I | re.S)
 
@@ -69,6 +79,19 @@ def _empty_app_root(root: etree._Element) -> str | None:
     return None
 
 
+def _content_to_come(root: etree._Element) -> str | None:
+    """Why the page's content looks still to come (a shell waiting for data), or None."""
+    for main in _MAIN(root):
+        if _visible_text_chars(main, ALMOST_EMPTY) < ALMOST_EMPTY and main.find(".//img") is None:
+            return f"<{main.tag}> with almost no text"
+    if _BUSY(root):
+        return "an element is aria-busy"
+    for text in _SHORT_TEXT(root):
+        if _PLACEHOLDER.match(text.strip()):
+            return f"placeholder text {text.strip()!r}"
+    return None
+
+
 def looks_script_built(html: str) -> Verdict:
     """The ``auto`` mode's verdict on an HTML page fetched over HTTP. Never raises."""
     try:
@@ -81,6 +104,10 @@ def looks_script_built(html: str) -> Verdict:
     script_chars = sum(len(s.text or "") + (2000 if s.get("src") else 0) for s in scripts)
     body = root.find("body")
     text_chars = _visible_text_chars(body if body is not None else root, ENOUGH_TEXT)
+    if scripts:
+        waiting = _content_to_come(root)
+        if waiting is not None:
+            return Verdict(True, waiting, text_chars, script_chars)
     if text_chars >= ENOUGH_TEXT:
         return Verdict(False, f"{text_chars}+ characters of visible text", text_chars, script_chars)
     if not scripts:

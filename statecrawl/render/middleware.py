@@ -22,9 +22,17 @@ decides, for each request, whether scrapy-playwright renders it:
   that stopped needing the browser. Workers read the host list at most once
   a second.
 
-Page controls (``statecrawl_render_options``, all optional): ``wait_for`` (a
-CSS selector), ``wait_ms`` (a fixed wait), ``wait_until`` (``load``,
-``domcontentloaded``, ``networkidle``, ``commit``), ``screenshot`` (true: a
+Every rendered page waits after navigation until it has *settled* (no
+request in flight, no short timer pending, no DOM change for a quiet
+period), bounded: :mod:`statecrawl.render.settle`.
+
+Page controls (``statecrawl_render_options``, all optional): ``settle_ms``
+(the most a page waits to settle; 0: not at all; default
+``STATECRAWL_RENDER_SETTLE_MS``), ``quiet_ms`` (the quiet period; default
+``STATECRAWL_RENDER_QUIET_MS``), ``wait_for`` (a CSS selector, waited for
+before settling), ``wait_ms`` (a fixed wait after settling), ``wait_until``
+(``load``, ``domcontentloaded``, ``networkidle``, ``commit``: when navigation
+counts as done, before all of the above), ``screenshot`` (true: a
 full-page PNG is saved beside the page's Markdown file, under the rendering
 worker's ``STATECRAWL_OUTPUT_DIR``; its path is in
 ``meta["statecrawl_screenshot"]``). Every response carries
@@ -53,6 +61,7 @@ from scrapy_playwright.page import PageMethod
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 from statecrawl.output.files import markdown_relpath
 from statecrawl.render.detect import looks_script_built
+from statecrawl.render.settle import SETTLE_META_KEY, Settle
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -79,13 +88,15 @@ class PageTooLarge(Exception):
     """A rendered page is over ``DOWNLOAD_MAXSIZE`` (Scrapy checks only HTTP downloads)."""
 
 
-def page_methods(options: dict[str, Any], timeout_ms: float,
-                 screenshot: str | None = None) -> list[PageMethod]:
-    """scrapy-playwright page methods for the page controls in *options*."""
+def page_methods(options: dict[str, Any], timeout_ms: float, screenshot: str | None = None,
+                 settle: Settle | None = None) -> list[PageMethod]:
+    """scrapy-playwright page methods for the page controls in *options*, in order."""
     methods = []
     if options.get("wait_for"):
         methods.append(PageMethod("wait_for_selector", str(options["wait_for"]),
                                   timeout=timeout_ms))
+    if settle is not None:
+        methods.append(settle.page_method())
     if options.get("wait_ms"):
         methods.append(PageMethod("wait_for_timeout", float(options["wait_ms"])))
     if options.get("screenshot") and screenshot:
@@ -98,7 +109,8 @@ class RenderMiddleware:
     """Downloader middleware: HTTP, browser or auto per request (see the module docstring)."""
 
     def __init__(self, crawler: Crawler, *, default: str, recheck: int, timeout: float,
-                 maxsize: int, output_dir: str | None = None) -> None:
+                 maxsize: int, output_dir: str | None = None, settle_ms: float = 5000,
+                 quiet_ms: float = 40) -> None:
         if default not in RENDER_MODES:
             raise NotConfigured(f"STATECRAWL_RENDER must be one of {RENDER_MODES}, not {default!r}")
         self.crawler = crawler
@@ -107,6 +119,11 @@ class RenderMiddleware:
         self.timeout_ms = timeout * 1000
         self.maxsize = maxsize
         self.output_dir = Path(output_dir) if output_dir else None
+        if settle_ms < 0 or quiet_ms < 0:
+            raise NotConfigured(f"STATECRAWL_RENDER_SETTLE_MS ({settle_ms}) and "
+                                f"STATECRAWL_RENDER_QUIET_MS ({quiet_ms}) must be >= 0")
+        self.settle_ms = settle_ms
+        self.quiet_ms = quiet_ms
         self.state = WorkerState.of(crawler)
         self._hosts: set[str] = set()  # hosts known to need the browser
         self._hosts_read = 0.0  # monotonic time of the last read from Redis
@@ -118,7 +135,9 @@ class RenderMiddleware:
                    recheck=s.getint("STATECRAWL_RENDER_RECHECK", 50),
                    timeout=s.getfloat("STATECRAWL_RENDER_TIMEOUT", 30.0),
                    maxsize=s.getint("DOWNLOAD_MAXSIZE"),
-                   output_dir=s.get("STATECRAWL_OUTPUT_DIR") or None)
+                   output_dir=s.get("STATECRAWL_OUTPUT_DIR") or None,
+                   settle_ms=s.getfloat("STATECRAWL_RENDER_SETTLE_MS", 5000),
+                   quiet_ms=s.getfloat("STATECRAWL_RENDER_QUIET_MS", 40))
 
     # -- the host memory ----------------------------------------------------------
 
@@ -183,11 +202,38 @@ class RenderMiddleware:
             target = self.output_dir / markdown_relpath(request.url).with_suffix(".png")
             target.parent.mkdir(parents=True, exist_ok=True)
             screenshot = meta["statecrawl_screenshot"] = str(target)
-        meta["playwright_page_methods"] = page_methods(options, self.timeout_ms, screenshot)
+        settle = self._settle(options)
+        if settle is not None:
+            meta["playwright_page_init_callback"] = settle.init_page
+        meta["playwright_page_methods"] = page_methods(options, self.timeout_ms, screenshot, settle)
         goto = {"timeout": self.timeout_ms}
         if options.get("wait_until") in WAIT_UNTIL:
             goto["wait_until"] = options["wait_until"]
         meta["playwright_page_goto_kwargs"] = goto
+
+    def _settle(self, options: dict[str, Any]) -> Settle | None:
+        """This page's settle bounds (its options over the settings); None: do not settle."""
+        def number(name: str, default: float) -> float:
+            value = options.get(name)
+            return float(value) if isinstance(value, (int, float)) and value >= 0 else default
+        max_ms = number("settle_ms", self.settle_ms)
+        return Settle(number("quiet_ms", self.quiet_ms), max_ms) if max_ms > 0 else None
+
+    def _settled(self, request: Request) -> None:
+        """Copy the settle page method's result into the meta and the stats."""
+        meta = request.meta
+        for method in meta.get("playwright_page_methods") or ():
+            result = getattr(method, "result", None)
+            if isinstance(result, dict) and "settled" in result:
+                meta[SETTLE_META_KEY] = result
+                stats = self.crawler.stats
+                stats.inc_value("statecrawl/render/settled" if result["settled"]
+                                else "statecrawl/render/settle_max_reached")
+                stats.inc_value("statecrawl/render/settle_ms", int(result["ms"]))
+                if not result["settled"]:
+                    logger.info("statecrawl: %s had not settled after %d ms; taken as it was",
+                                request.url, result["ms"])
+                return
 
     async def process_request(self, request: Request) -> None:
         meta = request.meta
@@ -214,6 +260,7 @@ class RenderMiddleware:
     async def process_response(self, request: Request, response: Response) -> Response:
         meta = request.meta
         if meta.get("playwright"):
+            self._settled(request)
             if self.maxsize and len(response.body) > self.maxsize:
                 raise PageTooLarge(f"rendered page of {len(response.body)} bytes is over "
                                    f"DOWNLOAD_MAXSIZE ({self.maxsize})")

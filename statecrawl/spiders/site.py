@@ -10,8 +10,10 @@ Arguments (all ``-a name=value``): ``url`` (required), ``crawl_id``,
 ``include`` / ``exclude`` (regexes on the URLs to follow), ``allow_subdomains``
 (``true``/``false``), ``render`` (``http``, ``browser`` or ``auto``; see
 :mod:`statecrawl.render.middleware`) and the page controls of rendered pages:
-``wait_for`` (CSS selector), ``wait_ms``, ``wait_until`` (``load``,
-``domcontentloaded``, ``networkidle``, ``commit``), ``screenshot``
+``settle_ms`` (the most a page waits to settle, 0: not at all), ``quiet_ms``
+(see :mod:`statecrawl.render.settle`), ``wait_for`` (CSS selector),
+``wait_ms``, ``wait_until`` (``load``, ``domcontentloaded``,
+``networkidle``, ``commit``), ``screenshot``
 (``true``/``false``), ``formats`` (comma-separated: ``markdown`` (the
 default), ``html`` (cleaned main-content HTML), ``raw_html``, ``links``).
 Start several processes with the same ``crawl_id`` and Redis and they share
@@ -154,7 +156,7 @@ class SiteSpider(Spider):
         max_depth: Any = None, include: str | None = None, exclude: str | None = None,
         allow_subdomains: Any = None, render: str | None = None, wait_for: str | None = None,
         wait_ms: Any = None, wait_until: str | None = None, screenshot: Any = None,
-        formats: str | None = None, **kwargs: Any,
+        settle_ms: Any = None, quiet_ms: Any = None, formats: str | None = None, **kwargs: Any,
     ) -> None:
         session_args = pop_session_args(kwargs)  # login_form, cookies, headers: never stored
         super().__init__(**kwargs)
@@ -170,6 +172,7 @@ class SiteSpider(Spider):
         self.render_options = {k: v for k, v in {
             "wait_for": wait_for, "wait_ms": _int_arg("wait_ms", wait_ms), "wait_until": wait_until,
             "screenshot": _bool_arg("screenshot", screenshot) or None,
+            "settle_ms": _int_arg("settle_ms", settle_ms), "quiet_ms": _int_arg("quiet_ms", quiet_ms),
         }.items() if v is not None}
         self.start_url = validate_start_url(url)
         self.crawl_id = crawl_id or self.name

@@ -177,7 +177,9 @@ _any_json = json_values | st.just(1e308) | st.integers(min_value=-(2**70), max_v
 @settings(max_examples=600, deadline=None)
 @given(st.dictionaries(st.sampled_from(_FIELDS), _any_json, max_size=8), _urls,
        st.dictionaries(st.sampled_from(["proxy", "depth", "cookiejar", "allow_offsite",
-                                        "playwright_context_kwargs", "rule", "x"]),
+                                        "playwright_context_kwargs", "rule", "x",
+                                        "playwright_page_init_callback",
+                                        "playwright_page_event_handlers"]),
                        _any_json, max_size=4))
 def test_decoder_rebuilds_inside_the_scope_or_quarantines(over: dict, url: str, meta: dict) -> None:
     raw = _stored(**{"url": url, "meta": meta, **over})
@@ -187,7 +189,8 @@ def test_decoder_rebuilds_inside_the_scope_or_quarantines(over: dict, url: str, 
         return  # quarantined by the scheduler
     assert SCOPE.allows(out.url)
     assert out.url.startswith(("http://example.com", "https://example.com"))
-    assert not {"proxy", "playwright_context_kwargs"} & set(out.meta)
+    assert not {"proxy", "playwright_context_kwargs", "playwright_page_init_callback",
+                "playwright_page_event_handlers"} & set(out.meta)
     assert b"Proxy-Authorization" not in out.headers
     for cb in (out.callback, out.errback):
         assert cb is None or getattr(cb, "__self__", None) is SPIDER
@@ -209,6 +212,18 @@ def test_worker_only_meta_and_headers_are_never_stored() -> None:
     doc = json.loads(request_to_json(req, SPIDER))
     assert doc["meta"] == {"k": 1}
     assert "Proxy-Authorization" not in doc["headers"] and doc["headers"]["X-A"] == ["1"]
+
+
+def test_page_hooks_naming_code_are_never_stored_nor_read() -> None:
+    """scrapy-playwright imports and calls ``playwright_page_init_callback``: not from Redis."""
+    hooks = {"playwright_page_init_callback": "os.system",
+             "playwright_page_event_handlers": {"load": "close"}}
+    doc = json.loads(request_to_json(Request("http://example.com/", meta={**hooks, "k": 1}),
+                                     SPIDER))
+    assert doc["meta"] == {"k": 1}
+    out = request_from_json(_stored(url="http://example.com/", meta={**hooks, "k": 1}), SPIDER,
+                            SCOPE)
+    assert out.meta == {"k": 1}
 
 
 @pytest.mark.parametrize("request_, message", [

@@ -54,6 +54,16 @@ def crawl(server: RedisServer, site: RenderSite, crawl_id: str, out: Path, *args
     ("<body><div id='root'><p>" + "server rendered " * 50 + "</p></div>"
      "<script src=a.js></script></body>", False),
     ("<body><p>A short page without any script.</p></body>", False),
+    # a shell: plenty of chrome text around content still to come
+    ("<body><nav>" + "Menu entry " * 80 + "</nav><main><p>Loading...</p></main>"
+     "<script src=a.js></script></body>", True),
+    ("<body><nav>" + "Menu entry " * 80 + "</nav><div aria-busy='true'></div>"
+     "<script src=a.js></script></body>", True),
+    ("<body>" + "<p>Article text.</p>" * 60 + "<div>Loading…</div><script src=a.js></script></body>",
+     True),
+    ("<body><main>" + "<p>Article text.</p>" * 60 + "</main><script src=a.js></script></body>",
+     False),
+    ("<body><nav>" + "Menu entry " * 80 + "</nav><main></main></body>", False),  # no script
     ("", False),
     ("\x00\x01 not html", False),
 ])
