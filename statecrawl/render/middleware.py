@@ -216,7 +216,7 @@ class RenderMiddleware:
         def number(name: str, default: float) -> float:
             value = options.get(name)
             return float(value) if isinstance(value, (int, float)) and value >= 0 else default
-        max_ms = number("settle_ms", self.settle_ms)
+        max_ms = min(number("settle_ms", self.settle_ms), self.timeout_ms)  # within the page's time
         return Settle(number("quiet_ms", self.quiet_ms), max_ms) if max_ms > 0 else None
 
     def _settled(self, request: Request) -> None:

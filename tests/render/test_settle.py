@@ -112,6 +112,7 @@ def test_page_methods_wait_for_then_settle_then_wait_ms() -> None:
     ({"settle_ms": 800, "quiet_ms": 100}, Settle(100, 800)),
     ({"settle_ms": 0}, None),
     ({"settle_ms": "soon", "quiet_ms": -1}, Settle(40, 5000)),  # not a number: the default
+    ({"settle_ms": 60_000}, Settle(40, 30_000)),  # never past STATECRAWL_RENDER_TIMEOUT
 ])
 def test_per_request_options_over_settings(options: dict[str, Any],
                                            expected: Settle | None) -> None:
