@@ -133,8 +133,8 @@ def crawl(mode: str, site: RenderSite, redis_url: str, client: redis.Redis,
 
 
 def corpus_crawl(site: SettleSite, redis_url: str, client: redis.Redis, tmp: Path,
-                 *args: str) -> int:
-    """One crawl of the settle corpus; the number of markers in their items' Markdown."""
+                 *args: str) -> list[str]:
+    """One crawl of the settle corpus; why each page missing its marker missed it."""
     crawl_id = f"bench-settle-{uuid.uuid4().hex[:6]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "STATECRAWL_"))}
     env.update(REDIS_URL=redis_url, PYTHONPATH=str(ROOT), STATECRAWL_OUTPUT_DIR=str(tmp / crawl_id))
@@ -145,8 +145,15 @@ def corpus_crawl(site: SettleSite, redis_url: str, client: redis.Redis, tmp: Pat
         raise RuntimeError(f"settle crawl failed:\n{done.stderr[-3000:]}")
     raw = client.hgetall(f"sc:{{{crawl_id}}}:items")
     items = {k.decode(): json.loads(v) for k, v in raw.items()}
-    return sum(site.marker(name) in (items.get(url) or {}).get("markdown", "")
-               for name, url in site.corpus_urls().items())
+    missed = []
+    for name, url in site.corpus_urls().items():
+        item = items.get(url)
+        if item is None:
+            missed.append(f"{name}: no item")
+        elif site.marker(name) not in (item.get("markdown") or ""):
+            error = (item.get("error") or {}).get("type")
+            missed.append(f"{name}: {error or repr((item.get('markdown') or '')[:80])}")
+    return missed
 
 
 async def settle_timing(site: SettleSite, runs: int) -> dict[str, dict[bool, list[float]]]:
@@ -185,14 +192,16 @@ def run_settle(args: argparse.Namespace, tmp: Path, redis_url: str, client: redi
 
     with SettleSite() as site:
         print(f"settle corpus: {len(CORPUS)} pages at {site.url}/settle/", flush=True)
-        off = corpus_crawl(site, redis_url, client, tmp, "-a", "render=browser", "-a", "settle_ms=0")
+        off = len(CORPUS) - len(corpus_crawl(site, redis_url, client, tmp, "-a", "render=browser",
+                                             "-a", "settle_ms=0"))
         print(f"settling off (settle_ms=0), render=browser: {off}/{len(CORPUS)} markers", flush=True)
         for mode in ("browser", "auto"):
             counts = []
             for run in range(args.runs):
-                counts.append(corpus_crawl(site, redis_url, client, tmp, "-a", f"render={mode}"))
+                missed = corpus_crawl(site, redis_url, client, tmp, "-a", f"render={mode}")
+                counts.append(len(CORPUS) - len(missed))
                 print(f"  render={mode} run {run + 1}/{args.runs}: {counts[-1]}/{len(CORPUS)} "
-                      f"markers", flush=True)
+                      f"markers" + (f"; missed {'; '.join(missed)}" if missed else ""), flush=True)
             full = sum(c == len(CORPUS) for c in counts)
             print(f"render={mode}: every marker captured in {full} of {args.runs} runs "
                   f"({sum(counts)}/{len(CORPUS) * args.runs} markers)", flush=True)

@@ -22,7 +22,10 @@ earliest), but never longer than ``settle_ms`` (default
   not counted (they never end);
 * **no DOM change** (a ``MutationObserver`` over the whole document:
   nodes added or removed, text changed, ``hidden`` toggled) and no request
-  or timer finished for the last ``quiet_ms``.
+  or timer finished for the last ``quiet_ms``, and two animation frames
+  since (observer callbacks, such as an infinite scroll's
+  ``IntersectionObserver``, run in those frames; on a busy machine they
+  come late, and so does the verdict).
 
 The timers and the observer come from an init script that runs in every
 frame before the page's own scripts (:data:`SETTLE_SCRIPT`); it wraps
@@ -67,7 +70,8 @@ SETTLE_SCRIPT = r"""
   const now = () => performance.now();
   let last = now();
   const pending = new Set();
-  const touch = () => { last = now(); };
+  let frames = 0, framesAtLast = 0;  // rendering steps: observer callbacks run in them
+  const touch = () => { last = now(); framesAtLast = frames; };
   const track = (schedule, cancel, key, limitOf) => {
     const original = window[schedule], originalCancel = window[cancel];
     if (typeof original !== "function") return;
@@ -108,9 +112,14 @@ SETTLE_SCRIPT = r"""
     observe();
   }
   document.addEventListener("DOMContentLoaded", touch, true);
-  window.addEventListener("load", touch, true);
+  window.addEventListener("load", () => {
+    touch();
+    const raf = window.requestAnimationFrame.bind(window);
+    const count = () => { frames++; raf(count); };
+    raf(count);
+  }, true);
   Object.defineProperty(window, "__statecrawlSettle", {  // what settle_page() reads
-    value: () => ({ idle: now() - last, pending: pending.size }),
+    value: () => ({ idle: now() - last, pending: pending.size, frames: frames - framesAtLast }),
     enumerable: false,
   });
 })();
@@ -120,6 +129,12 @@ _PROBE = "() => window.__statecrawlSettle ? window.__statecrawlSettle() : null"
 
 #: Seconds between two looks at a page that is not quiet yet.
 _POLL = 0.025
+#: Rendering steps (animation frames) a quiet page must also have gone through:
+#: ``IntersectionObserver`` and ``ResizeObserver`` callbacks run in them, and a
+#: busy CPU delays them past any fixed number of milliseconds.
+_FRAMES = 2
+#: ... unless the page has been quiet this many quiet periods (no frames come).
+_FRAMELESS = 10
 
 
 @dataclass
@@ -180,9 +195,10 @@ async def settle_page(page: Page, quiet_ms: float, max_ms: float) -> dict[str, A
             state = {"idle": quiet * 1000, "pending": 0}
         idle = min(float(state.get("idle", 0)) / 1000, now - network.last)
         busy = bool(network.open) or int(state.get("pending", 0)) > 0
-        if not busy and idle >= quiet:
+        framed = int(state.get("frames", _FRAMES)) >= _FRAMES or idle >= _FRAMELESS * quiet
+        if not busy and idle >= quiet and framed:
             return {"ms": round((now - start) * 1000), "settled": True}
         if now >= deadline:
             return {"ms": round((now - start) * 1000), "settled": False}
-        wait = _POLL if busy else max(quiet - idle, 0.005)
+        wait = _POLL if busy else max(quiet - idle, 0.01)
         await asyncio.sleep(min(wait, deadline - now))
