@@ -15,7 +15,7 @@ It also serves the bad inputs a browser must survive:
 * ``/bad/away.html``: navigates to ``/page/1.html`` as soon as it runs;
 * ``/bad/scroll.html``: appends content forever as it is scrolled;
 * ``/bad/download``: ``Content-Disposition: attachment`` (a download);
-* ``/bad/big.html``: about 3 MB of text (over a small ``DOWNLOAD_MAXSIZE``).
+* ``/bad/big.html``: about 1.3 MB of text (over a small ``DOWNLOAD_MAXSIZE``).
 
 With ``link_bad=True`` the index page links all of them.
 """
@@ -92,7 +92,7 @@ class RenderSite(DemoSite):
             links = "".join(f'<a href="{path}">{path}</a> ' for path in BAD_PATHS)
             res["/"] = (status, ctype, body.replace(b"</body>", f"<p>{links}</p></body>".encode()),
                         location)
-        text = "".join(f"<p>Paragraph {n} of a very long page.</p>" for n in range(80_000))
+        text = "".join(f"<p>Paragraph {n} of a very long page.</p>" for n in range(30_000))
         res.update({
             "/bad/hang.html": (200, HTML, simple_page("Hanging", "It waits for a script.")
                                .replace(b"</body>", b"<script src='/bad/hang.js'></script></body>"),

@@ -31,6 +31,7 @@ from scrapy.exceptions import DownloadTimeoutError
 from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
 
 if TYPE_CHECKING:
+    from playwright.async_api import Page
     from playwright.async_api import Request as PlaywrightRequest
     from scrapy import Request, Spider
     from scrapy.crawler import Crawler
@@ -137,10 +138,14 @@ class BrowserHandler(ScrapyPlaywrightDownloadHandler):
                 crawler.settings.getlist("STATECRAWL_RENDER_BLOCK", list(BLOCKED_RESOURCES)))
         self.restart_pages = crawler.settings.getint("STATECRAWL_BROWSER_RESTART_PAGES", 500)
         # A page gets its navigation timeout and as long again for its page
-        # methods; past that it fails (and is retried). Without this bound a
-        # page being created as the browser crashed waited forever.
+        # methods, counted from when its page exists (not while it waits for
+        # one of the context's pages); past that it fails (and is retried).
+        # Without this bound a page being created as the browser crashed
+        # waited forever.
         self.hard_timeout = 2 * crawler.settings.getfloat("STATECRAWL_RENDER_TIMEOUT", 30.0) + 5
+        self._created: dict[int, asyncio.Event] = {}  # id(request) -> set once its page exists
         self._rendered = 0  # pages since the browser was launched
+        self._finished = 0  # pages done (or failed) since the worker started
         self._open = 0  # pages rendering now
         self._gate = asyncio.Event()  # set: new pages may start
         self._gate.set()
@@ -166,20 +171,59 @@ class BrowserHandler(ScrapyPlaywrightDownloadHandler):
         self._open += 1
         self._idle.clear()
         try:
-            return await asyncio.wait_for(super()._download_request(request, spider),
-                                          self.hard_timeout)
-        except asyncio.TimeoutError:
-            self.stats.inc_value("statecrawl/render_timeouts")
-            raise DownloadTimeoutError(f"rendering took over {self.hard_timeout:.0f} s "
-                                       f"(2 x STATECRAWL_RENDER_TIMEOUT + 5)") from None
+            return await self._bounded(request, spider)
         finally:
             self._open -= 1
+            self._finished += 1
             self._rendered += 1
             if self._open == 0:
                 self._idle.set()
             if self.restart_pages and self._rendered >= self.restart_pages and self._gate.is_set():
                 self._gate.clear()
                 asyncio.ensure_future(self._restart())
+
+    async def _create_page(self, request: Request, spider: Spider) -> Page:
+        page = await super()._create_page(request, spider)
+        created = self._created.get(id(request))
+        if created is not None:
+            created.set()
+        return page
+
+    async def _bounded(self, request: Request, spider: Spider | None) -> Response:
+        """scrapy-playwright's download, failed ``hard_timeout`` s after its page was created.
+
+        Before that, while it waits for one of the context's pages
+        (``STATECRAWL_RENDER_MAX_PAGES``), it fails only if no other page
+        finished for ``hard_timeout`` s either (a browser that hangs while a
+        page is being created).
+        """
+        created = self._created[id(request)] = asyncio.Event()
+        task = asyncio.ensure_future(super()._download_request(request, spider))
+        waiter = asyncio.ensure_future(created.wait())
+        try:
+            # Waiting for a page of the context is bounded only while the other
+            # pages make no progress: a queue that moves is not a stuck browser.
+            while not task.done() and not created.is_set():
+                finished = self._finished
+                await asyncio.wait({task, waiter}, timeout=self.hard_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if not task.done() and not created.is_set() and self._finished == finished:
+                    break
+            if not task.done() and created.is_set():
+                await asyncio.wait({task}, timeout=self.hard_timeout)
+            if not task.done():
+                self.stats.inc_value("statecrawl/render_timeouts")
+                what = ("rendering took" if created.is_set() else
+                        "no rendered page finished while this one waited for a page,")
+                raise DownloadTimeoutError(f"{what} over {self.hard_timeout:.0f} s "
+                                           f"(2 x STATECRAWL_RENDER_TIMEOUT + 5)")
+            return task.result()
+        finally:
+            waiter.cancel()
+            self._created.pop(id(request), None)
+            if not task.done():  # timed out, or this download was cancelled
+                task.cancel()
+                await asyncio.wait({task}, timeout=5)
 
     async def _restart(self) -> None:
         """Close the browser once its pages are done; the next page launches a new one."""
