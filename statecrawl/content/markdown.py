@@ -1,6 +1,6 @@
 """Turn a crawled HTML page into GitHub-flavoured Markdown of its main content.
 
-The pipeline is four small steps:
+The pipeline is five small steps:
 
 1. :func:`statecrawl.content.extract.parse_html` -- one lxml tree, never raises;
 2. choose what to convert: the elements matching ``include_tags`` (CSS
@@ -9,10 +9,16 @@ The pipeline is four small steps:
    navigation, sidebars, footers, comment threads, cookie banners); or,
    with ``only_main_content=False``, the whole ``<body>`` minus code,
    forms and navigation landmarks (:func:`strip_boilerplate`);
-3. html-to-markdown (Rust, a few ms per page) converts that, resolving
+3. three tree rewrites make it Markdown for a reader or a language model,
+   where the converter alone would not: code blocks get their language
+   and lose their line-number gutters (:mod:`statecrawl.content._code`),
+   links that go nowhere or show nothing go and images are kept by the
+   ``images`` mode (:mod:`statecrawl.content._links`), data tables become
+   full grids and layout tables text (:mod:`statecrawl.content._tables`);
+4. html-to-markdown (Rust, a few ms per page) converts that, resolving
    every link and image against the page's base URL (``<base href>``
    joined to the page URL) so the Markdown works away from the page;
-4. :func:`_tidy` fixes blank lines and trailing whitespace.
+5. :func:`_tidy` fixes blank lines and trailing whitespace.
 
 Links are resolved by the converter's ``base_url`` option, not by
 rewriting ``href``/``src`` in the tree: the converter also takes image
@@ -42,11 +48,14 @@ from lxml import etree
 from lxml import html as lxml_html
 from lxml.cssselect import CSSSelector
 
+from statecrawl.content._code import prepare_code
+from statecrawl.content._links import IMAGES, prepare_links
+from statecrawl.content._tables import prepare_tables
 from statecrawl.content.extract import parse_html
 from statecrawl.content.maincontent import clean_tree, extract_main, flatten_deep
 
-__all__ = ["BOILERPLATE_ROLES", "BOILERPLATE_TAGS", "main_content_html", "strip_boilerplate",
-           "to_markdown"]
+__all__ = ["BOILERPLATE_ROLES", "BOILERPLATE_TAGS", "IMAGES", "main_content_html",
+           "strip_boilerplate", "to_markdown"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +158,7 @@ def _tidy(markdown: str) -> str:
     """Strip trailing spaces and keep at most one blank line in a row, outside code fences.
 
     Fenced code is copied verbatim: blank lines and indentation are part of
-    the code. A table is always followed by a blank line.
+    the code. A table is always followed, and a quote preceded, by a blank line.
     """
     lines: list[str] = []
     fence: str | None = None
@@ -168,6 +177,8 @@ def _tidy(markdown: str) -> str:
             fence = opening.group(1)
         if line and lines and lines[-1].startswith("|") and not line.startswith("|"):
             lines.append("")  # the converter may start a list right under a table
+        elif line.startswith(">") and lines and lines[-1] and not lines[-1].startswith(">"):
+            lines.append("")  # ...and a quote right under a paragraph or heading
         lines.append(line)
     return "\n".join(lines).strip()
 
@@ -237,6 +248,7 @@ def _convert(
     only_main_content: bool,
     include_tags: Sequence[str] | None,
     exclude_tags: Sequence[str] | None,
+    images: str,
 ) -> str:
     root = parse_html(html)
     if root is None:
@@ -246,8 +258,11 @@ def _convert(
     for el in _TITLED(content):  # tooltips, mostly repeating the link text: noise in Markdown
         del el.attrib["title"]
     _trim_links(content)
+    prepare_code(content)  # first: a gutter table is code, not a table
+    prepare_links(content, images)  # before tables: a table of dropped images is empty
+    prepare_tables(content)
     fragment = etree.tostring(content, encoding="unicode", method="html", with_tail=False)
-    options = dataclasses.replace(_OPTIONS, base_url=base_url or None)
+    options = dataclasses.replace(_OPTIONS, base_url=base_url or None, skip_images=images == "none")
     result = html_to_markdown.convert(fragment, options)
     for warning in result.warnings:  # e.g. content deeper than the converter's depth limit
         logger.debug("html-to-markdown on %s: %s", url, warning.message)
@@ -261,13 +276,16 @@ def to_markdown(
     only_main_content: bool = True,
     include_tags: Sequence[str] | None = None,
     exclude_tags: Sequence[str] | None = None,
+    images: str = "alt",
 ) -> str:
     """The page's main content as GitHub-flavoured Markdown, with absolute links.
 
-    ATX headings, fenced code (with the language a ``language-*`` or
-    ``lang-*`` class declares), GFM tables, ``-`` bullets, images as
-    ``![alt](src)``; links and images resolved against ``<base href>`` and
-    ``url``; no run of blank lines, no trailing whitespace.
+    ATX headings, fenced code (with the language its markup names, without
+    line numbers, verbatim), GFM tables (spans filled in, one header row;
+    layout tables as text), ``-`` bullets, images as ``![alt](src)``;
+    links and images resolved against ``<base href>`` and ``url``; no
+    empty link (``[](url)``), no link to ``javascript:`` or ``#``; no run
+    of blank lines, no trailing whitespace.
 
     - ``only_main_content`` (default): the article, product, listing or
       thread the page is about, without navigation, headers, footers,
@@ -279,12 +297,18 @@ def to_markdown(
       not repeated). The selection replaces main-content detection.
     - ``exclude_tags``: CSS selectors; matching elements are removed
       (from the selection, if ``include_tags`` is given).
+    - ``images``: ``"alt"`` (default) keeps the images that have alt
+      text, ``"all"`` every image, ``"none"`` none; an image dropped
+      from a link leaves its alt text as the link's label.
 
     An invalid selector is ignored with a warning in the log. Returns
-    ``""`` for an empty or unparseable page, and never raises.
+    ``""`` for an empty or unparseable page, and never raises on a page;
+    an ``images`` value not in :data:`IMAGES` is a ``ValueError``.
     """
+    if images not in IMAGES:
+        raise ValueError(f"images must be one of {', '.join(IMAGES)}, got {images!r}")
     try:
-        return _convert(html, url, only_main_content, include_tags, exclude_tags)
+        return _convert(html, url, only_main_content, include_tags, exclude_tags, images)
     except Exception:  # one bad page must never stop a crawl
         logger.warning("Markdown conversion failed for %s", url, exc_info=True)
         return ""

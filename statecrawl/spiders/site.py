@@ -23,6 +23,14 @@ Sessions (:mod:`statecrawl.sessions.login`, :mod:`statecrawl.sessions.passthroug
 ``login_url`` + ``login_form`` (a JSON object of the form fields to fill in)
 log the crawl in once, shared by every worker; ``cookies`` / ``headers``
 (JSON objects) are sent with every request and never stored.
+
+Setting ``STATECRAWL_MARKDOWN_IMAGES`` (str, default ``"alt"``): which
+images the ``markdown`` format keeps. ``alt``: those with alt text (what a
+reader or a language model gets from an image); ``all``: every image
+(decorative ``alt=""`` images and tracking pixels still go); ``none``: no
+image (an image that is a link's only content leaves its alt text as the
+link's label). Any other value is a ``ConfigError`` when the spider starts.
+Example: ``-s STATECRAWL_MARKDOWN_IMAGES=all``.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from scrapy import Request, Spider
+from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
@@ -41,7 +50,7 @@ from twisted.python.failure import Failure
 from w3lib.encoding import http_content_type_encoding
 
 from statecrawl.content.extract import page_metadata
-from statecrawl.content.markdown import main_content_html, to_markdown
+from statecrawl.content.markdown import IMAGES, main_content_html, to_markdown
 from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.scope import Scope, validate_start_url
 from statecrawl.output.items import Page
@@ -168,6 +177,7 @@ class SiteSpider(Spider):
             raise ConfigError(f"-a wait_until= must be one of {', '.join(WAIT_UNTIL)}, "
                               f"got {wait_until!r}")
         self.render = render
+        self.markdown_images = IMAGES[0]  # STATECRAWL_MARKDOWN_IMAGES, read by from_crawler
         self.formats = _formats_arg(formats)
         self.render_options = {k: v for k, v in {
             "wait_for": wait_for, "wait_ms": _int_arg("wait_ms", wait_ms), "wait_until": wait_until,
@@ -197,6 +207,16 @@ class SiteSpider(Spider):
             unique=True, deny_extensions=[e for e in IGNORED_EXTENSIONS if e not in _FOLLOWED_BINARY])
         if self.login_url:  # only this: the form holds a password, pass-through is never kept
             self.crawl_args["login_url"] = self.login_url
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> SiteSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        images = str(crawler.settings.get("STATECRAWL_MARKDOWN_IMAGES") or IMAGES[0]).strip().lower()
+        if images not in IMAGES:
+            raise ConfigError(f"STATECRAWL_MARKDOWN_IMAGES must be one of {', '.join(IMAGES)}, "
+                              f"got {images!r}")
+        spider.markdown_images = images
+        return spider
 
     async def start(self) -> AsyncIterator[Request]:
         yield self._follow(self.start_url)
@@ -257,7 +277,7 @@ class SiteSpider(Spider):
             meta["canonical"], meta["open_graph"], meta["twitter"])
         page.published, page.author = meta["published"], meta["author"]
         if "markdown" in self.formats:
-            page.markdown = to_markdown(html, response.url)
+            page.markdown = to_markdown(html, response.url, images=self.markdown_images)
         if "html" in self.formats:
             page.html = main_content_html(html, response.url)
         if "raw_html" in self.formats:
