@@ -5,7 +5,8 @@
   languages, line-number gutters), ``_links`` (empty and dead links,
   images by alt text), ``_tables`` (span-filled grids, layout tables);
 * ``maincontent`` (main-content detection) over ``_pagetext`` (text
-  statistics of the lxml tree);
+  statistics of the lxml tree) and ``_cleaning`` (code, media, too-deep
+  nesting, hidden elements);
 * ``extract`` (page metadata: title, description, Open Graph, JSON-LD...).
 
 Imports nothing from statecrawl but exceptions; everything else may use it.

@@ -27,7 +27,7 @@ import re
 from lxml import etree
 from lxml import html as lxml_html
 
-__all__ = ["WORD_SPLIT", "Block", "Chrome", "is_hidden", "walk"]
+__all__ = ["CHROME_ROLES", "WORD_SPLIT", "Block", "Chrome", "chrome_words", "is_hidden", "walk"]
 
 _PARAGRAPH_MIN = 25  # chars: a shorter block is a label, not a paragraph
 _PARAGRAPH_MAX_LINKS = 0.5  # ...and one with more than half its text in links is a link list
@@ -46,7 +46,7 @@ _INLINE: frozenset[str] = frozenset({
 #: Chrome by tag alone; ``header`` only outside sectioning content (HTML-AAM).
 _CHROME_TAGS: frozenset[str] = frozenset({"nav", "aside", "footer", "form", "header"})
 _SECTIONING: frozenset[str] = frozenset({"article", "aside", "main", "nav", "section"})
-_CHROME_ROLES: frozenset[str] = frozenset({
+CHROME_ROLES: frozenset[str] = frozenset({
     "navigation", "contentinfo", "banner", "complementary", "search", "menu", "menubar", "toolbar",
 })  # fmt: skip
 #: Class/id words of site chrome, matched on whole words of the value (split
@@ -85,6 +85,18 @@ def is_hidden(el: lxml_html.HtmlElement) -> bool:
         return True
     style = el.get("style")
     return bool(style and _HIDING_STYLE.search(style))
+
+
+def _word_flags(value: str) -> tuple[bool, bool]:
+    """(has a chrome word, has a content word) for a class or id value."""
+    words = {w.lower() for w in WORD_SPLIT.split(value) if w}
+    return not _CHROME_WORDS.isdisjoint(words), not _CONTENT_WORDS.isdisjoint(words)
+
+
+def chrome_words(el: lxml_html.HtmlElement) -> bool:
+    """Whether the class or id names the element chrome (``site-menu``, not ``post-header``)."""
+    chrome, content = _word_flags(f"{el.get('class', '')} {el.get('id', '')}")
+    return chrome and not content
 
 
 class Block:
@@ -129,12 +141,12 @@ class Block:
         return False
 
     def remove(self, blocks: list[Block]) -> None:
-        """Drop the element from the tree and its counts and scores from its ancestors.
+        """Take the element's counts and scores from its ancestors; mark its subtree removed.
 
-        ``blocks`` is the list :func:`walk` returned; the blocks of the
-        subtree are marked removed there.
+        ``blocks`` is the list :func:`walk` returned. The element stays in
+        the tree: the caller drops it once the content is chosen, so that a
+        choice found wrong can still fall back to the untouched page.
         """
-        self.el.drop_tree()
         for block in blocks[self.first : self.index + 1]:
             block.removed = True
         ancestor, level = self.parent, 0
@@ -155,6 +167,7 @@ class Chrome:
     def __init__(self, body: lxml_html.HtmlElement) -> None:
         self.body = body
         self.hidden: list[lxml_html.HtmlElement] = []
+        self.shown: list[lxml_html.HtmlElement] = []  # hidden, but holding half the page: kept
         self.blocks: list[Block] = []  # chrome blocks, in post-order
         self.depth = 0  # of the deepest element, counted from body
         self._flags: dict[str, tuple[bool, bool]] = {}
@@ -177,7 +190,7 @@ class Chrome:
             return True
         if block.chrome or tag in _INLINE or tag in ("article", "main"):
             return False  # inline chrome (icons, share links) goes with its block
-        if "role" in keys and " ".join(el.get("role", "").lower().split()) in _CHROME_ROLES:
+        if "role" in keys and " ".join(el.get("role", "").lower().split()) in CHROME_ROLES:
             block.chrome = True
             return False
         chrome = content = False
@@ -192,9 +205,7 @@ class Chrome:
         """(has a chrome word, has a content word) for a class or id value, cached."""
         flags = self._flags.get(value)
         if flags is None:
-            words = {w.lower() for w in WORD_SPLIT.split(value) if w}
-            flags = (not _CHROME_WORDS.isdisjoint(words), not _CONTENT_WORDS.isdisjoint(words))
-            self._flags[value] = flags
+            flags = self._flags[value] = _word_flags(value)
         return flags
 
     def _hide(self, el: lxml_html.HtmlElement) -> bool:
@@ -205,6 +216,7 @@ class Chrome:
         if self._half_page is None:
             self._half_page = len(self.body.text_content()) / 2
         if len(el.text_content()) >= self._half_page:
+            self.shown.append(el)
             return False
         self.hidden.append(el)
         return True

@@ -6,10 +6,12 @@ one walk over the tree (:func:`statecrawl.content._pagetext.walk`) and no per-si
 rules:
 
 1. :func:`clean_tree` drops what is never text: scripts, embeds, form
-   controls, decorative images; the walk skips hidden elements.
-2. Chrome is stripped -- ``nav``, ``aside``, ``footer``, the banner
-   ``header``, navigation roles, class/id words such as menu, cookie,
-   share, comments -- unless it holds a large share of the page's
+   controls, decorative images; the walk sets hidden elements aside.
+   A hidden element holding half the page (a React stream chunk
+   ``<div hidden id="S:1">``) is the page: it stays, unhidden.
+2. Chrome is marked for removal -- ``nav``, ``aside``, ``footer``, the
+   banner ``header``, navigation roles, class/id words such as menu,
+   cookie, share, comments -- unless it holds a large share of the page's
    paragraph text: a ``<div class="has-sidebar">`` wrapping the page must
    survive. Spared chrome gets a second look once the core is known.
 3. The *core* is Readability's top candidate: paragraphs score their
@@ -18,12 +20,22 @@ rules:
    (related-story teasers, comment threads).
 4. The core grows to what the page shows as content. A page without real
    prose (a shop grid, a listing, a landing page) gets its ``<main>`` or
-   whole cleaned body. Otherwise the core climbs through its ancestors
-   until it holds most of the page's paragraph text, taking the siblings
-   that are not link lists: service pages spread over many ``<section>``
-   and forum threads of sibling posts come out whole.
+   whole cleaned body. Otherwise the core climbs through its ancestors,
+   never past ``<main>``, until it holds most of the page's paragraph
+   text, taking the siblings that are not link lists: service pages spread
+   over many ``<section>`` and forum threads of sibling posts come out whole.
 5. Inside a prose container, link-dense blocks with little punctuation
-   (share bars, tag lists, "more stories") and figure captions go.
+   (share bars, tag lists, "more stories"), captions, photo credits,
+   galleries and bylines go -- unless the link-dense blocks hold most of
+   its text (the teaser cards of a section page are its content).
+6. Nothing is removed from the tree until the content is known. A pick
+   that is tiny beside the page's visible text and has no prose of its
+   own (content wrappers named ``skip-item`` stripped as chrome, a cookie
+   notice left as the only paragraph) gives way to the broad selection:
+   ``<body>`` minus hidden elements and chrome landmarks. A page with
+   visible text never comes out empty.
+7. Hidden panels inside the content that are text, not menus (tabs,
+   accordions), stay and are unhidden; every other hidden element goes.
 
 The thresholds were tuned on the scrapinghub article benchmark and the
 WCXB dev set (``bench/markdown.py``); each is named below with its role.
@@ -32,27 +44,13 @@ WCXB dev set (``bench/markdown.py``); each is named below with its role.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
-from lxml import etree
 from lxml import html as lxml_html
 
-from statecrawl.content._pagetext import WORD_SPLIT, Block, Chrome, is_hidden, walk
+from statecrawl.content._cleaning import MAX_DEPTH, clean_tree, drop, flatten_deep, hidden_parts, unhide
+from statecrawl.content._pagetext import CHROME_ROLES, WORD_SPLIT, Block, Chrome, walk
 
 __all__ = ["MAX_DEPTH", "clean_tree", "extract_main", "flatten_deep"]
-
-#: Elements whose content is code or media, never page text.
-_CODE_TAGS: tuple[str, ...] = (
-    "script", "style", "template", "iframe", "svg", "object", "embed", "canvas",
-    "audio", "video", "source", "track", "link", "meta", "map",
-)  # fmt: skip
-#: Form controls. libxml2 sometimes nests a whole broken page in a ``<button>``,
-#: so a control holding much text is unwrapped rather than dropped.
-_CONTROL_TAGS: tuple[str, ...] = (
-    "button", "select", "textarea", "input", "label", "option", "datalist", "output",
-)  # fmt: skip
-_CONTROL_MAX_TEXT = 200
-_NOSCRIPT_MIN = 500  # a <noscript> with this much markup is the page itself (Discourse)
 
 #: Readability's priors for an element becoming the core, by tag and class/id.
 _TAG_PRIOR: dict[str, int] = {
@@ -79,19 +77,6 @@ _LAYOUT_WORDS: frozenset[str] = frozenset({
     "layout", "wrapper", "wrap", "container", "main", "page", "site", "body", "content", "has",
 })  # fmt: skip
 
-#: html-to-markdown skips whatever lies deeper than 1,024 elements; deeper
-#: nesting (tables in tables, broken pages) is unwrapped to this depth, below
-#: its 512-level limit for repairing broken markup.
-MAX_DEPTH = 500
-_DEPTH = "count(ancestor::*)"
-_IS_TOO_DEEP = etree.XPath(f"boolean(descendant::*[{_DEPTH} > {MAX_DEPTH}])")
-_TOO_DEEP = etree.XPath(f"descendant::*[{_DEPTH} > {MAX_DEPTH}]")
-#: Table parts just above the cut: rows whose cells were unwrapped would hold bare text.
-_CUT_TABLE_PARTS = etree.XPath(
-    f"descendant::*[{_DEPTH} > {MAX_DEPTH - 4} and {_DEPTH} <= {MAX_DEPTH}]"
-    "[self::table or self::thead or self::tbody or self::tfoot or self::tr or self::td or self::th]"
-)
-
 _KEEP_SHARE = 0.3  # chrome holding more of the page's paragraph text is spared...
 _KEEP_MIN = 200  # ...if that is at least this many chars
 _SPARED_REST = 500  # chars of prose a core must have besides spared chrome inside it
@@ -103,89 +88,42 @@ _PROSE_CONTAINER = 0.4  # share of prose that makes a container an article (prun
 _PRUNE_MAX_LINKS = 0.33  # inside it, blocks with more links...
 _PRUNE_MAX_COMMAS = 10  # ...and fewer commas than this...
 _PRUNE_KEEP_SHARE = 0.2  # ...that hold less than this share of its prose, go
+_PRUNE_MAX_SHARE = 0.5  # blocks found holding more of its text are its content: none go
+_FALLBACK_SHARE = 0.2  # content holding less of the broad selection's text...
+_FALLBACK_GOOD = 200  # ...and less paragraph text than this (or inside chrome) is a miss
+_LANDMARK_TAGS: frozenset[str] = frozenset({"nav", "aside", "footer", "header"})
+#: Class/id words of what sits in an article beside its text -- captions, photo
+#: credits, galleries, bylines -- pruned like ``<figcaption>``.
+_CAPTION_WORDS: frozenset[str] = frozenset({
+    "caption", "credit", "credits", "gallery", "slideshow", "byline", "author", "timestamp", "dateline",
+})  # fmt: skip
+_CAPTION_MAX_SHARE = 0.5  # ...unless they hold this share of the container's prose
 _PRUNED_TAGS: frozenset[str] = frozenset({
     "div", "section", "ul", "ol", "table", "dl", "header", "footer", "nav", "figure", "aside",
 })  # fmt: skip
 
 
-def _drop(elements: Iterable[lxml_html.HtmlElement]) -> None:
-    """Remove elements and their subtrees, keeping their tail text."""
-    for el in elements:
-        if el.getparent() is not None:
-            el.drop_tree()
-
-
-def _is_decorative(img: lxml_html.HtmlElement) -> bool:
-    """``alt=""`` marks an image decorative (HTML spec); a 1x1 image is a tracking pixel."""
-    alt = img.get("alt")
-    if alt is not None and not alt.strip():
-        return True
-    return img.get("width") in ("0", "1") and img.get("height") in ("0", "1")
-
-
-def clean_tree(root: lxml_html.HtmlElement, *, hidden: bool = True) -> None:
-    """Remove, in place, what is never text: code, media, form controls, hidden parts.
-
-    A ``<noscript>`` holding the markup of a page's text (Discourse serves
-    its posts so) is unwrapped; other ``<noscript>`` (tracking pixels,
-    "enable JavaScript") is dropped. Hidden elements go unless they hold
-    half the page (a page saved with a modal open); :func:`extract_main`
-    passes ``hidden=False`` because its walk does that test anyway.
-    """
-    for el in list(root.iter("noscript")):
-        if len(el) and len(el.text_content()) >= _NOSCRIPT_MIN:
-            el.drop_tag()
-        elif el.getparent() is not None:
-            el.drop_tree()
-    etree.strip_elements(root, *_CODE_TAGS, with_tail=False)  # in C; the tail text stays
-    for el in list(root.iter(*_CONTROL_TAGS)):
-        if el.getparent() is None:
-            continue
-        if len(el.text_content()) < _CONTROL_MAX_TEXT:
-            el.drop_tree()
-        else:
-            el.drop_tag()
-    _drop([img for img in root.iter("img") if _is_decorative(img)])
-    if hidden:
-        found = [el for el in root.iterdescendants() if isinstance(el.tag, str) and is_hidden(el)]
-        if found:
-            half = len(root.text_content()) / 2
-            _drop([el for el in found if len(el.text_content()) < half])
-
-
-def flatten_deep(root: lxml_html.HtmlElement) -> None:
-    """Unwrap, in place, the elements nested deeper than ``MAX_DEPTH``; their text stays.
-
-    Table parts just above the cut become ``<div>`` s, so that the unwrapped
-    text is not left bare inside a ``<tr>`` (where a converter drops it).
-    The test costs ~0.5 ms on a typical page; :func:`extract_main` only
-    calls this when its walk met deep nesting.
-    """
-    if not _IS_TOO_DEEP(root):
-        return
-    for el in _CUT_TABLE_PARTS(root):
-        el.tag = "div"
-    for el in _TOO_DEEP(root):
-        el.drop_tag()
-
-
-def _strip_chrome(blocks: list[Block], chrome: Chrome) -> list[Block]:
-    """Drop hidden elements and the chrome holding little paragraph text; return the spared.
+def _strip_chrome(blocks: list[Block], chrome: Chrome, doomed: list[Block]) -> list[Block]:
+    """Remove the chrome holding little paragraph text; return the spared.
 
     Outer chrome is judged first (the list is in post-order), with the
     counts it had before anything inside it went.
     """
-    _drop(chrome.hidden)
     limit = _KEEP_SHARE * blocks[-1].good
     spared = []
     for block in reversed(chrome.blocks):
         if block.removed:
             continue
         if block.good <= limit or block.good < _KEEP_MIN:
-            block.remove(blocks)
+            _remove(block, blocks, doomed)
         else:
             spared.append(block)
     return spared
+
+
+def _remove(block: Block, blocks: list[Block], doomed: list[Block]) -> None:
+    block.remove(blocks)
+    doomed.append(block)
 
 
 def _candidate_score(block: Block) -> float:
@@ -240,7 +178,7 @@ def _is_strong_chrome(el: lxml_html.HtmlElement) -> bool:
     return not _STRONG_CHROME_WORDS.isdisjoint(words) and _LAYOUT_WORDS.isdisjoint(words)
 
 
-def _second_look(core: Block, spared: list[Block], blocks: list[Block]) -> None:
+def _second_look(core: Block, spared: list[Block], blocks: list[Block], doomed: list[Block]) -> None:
     """Drop the spared chrome now known not to be the content.
 
     Comments or related stories may hold more paragraph text than a short
@@ -249,7 +187,7 @@ def _second_look(core: Block, spared: list[Block], blocks: list[Block]) -> None:
     inside a core that has no other prose (a forum thread).
     """
     keep = {core.el, *core.el.iterancestors()}
-    kinds = {(el.tag, el.get("class")) for el in keep}
+    kinds = {(el.tag, el.get("class")) for el in keep if el.get("class")}
     for block in spared:
         el = block.el
         if block.removed or el in keep or (el.tag, el.get("class")) in kinds:
@@ -258,18 +196,24 @@ def _second_look(core: Block, spared: list[Block], blocks: list[Block]) -> None:
             continue
         if core.contains(block) and core.prose - block.prose < _SPARED_REST:
             continue
-        block.remove(blocks)
+        _remove(block, blocks, doomed)
 
 
-def _grow(core: Block, page: Block, by_el: dict[lxml_html.HtmlElement, Block]) -> Block:
+def _grow(core: Block, blocks: list[Block], doomed: list[Block], spared: list[Block]) -> Block:
     """Climb from the core until it holds ``_COVERAGE`` of the page's paragraph text.
 
-    At each level, siblings that are link lists (or empty, except media
-    and tables) are dropped and the others join the content.
+    Spared chrome outside the core does not count: a consent centre or a
+    promo box is not text the core must reach. At each level, siblings
+    that are link lists (or empty, except media and tables) are removed
+    and the others join the content. The climb stops at ``<main>``: what
+    lies beside it (teasers with excerpts, a "more stories" rail) is not
+    the page's content whatever its prose.
     """
+    by_el = {block.el: block for block in blocks if not block.removed}
+    outside = [b for b in spared if not b.removed and not (b is core or b.contains(core))]
+    target = _COVERAGE * (blocks[-1].good - sum(b.good for b in outside))
     block, covered = core, core.good
-    dropped = []
-    while covered < _COVERAGE * page.good and block.parent is not None:
+    while covered < target and block.parent is not None and block.el.tag != "main":
         parent = block.parent
         for sibling in parent.el:
             stats = by_el.get(sibling)
@@ -282,19 +226,17 @@ def _grow(core: Block, page: Block, by_el: dict[lxml_html.HtmlElement, Block]) -
             if keep:
                 covered += stats.good
             else:
-                dropped.append(sibling)
+                _remove(stats, blocks, doomed)
         block = parent
-    _drop(dropped)
     return block
 
 
-def _container(core: Block, blocks: list[Block], body: lxml_html.HtmlElement) -> Block:
-    by_el = {block.el: block for block in blocks if not block.removed}
+def _container(core: Block, blocks: list[Block], doomed: list[Block], spared: list[Block]) -> Block:
     page = blocks[-1]
     if core.prose >= _WEAK_CORE:
-        return _grow(core, page, by_el)
+        return _grow(core, blocks, doomed, spared)
     # No real prose: the content is the page minus chrome, bounded by <main> if any.
-    mains = [by_el[el] for el in body.iter("main") if el in by_el]
+    mains = [block for block in blocks if block.el.tag == "main" and not block.removed]
     if mains:
         main = max(mains, key=lambda block: block.text)
         if main is core or (main.text >= _MAIN_SHARE * page.text and main.contains(core)):
@@ -302,49 +244,144 @@ def _container(core: Block, blocks: list[Block], body: lxml_html.HtmlElement) ->
     return page
 
 
-def _prune(container: Block, blocks: list[Block]) -> None:
-    """Drop link lists and captions inside a container that is mostly prose.
+def _is_caption(el: lxml_html.HtmlElement) -> bool:
+    """Named a caption, a photo credit, a gallery (its captions repeat, slide by slide) or a byline."""
+    if not (el.get("class") or el.get("id")):
+        return False
+    words = {w.lower() for w in WORD_SPLIT.split(f"{el.get('class', '')} {el.get('id', '')}") if w}
+    return not _CAPTION_WORDS.isdisjoint(words)
 
-    A shop grid or a listing is links by nature and is left alone.
+
+def _prune(container: Block, blocks: list[Block], doomed: list[Block]) -> None:
+    """Remove link lists and captions inside a container that is mostly prose.
+
+    A block named a caption or a byline that holds half its prose is no
+    caption (``author-content`` wrapping the text). A shop grid or a listing is links by nature and is left alone, and so
+    are teaser cards that together hold most of the container's text: they
+    are the content of a news section page, not boilerplate beside it.
     """
     if not container.text or container.prose < _PROSE_CONTAINER * container.text:
         return
-    by_el = {block.el: block for block in blocks if not block.removed}
-    dropped = []
-    for el in container.el.iterdescendants():
-        block = by_el.get(el)
-        if block is None:
+    max_prose = _PRUNE_KEEP_SHARE * container.prose
+    max_caption = _CAPTION_MAX_SHARE * container.prose
+    found: list[Block] = []
+    for block in blocks[container.first : container.index]:  # post-order: inner blocks first
+        el = block.el
+        if block.removed:
             continue
-        if el.tag == "figcaption" or (
-            el.tag in _PRUNED_TAGS
-            and block.text
-            and block.prose < _PRUNE_KEEP_SHARE * container.prose
-            and block.commas < _PRUNE_MAX_COMMAS
-            and block.link > _PRUNE_MAX_LINKS * block.text
+        if (
+            el.tag == "figcaption"
+            or (_is_caption(el) and block.prose < max_caption)
+            or (
+                el.tag in _PRUNED_TAGS
+                and block.text
+                and block.prose < max_prose
+                and block.commas < _PRUNE_MAX_COMMAS
+                and block.link > _PRUNE_MAX_LINKS * block.text
+            )
         ):
-            dropped.append(el)
-    _drop(dropped)
+            found.append(block)
+    outer: list[Block] = []  # reversed post-order: a block, then the blocks inside it
+    for block in reversed(found):
+        if not (outer and outer[-1].contains(block)):
+            outer.append(block)
+    if sum(block.text for block in outer) > _PRUNE_MAX_SHARE * container.text:
+        return
+    for block in outer:
+        _remove(block, blocks, doomed)
+
+
+def _is_landmark(el: lxml_html.HtmlElement) -> bool:
+    role = " ".join((el.get("role") or "").lower().split())
+    return el.tag in _LANDMARK_TAGS or role in CHROME_ROLES
+
+
+def _out_of_landmark(
+    core: Block, spared: list[Block], blocks: list[Block], doomed: list[Block]
+) -> Block | None:
+    """A core found inside a spared landmark (legal text in the ``<footer>``) is found again without it.
+
+    Unless the rest of the page has no paragraph text to speak of.
+    """
+    for block in spared:
+        if block.removed or not _is_landmark(block.el) or not (block is core or block.contains(core)):
+            continue
+        if blocks[-1].good - block.good < _KEEP_MIN:
+            return core
+        _remove(block, blocks, doomed)
+        return _find_core(blocks)
+    return core
+
+
+def _landmarks(blocks: list[Block], chrome: Chrome) -> tuple[list[Block], int]:
+    """The page's chrome landmarks and the text left without them: the broad selection.
+
+    Landmarks are chrome by tag or role (``nav``, ``aside``, ``footer``,
+    the banner ``header``, navigation roles), not by class words; one that
+    holds half the page is a broken nesting (an unclosed ``<nav>``) and stays.
+    Called before anything is removed, on the counts of the whole page.
+    """
+    page = blocks[-1]
+    found: list[Block] = []
+    text = page.text
+    for block in reversed(chrome.blocks):  # outer first
+        el = block.el
+        if not _is_landmark(el):
+            continue
+        if block.text > page.text / 2 or (found and found[-1].contains(block)):
+            continue
+        found.append(block)
+        text -= block.text
+    return found, text
+
+
+def _missed(container: Block, broad: int, spared: list[Block]) -> bool:
+    """Whether the content found is a miss: tiny beside the broad selection, and no prose.
+
+    The content of a page whose wrappers carry chrome words (``skip-item``,
+    ``search-results``) goes with the chrome, leaving a few links or a
+    cookie notice (spared as chrome holding most of the paragraph text).
+    """
+    if container.text >= _FALLBACK_SHARE * broad:
+        return False
+    if container.good < _FALLBACK_GOOD:
+        return True
+    return any(block is container or block.contains(container) for block in spared if not block.removed)
 
 
 def extract_main(body: lxml_html.HtmlElement) -> lxml_html.HtmlElement:
     """The element holding the main content of ``body``, boilerplate removed (in place).
 
     Returns ``body`` itself, cleaned of chrome, when no paragraph is found
-    (an empty or script-only page, a page of bare links).
+    (an empty or script-only page, a page of bare links). When the content
+    found is empty or tiny beside the page's visible text (chrome words on
+    the content's own wrappers, a cookie notice as the only prose), the
+    broad selection is returned instead: ``body`` minus hidden elements and
+    chrome landmarks.
     """
     clean_tree(body, hidden=False)
     chrome = Chrome(body)
     blocks = walk(body, chrome)
-    spared = _strip_chrome(blocks, chrome)
+    unhide(chrome.shown)
+    landmarks, broad = _landmarks(blocks, chrome)
+    doomed: list[Block] = []
+    spared = _strip_chrome(blocks, chrome, doomed)
     core = _find_core(blocks)
+    if core is not None and spared:
+        core = _out_of_landmark(core, spared, blocks, doomed)
     if core is None:
-        if chrome.depth > MAX_DEPTH - 2:
-            flatten_deep(body)
-        return body
-    if spared:
-        _second_look(core, spared, blocks)
-    container = _container(core, blocks, body)
-    _prune(container, blocks)
+        container = blocks[-1]
+    else:
+        if spared:
+            _second_look(core, spared, blocks, doomed)
+        container = _container(core, blocks, doomed, spared)
+        _prune(container, blocks, doomed)
+    if _missed(container, broad, spared):
+        drop(block.el for block in landmarks)
+        container = blocks[-1]
+    else:
+        drop(block.el for block in doomed)
+    drop(hidden_parts(container.el, chrome.hidden))
     if chrome.depth > MAX_DEPTH - 2:  # walk() counts from <body>, XPath from <html>
         flatten_deep(container.el)
     return container.el
