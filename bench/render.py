@@ -1,7 +1,7 @@
 """Rendering: pages/s and memory of the modes, and what settling captures and costs.
 
     .venv/bin/python bench/render.py [--only throughput|settle] [--pages 300] [--every 10]
-                                     [--rounds 2] [--runs 10]
+                                     [--rounds 2] [--runs 10] [--timing-only]
 
 **Throughput** (``--only throughput``): ``render=browser`` vs ``render=auto``.
 
@@ -29,7 +29,8 @@ whether every script-built page's rendered text reached its item.
 * *cost*: each page rendered ``--runs`` times with settling on and off
   (alternating, one Chromium, the worker's launch options), timed from
   ``goto`` to the HTML in hand; printed: the median over pages of each
-  page's median extra time, for the static pages and for the corpus.
+  page's median extra time, for the static pages and for the corpus
+  (``--timing-only``: this part alone).
 
 Asserts nothing.
 """
@@ -192,26 +193,37 @@ def run_settle(args: argparse.Namespace, tmp: Path, redis_url: str, client: redi
 
     with SettleSite() as site:
         print(f"settle corpus: {len(CORPUS)} pages at {site.url}/settle/", flush=True)
-        off = len(CORPUS) - len(corpus_crawl(site, redis_url, client, tmp, "-a", "render=browser",
-                                             "-a", "settle_ms=0"))
-        print(f"settling off (settle_ms=0), render=browser: {off}/{len(CORPUS)} markers", flush=True)
-        for mode in ("browser", "auto"):
-            counts = []
-            for run in range(args.runs):
-                missed = corpus_crawl(site, redis_url, client, tmp, "-a", f"render={mode}")
-                counts.append(len(CORPUS) - len(missed))
-                print(f"  render={mode} run {run + 1}/{args.runs}: {counts[-1]}/{len(CORPUS)} "
-                      f"markers" + (f"; missed {'; '.join(missed)}" if missed else ""), flush=True)
-            full = sum(c == len(CORPUS) for c in counts)
-            print(f"render={mode}: every marker captured in {full} of {args.runs} runs "
-                  f"({sum(counts)}/{len(CORPUS) * args.runs} markers)", flush=True)
+        if not args.timing_only:
+            crawl_corpus(args, site, redis_url, client, tmp)
         times = asyncio.run(settle_timing(site, args.runs))
+    report_timing(times, args.runs)
+
+
+def crawl_corpus(args: argparse.Namespace, site: SettleSite, redis_url: str,
+                 client: redis.Redis, tmp: Path) -> None:
+    """Markers captured: once with settling off, then --runs crawls per mode."""
+    off = len(CORPUS) - len(corpus_crawl(site, redis_url, client, tmp, "-a", "render=browser",
+                                         "-a", "settle_ms=0"))
+    print(f"settling off (settle_ms=0), render=browser: {off}/{len(CORPUS)} markers", flush=True)
+    for mode in ("browser", "auto"):
+        counts = []
+        for run in range(args.runs):
+            missed = corpus_crawl(site, redis_url, client, tmp, "-a", f"render={mode}")
+            counts.append(len(CORPUS) - len(missed))
+            print(f"  render={mode} run {run + 1}/{args.runs}: {counts[-1]}/{len(CORPUS)} "
+                  f"markers" + (f"; missed {'; '.join(missed)}" if missed else ""), flush=True)
+        full = sum(c == len(CORPUS) for c in counts)
+        print(f"render={mode}: every marker captured in {full} of {args.runs} runs "
+              f"({sum(counts)}/{len(CORPUS) * args.runs} markers)", flush=True)
+
+
+def report_timing(times: dict[str, dict[bool, list[float]]], runs: int) -> None:
     extra = {name: 1000 * (statistics.median(t[True]) - statistics.median(t[False]))
              for name, t in times.items()}
     static = [v for n, v in extra.items() if n.startswith("static-")]
     corpus = [v for n, v in extra.items() if not n.startswith("static-")]
     print(f"\nextra time per page that settling costs (median over pages of the per-page "
-          f"median of {args.runs} renders):")
+          f"median of {runs} renders):")
     print(f"  static pages: {statistics.median(static):6.0f} ms   "
           f"(each: {', '.join(f'{v:.0f}' for v in static)})")
     print(f"  corpus pages: {statistics.median(corpus):6.0f} ms   "
@@ -225,6 +237,8 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=10, help="every Nth page is script-built")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10, help="settle: crawls and renders per page")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="settle: only the cost per page, no corpus crawls")
     args = parser.parse_args()
     if args.only != "throughput":
         with tempfile.TemporaryDirectory(prefix="statecrawl-settle-") as tmpdir:
