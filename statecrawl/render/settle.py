@@ -15,7 +15,9 @@ earliest), but never longer than ``settle_ms`` (default
   from Playwright's ``request`` / ``requestfinished`` / ``requestfailed``
   events, which are attached before navigation; blocked resources (images,
   fonts, media) are aborted at once and so never hold a page;
-* **no pending short timer** -- a ``setTimeout`` or ``requestIdleCallback``
+* **no pending short timer** (and no ``fetch()`` or XHR, counted in the
+  page too, so that none slips between its start and Playwright's event
+  reaching the worker) -- a ``setTimeout`` or ``requestIdleCallback``
   that will fire within ``settle_ms`` is work still to come: a page whose
   content appears after a 2 s timer is waited for, one whose only timer is
   a 30 s analytics ping is not. ``setInterval`` and animation frames are
@@ -29,7 +31,8 @@ earliest), but never longer than ``settle_ms`` (default
 
 The timers and the observer come from an init script that runs in every
 frame before the page's own scripts (:data:`SETTLE_SCRIPT`); it wraps
-``setTimeout``/``clearTimeout`` and ``requestIdleCallback`` and nothing else.
+``setTimeout``/``clearTimeout``, ``requestIdleCallback``, ``fetch`` and
+``XMLHttpRequest.send`` and nothing else.
 A page that never settles (a clock ticking every 20 ms, a long-poll, a
 timer that re-arms itself) is taken as it is when ``settle_ms`` runs out:
 settling is a wait, never an error. A page that navigates away while it
@@ -96,6 +99,41 @@ SETTLE_SCRIPT = r"""
       };
     }
   };
+  // fetch() and XHR are also counted here, in the page: Playwright's request
+  // event reaches Python a little after the page asked, and a probe must not
+  // slip in between (an observer callback that starts a fetch and nothing else).
+  let calls = 0;
+  const started = () => { const key = "n" + calls++; pending.add(key); return key; };
+  const ended = (key) => { pending.delete(key); touch(); };
+  const originalFetch = window.fetch;
+  if (typeof originalFetch === "function") {
+    window.fetch = function (...args) {
+      const key = started();
+      let promise;
+      try {
+        promise = originalFetch.apply(this, args);
+      } catch (error) {
+        ended(key);
+        throw error;
+      }
+      promise.then(() => ended(key), () => ended(key));
+      return promise;
+    };
+  }
+  const xhr = window.XMLHttpRequest && window.XMLHttpRequest.prototype;
+  if (xhr && typeof xhr.send === "function") {
+    const originalSend = xhr.send;
+    xhr.send = function (...args) {
+      const key = started();
+      this.addEventListener("loadend", () => ended(key), { once: true });
+      try {
+        return originalSend.apply(this, args);
+      } catch (error) {
+        ended(key);
+        throw error;
+      }
+    };
+  }
   track("setTimeout", "clearTimeout", "t", (rest) => Number(rest[0]) || 0);
   track("requestIdleCallback", "cancelIdleCallback", "i",
         (rest) => (rest[0] && Number(rest[0].timeout)) || 0);
