@@ -98,12 +98,18 @@ def tree_memory(root: int) -> int:
     return total
 
 
+def worker_env(redis_url: str, out: Path) -> dict[str, str]:
+    """The environment of a ``scrapy crawl site`` worker: this Redis, output under *out*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "STATECRAWL_"))}
+    env.update(REDIS_URL=redis_url, PYTHONPATH=str(ROOT), STATECRAWL_OUTPUT_DIR=str(out))
+    return env
+
+
 def crawl(mode: str, site: RenderSite, redis_url: str, client: redis.Redis,
           tmp: Path) -> tuple[float, int, bool, int]:
     """One crawl; returns (pages/s, peak PSS bytes, every script-built page rendered, items)."""
     crawl_id = f"bench-render-{mode}-{uuid.uuid4().hex[:6]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "STATECRAWL_"))}
-    env.update(REDIS_URL=redis_url, PYTHONPATH=str(ROOT), STATECRAWL_OUTPUT_DIR=str(tmp / crawl_id))
+    env = worker_env(redis_url, tmp / crawl_id)
     cmd = [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"url={site.url}/",
            "-a", f"crawl_id={crawl_id}", "-a", f"render={mode}", "-s", "LOG_LEVEL=WARNING",
            "-s", "RETRY_TIMES=0"]
@@ -137,8 +143,7 @@ def corpus_crawl(site: SettleSite, redis_url: str, client: redis.Redis, tmp: Pat
                  *args: str) -> list[str]:
     """One crawl of the settle corpus; why each page missing its marker missed it."""
     crawl_id = f"bench-settle-{uuid.uuid4().hex[:6]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "STATECRAWL_"))}
-    env.update(REDIS_URL=redis_url, PYTHONPATH=str(ROOT), STATECRAWL_OUTPUT_DIR=str(tmp / crawl_id))
+    env = worker_env(redis_url, tmp / crawl_id)
     cmd = [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"url={site.url}/settle/",
            "-a", f"crawl_id={crawl_id}", "-s", "LOG_LEVEL=WARNING", "-s", "RETRY_TIMES=0", *args]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -61,7 +61,7 @@ from scrapy_playwright.page import PageMethod
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 from statecrawl.output.files import markdown_relpath
 from statecrawl.render.detect import looks_script_built
-from statecrawl.render.settle import SETTLE_META_KEY, Settle
+from statecrawl.render.settle import SETTLE_META_KEY, Settle, settle_page
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -224,7 +224,7 @@ class RenderMiddleware:
         meta = request.meta
         for method in meta.get("playwright_page_methods") or ():
             result = getattr(method, "result", None)
-            if isinstance(result, dict) and "settled" in result:
+            if getattr(method, "method", None) is settle_page and isinstance(result, dict):
                 meta[SETTLE_META_KEY] = result
                 stats = self.crawler.stats
                 stats.inc_value("statecrawl/render/settled" if result["settled"]
