@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from lxml import etree
 from lxml import html as lxml_html
 
-from statecrawl.content._pagetext import chrome_words, is_hidden
+from statecrawl.content._names import chrome_words
+from statecrawl.content._pagetext import is_hidden
 
 __all__ = ["MAX_DEPTH", "clean_tree", "drop", "flatten_deep", "hidden_parts", "unhide"]
 

@@ -10,6 +10,8 @@ enclosing block, which closes a *paragraph* when it ends. A paragraph of
 ``_PARAGRAPH_MIN`` chars or more that is not mostly links is *good* text and
 gives a Readability content score (``1 + commas + min(chars/100, 3)``) to
 its ancestors: all of it to the parent, 1/2, 1/6, 1/9 and 1/12 further up.
+Text loose in a ``<div>`` (no ``<p>`` around it) is a paragraph of its own
+whose parent is that ``<div>``, as Readability's div-to-p rewrite makes it.
 
 The walk also finds what :mod:`statecrawl.content.maincontent` strips before
 choosing the content (:class:`Chrome`): hidden elements, skipped at once,
@@ -27,7 +29,9 @@ import re
 from lxml import etree
 from lxml import html as lxml_html
 
-__all__ = ["CHROME_ROLES", "WORD_SPLIT", "Block", "Chrome", "chrome_words", "is_hidden", "walk"]
+from statecrawl.content._names import CHROME_ROLES, name_flags
+
+__all__ = ["Block", "Chrome", "is_hidden", "walk"]
 
 _PARAGRAPH_MIN = 25  # chars: a shorter block is a label, not a paragraph
 _PARAGRAPH_MAX_LINKS = 0.5  # ...and one with more than half its text in links is a link list
@@ -46,30 +50,15 @@ _INLINE: frozenset[str] = frozenset({
 #: Chrome by tag alone; ``header`` only outside sectioning content (HTML-AAM).
 _CHROME_TAGS: frozenset[str] = frozenset({"nav", "aside", "footer", "form", "header"})
 _SECTIONING: frozenset[str] = frozenset({"article", "aside", "main", "nav", "section"})
-CHROME_ROLES: frozenset[str] = frozenset({
-    "navigation", "contentinfo", "banner", "complementary", "search", "menu", "menubar", "toolbar",
-})  # fmt: skip
-#: Class/id words of site chrome, matched on whole words of the value (split
-#: at ``-``, ``_``, spaces and camelCase): ``site-header`` is chrome,
-#: ``elementor-widget`` or ``bricks-lazy-hidden`` are not.
-_CHROME_WORDS: frozenset[str] = frozenset({
-    "nav", "navbar", "navigation", "menu", "menus", "submenu", "megamenu", "breadcrumb",
-    "breadcrumbs", "crumbs", "pagination", "pager", "footer", "masthead", "topbar", "sidebar",
-    "cookie", "cookies", "consent", "gdpr", "onetrust", "share", "sharing", "social", "socials",
-    "related", "recommended", "recommendations", "newsletter", "subscribe", "subscription",
-    "signup", "promo", "advert", "advertisement", "sponsored", "ad", "ads", "comment",
-    "comments", "disqus", "modal", "popup", "overlay", "skip", "toolbar", "search", "login",
-    "cart", "byline", "banner", "copyright", "dropdown", "offcanvas", "drawer", "sr", "tags",
-    "header",
-})  # fmt: skip
-#: Words that make an element content even with a chrome word (``post-header``).
-_CONTENT_WORDS: frozenset[str] = frozenset({
-    "article", "content", "post", "entry", "main", "body", "text", "story", "blog", "product",
-    "description", "recipe", "prose",
-})  # fmt: skip
-WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])")
 
 _HIDING_ATTRIBUTES: frozenset[str] = frozenset({"hidden", "aria-hidden", "aria-modal", "role", "style"})
+#: Headings that can label a section: one named ``related``/``recommend``
+#: (``relatedpoststitle``, glued words the word split cannot see) makes its section chrome.
+_SECTION_HEADINGS: frozenset[str] = frozenset({"h2", "h3", "h4", "h5", "h6"})
+_RELATED_NAMES: tuple[str, ...] = ("related", "recommend")
+#: Containers whose loose text (no ``<p>`` around it) is a paragraph of their own:
+#: it scores the container itself, as Readability's div-to-p rewrite would.
+_LOOSE_TEXT_HOLDERS: frozenset[str] = frozenset({"div", "section", "article", "main", "td"})
 _DIALOG_ROLES: frozenset[str] = frozenset({"dialog", "alertdialog"})
 _HIDING_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 
@@ -85,18 +74,6 @@ def is_hidden(el: lxml_html.HtmlElement) -> bool:
         return True
     style = el.get("style")
     return bool(style and _HIDING_STYLE.search(style))
-
-
-def _word_flags(value: str) -> tuple[bool, bool]:
-    """(has a chrome word, has a content word) for a class or id value."""
-    words = {w.lower() for w in WORD_SPLIT.split(value) if w}
-    return not _CHROME_WORDS.isdisjoint(words), not _CONTENT_WORDS.isdisjoint(words)
-
-
-def chrome_words(el: lxml_html.HtmlElement) -> bool:
-    """Whether the class or id names the element chrome (``site-menu``, not ``post-header``)."""
-    chrome, content = _word_flags(f"{el.get('class', '')} {el.get('id', '')}")
-    return chrome and not content
 
 
 class Block:
@@ -170,6 +147,7 @@ class Chrome:
         self.shown: list[lxml_html.HtmlElement] = []  # hidden, but holding half the page: kept
         self.blocks: list[Block] = []  # chrome blocks, in post-order
         self.depth = 0  # of the deepest element, counted from body
+        self.sure: set[lxml_html.HtmlElement] = set()  # chrome whatever text it holds
         self._flags: dict[str, tuple[bool, bool]] = {}
         self._half_page: float | None = None
 
@@ -199,13 +177,30 @@ class Chrome:
                 flags = self._words(el.get(name, ""))
                 chrome, content = chrome or flags[0], content or flags[1]
         block.chrome = chrome and not content
+        if tag in _SECTION_HEADINGS:
+            self._label(block)
         return False
+
+    def _label(self, heading: Block) -> None:
+        """A heading named related posts, first in its section, makes the section sure chrome.
+
+        Related posts often share the article's own markup (``<article
+        class="post">`` teasers of full paragraphs), so only their heading
+        tells them apart; a sure chrome block goes whatever text it holds.
+        """
+        section = heading.parent
+        if section is None or section.parent is None or len(section.el) < 2 or section.el[0] is not heading.el:
+            return
+        value = f"{heading.el.get('class', '')} {heading.el.get('id', '')}".lower()
+        if any(name in value for name in _RELATED_NAMES):
+            heading.chrome = section.chrome = True
+            self.sure.add(section.el)
 
     def _words(self, value: str) -> tuple[bool, bool]:
         """(has a chrome word, has a content word) for a class or id value, cached."""
         flags = self._flags.get(value)
         if flags is None:
-            flags = self._flags[value] = _word_flags(value)
+            flags = self._flags[value] = name_flags(value)
         return flags
 
     def _hide(self, el: lxml_html.HtmlElement) -> bool:
@@ -236,8 +231,12 @@ def _close_paragraph(block: Block, ancestors: list[Block]) -> None:
     if size >= _PROSE_MIN and block.inline_link <= _PROSE_MAX_LINKS * size:
         block.prose += size
     score = 1 + block.inline_commas + min(size / 100, 3.0)
-    near = ancestors[-_SCORE_LEVELS:]
-    senders = [block, *reversed(near)]  # the paragraph's block, then its ancestors upwards
+    if block.el.tag in _LOOSE_TEXT_HOLDERS:  # loose text: an implied <p>, the block its parent
+        near = ancestors[-(_SCORE_LEVELS - 1) :]
+        senders = [Block(block.el, None, False, False, 0), block, *reversed(near)]
+    else:
+        near = ancestors[-_SCORE_LEVELS:]
+        senders = [block, *reversed(near)]  # the paragraph's block, then its ancestors upwards
     for sender in senders[:-1]:
         if sender.sent is None:
             sender.sent = [0.0] * _SCORE_LEVELS

@@ -13,11 +13,16 @@ rules:
    banner ``header``, navigation roles, class/id words such as menu,
    cookie, share, comments -- unless it holds a large share of the page's
    paragraph text: a ``<div class="has-sidebar">`` wrapping the page must
-   survive. Spared chrome gets a second look once the core is known.
+   survive. Spared chrome gets a second look once the core is known. A
+   section whose first heading is named related posts is chrome whatever
+   it holds (teasers in the article's own markup, with full paragraphs).
+   Class/id words are read by :mod:`statecrawl.content._names`.
 3. The *core* is Readability's top candidate: paragraphs score their
    nearest ancestors, and the best score scaled by ``1 - link density``
    wins, so concentrated prose beats a wrapper that merely holds more text
-   (related-story teasers, comment threads).
+   (related-story teasers, comment threads). A core inside a spared
+   footer, or inside the comments while the page has prose elsewhere, is
+   looked for again without them.
 4. The core grows to what the page shows as content. A page without real
    prose (a shop grid, a listing, a landing page) gets its ``<main>`` or
    whole cleaned body. Otherwise the core climbs through its ancestors,
@@ -48,7 +53,8 @@ import re
 from lxml import html as lxml_html
 
 from statecrawl.content._cleaning import MAX_DEPTH, clean_tree, drop, flatten_deep, hidden_parts, unhide
-from statecrawl.content._pagetext import CHROME_ROLES, WORD_SPLIT, Block, Chrome, walk
+from statecrawl.content._names import is_caption, is_comments, is_landmark, is_strong_chrome
+from statecrawl.content._pagetext import Block, Chrome, walk
 
 __all__ = ["MAX_DEPTH", "clean_tree", "extract_main", "flatten_deep"]
 
@@ -66,17 +72,6 @@ _NEGATIVE_RE = re.compile(
     re.IGNORECASE,
 )
 
-#: Chrome words sure enough to drop spared chrome outside the core.
-_STRONG_CHROME_WORDS: frozenset[str] = frozenset({
-    "comment", "comments", "disqus", "respond", "related", "recommended", "recommendations",
-    "footer", "sidebar", "newsletter", "share", "social", "cookie", "consent", "breadcrumb",
-    "breadcrumbs", "nav", "navbar", "menu", "pagination",
-})  # fmt: skip
-#: Words of layout wrappers (``sidebar-layout``, ``has-sidebar``): never sure chrome.
-_LAYOUT_WORDS: frozenset[str] = frozenset({
-    "layout", "wrapper", "wrap", "container", "main", "page", "site", "body", "content", "has",
-})  # fmt: skip
-
 _KEEP_SHARE = 0.3  # chrome holding more of the page's paragraph text is spared...
 _KEEP_MIN = 200  # ...if that is at least this many chars
 _SPARED_REST = 500  # chars of prose a core must have besides spared chrome inside it
@@ -91,13 +86,7 @@ _PRUNE_KEEP_SHARE = 0.2  # ...that hold less than this share of its prose, go
 _PRUNE_MAX_SHARE = 0.5  # blocks found holding more of its text are its content: none go
 _FALLBACK_SHARE = 0.2  # content holding less of the broad selection's text...
 _FALLBACK_GOOD = 200  # ...and less paragraph text than this (or inside chrome) is a miss
-_LANDMARK_TAGS: frozenset[str] = frozenset({"nav", "aside", "footer", "header"})
-#: Class/id words of what sits in an article beside its text -- captions, photo
-#: credits, galleries, bylines -- pruned like ``<figcaption>``.
-_CAPTION_WORDS: frozenset[str] = frozenset({
-    "caption", "credit", "credits", "gallery", "slideshow", "byline", "author", "timestamp", "dateline",
-})  # fmt: skip
-_CAPTION_MAX_SHARE = 0.5  # ...unless they hold this share of the container's prose
+_CAPTION_MAX_SHARE = 0.5  # captions and bylines go unless they hold this share of its prose
 _PRUNED_TAGS: frozenset[str] = frozenset({
     "div", "section", "ul", "ol", "table", "dl", "header", "footer", "nav", "figure", "aside",
 })  # fmt: skip
@@ -114,7 +103,7 @@ def _strip_chrome(blocks: list[Block], chrome: Chrome, doomed: list[Block]) -> l
     for block in reversed(chrome.blocks):
         if block.removed:
             continue
-        if block.good <= limit or block.good < _KEEP_MIN:
+        if block.good <= limit or block.good < _KEEP_MIN or block.el in chrome.sure:
             _remove(block, blocks, doomed)
         else:
             spared.append(block)
@@ -171,13 +160,6 @@ def _find_core(blocks: list[Block]) -> Block | None:
     return top
 
 
-def _is_strong_chrome(el: lxml_html.HtmlElement) -> bool:
-    if el.tag in ("aside", "footer", "nav"):
-        return True
-    words = {w.lower() for w in WORD_SPLIT.split(f"{el.get('class', '')} {el.get('id', '')}") if w}
-    return not _STRONG_CHROME_WORDS.isdisjoint(words) and _LAYOUT_WORDS.isdisjoint(words)
-
-
 def _second_look(core: Block, spared: list[Block], blocks: list[Block], doomed: list[Block]) -> None:
     """Drop the spared chrome now known not to be the content.
 
@@ -192,7 +174,7 @@ def _second_look(core: Block, spared: list[Block], blocks: list[Block], doomed: 
         el = block.el
         if block.removed or el in keep or (el.tag, el.get("class")) in kinds:
             continue
-        if not _is_strong_chrome(el):
+        if not is_strong_chrome(el):
             continue
         if core.contains(block) and core.prose - block.prose < _SPARED_REST:
             continue
@@ -244,14 +226,6 @@ def _container(core: Block, blocks: list[Block], doomed: list[Block], spared: li
     return page
 
 
-def _is_caption(el: lxml_html.HtmlElement) -> bool:
-    """Named a caption, a photo credit, a gallery (its captions repeat, slide by slide) or a byline."""
-    if not (el.get("class") or el.get("id")):
-        return False
-    words = {w.lower() for w in WORD_SPLIT.split(f"{el.get('class', '')} {el.get('id', '')}") if w}
-    return not _CAPTION_WORDS.isdisjoint(words)
-
-
 def _prune(container: Block, blocks: list[Block], doomed: list[Block]) -> None:
     """Remove link lists and captions inside a container that is mostly prose.
 
@@ -271,7 +245,7 @@ def _prune(container: Block, blocks: list[Block], doomed: list[Block]) -> None:
             continue
         if (
             el.tag == "figcaption"
-            or (_is_caption(el) and block.prose < max_caption)
+            or (is_caption(el) and block.prose < max_caption)
             or (
                 el.tag in _PRUNED_TAGS
                 and block.text
@@ -291,23 +265,24 @@ def _prune(container: Block, blocks: list[Block], doomed: list[Block]) -> None:
         _remove(block, blocks, doomed)
 
 
-def _is_landmark(el: lxml_html.HtmlElement) -> bool:
-    role = " ".join((el.get("role") or "").lower().split())
-    return el.tag in _LANDMARK_TAGS or role in CHROME_ROLES
-
-
-def _out_of_landmark(
+def _out_of_chrome(
     core: Block, spared: list[Block], blocks: list[Block], doomed: list[Block]
 ) -> Block | None:
-    """A core found inside a spared landmark (legal text in the ``<footer>``) is found again without it.
+    """A core found inside spared chrome is found again without it.
 
-    Unless the rest of the page has no paragraph text to speak of.
+    Legal text in the ``<footer>`` (a landmark), unless the rest of the
+    page has no paragraph text to speak of; a long comment in the comment
+    thread, if the rest of the page has prose of its own (a forum thread
+    whose posts are all named comments has none).
     """
     for block in spared:
-        if block.removed or not _is_landmark(block.el) or not (block is core or block.contains(core)):
+        if block.removed or not (block is core or block.contains(core)):
             continue
-        if blocks[-1].good - block.good < _KEEP_MIN:
-            return core
+        if is_landmark(block.el):
+            if blocks[-1].good - block.good < _KEEP_MIN:
+                return core
+        elif not is_comments(block.el) or blocks[-1].prose - block.prose < _WEAK_CORE:
+            continue
         _remove(block, blocks, doomed)
         return _find_core(blocks)
     return core
@@ -326,7 +301,7 @@ def _landmarks(blocks: list[Block], chrome: Chrome) -> tuple[list[Block], int]:
     text = page.text
     for block in reversed(chrome.blocks):  # outer first
         el = block.el
-        if not _is_landmark(el):
+        if not is_landmark(el):
             continue
         if block.text > page.text / 2 or (found and found[-1].contains(block)):
             continue
@@ -368,7 +343,7 @@ def extract_main(body: lxml_html.HtmlElement) -> lxml_html.HtmlElement:
     spared = _strip_chrome(blocks, chrome, doomed)
     core = _find_core(blocks)
     if core is not None and spared:
-        core = _out_of_landmark(core, spared, blocks, doomed)
+        core = _out_of_chrome(core, spared, blocks, doomed)
     if core is None:
         container = blocks[-1]
     else:

@@ -176,3 +176,50 @@ def test_a_wrapper_named_like_a_byline_that_holds_the_text_is_kept() -> None:
     text = main_of(html)
     assert [n for n in range(3) if f"Notes {n}. The river" in text] == [0, 1, 2]
     assert "Gauge 23: 4.2 m" in text
+
+
+def test_related_posts_in_the_articles_own_markup_go_by_their_heading() -> None:
+    # WordPress themes wrap "you may like" teasers in the same <article class="post">
+    # as the article, with full paragraphs; only the heading's name tells them apart.
+    teasers = "".join(f"<article class='post'><p>Teaser {n}. {PROSE}</p></article>" for n in range(4))
+    html = f"""<html><body>{NAV}<div id="primary">
+      <article class="post"><h1>Only the one who loves</h1><p>Story. {PROSE}</p></article>
+      <article class="post"><h3 class="relatedpoststitle">Você pode gostar...</h3>{teasers}</article>
+      </div>{FOOTER}</body></html>"""
+    text = main_of(html)
+    assert "Story. The river rose" in text
+    assert "Teaser" not in text
+
+
+def test_loose_text_in_a_div_is_a_paragraph_of_that_div() -> None:
+    # The article's text sits loose after an image, between <br>s: it must score its own
+    # <div>, not only the link-heavy column around it, or a short footer note wins.
+    categories = "".join(f"<li><a href='/c/{n}'>Category {n}</a></li>" for n in range(80))
+    html = f"""<html><body><div class="row"><div class="col-3"><ul>{categories}</ul></div>
+      <div class="col-9"><p class="title">Vehicles broken into</p>
+      <small><a href="/c/1">Health</a></small><br><br><img src="/a.jpg" alt="">Loose. {PROSE} {PROSE}<br><br>
+      </div></div><div class="rodape"><div class="col"><p>Town hall, Main Square 1, open on weekdays
+      from nine in the morning to five in the afternoon.</p></div></div>
+      </body></html>"""
+    text = main_of(html)
+    assert "Loose. The river rose" in text
+    assert "Town hall" not in text
+    assert "Category 7" not in text
+
+
+def test_a_long_comment_does_not_take_the_place_of_the_article() -> None:
+    comment = "".join(f"<p>Reply {n}. {PROSE}</p>" for n in range(6))
+    html = f"""<html><body>{NAV}<div class="wrapper"><div class="article"><h1>Keyboards</h1>
+      {paragraphs('Report', 2)}</div>
+      <div id="comments"><div class="comment first"><div class="text">{comment}</div></div></div>
+      </div>{FOOTER}</body></html>"""
+    text = main_of(html)
+    assert "Report 1. The river rose" in text
+    assert "Reply" not in text
+
+
+def test_a_thread_whose_posts_are_all_comments_keeps_them() -> None:
+    posts = "".join(f"<div class='comment'><p>Post {n}. {PROSE}</p></div>" for n in range(4))
+    html = f"""<html><body>{NAV}<h1>Which telescope first?</h1><div id="comments">{posts}</div>{FOOTER}</body></html>"""
+    text = main_of(html)
+    assert [n for n in range(4) if f"Post {n}. The river" in text] == [0, 1, 2, 3]
