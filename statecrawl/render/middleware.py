@@ -204,7 +204,8 @@ class RenderMiddleware:
             screenshot = meta["statecrawl_screenshot"] = str(target)
         settle = self._settle(options)
         if settle is not None:
-            meta["playwright_page_init_callback"] = settle.init_page
+            meta["playwright_page_init_callback"] = settle.init_callback(
+                meta.get("playwright_page_init_callback"))
         meta["playwright_page_methods"] = page_methods(options, self.timeout_ms, screenshot, settle)
         goto = {"timeout": self.timeout_ms}
         if options.get("wait_until") in WAIT_UNTIL:

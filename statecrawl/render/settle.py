@@ -51,8 +51,10 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from scrapy.utils.misc import load_object
 from scrapy_playwright.page import PageMethod
 
 if TYPE_CHECKING:
@@ -210,6 +212,23 @@ class Settle:
         page.on("requestfinished", network.ended)
         page.on("requestfailed", network.ended)
         await page.add_init_script(SETTLE_SCRIPT.replace("__LIMIT__", str(int(self.max_ms))))
+
+    def init_callback(self, then: Any = None) -> Callable[[Page, Request], Awaitable[None]]:
+        """The page's ``playwright_page_init_callback``: :meth:`init_page`, then ``then``.
+
+        ``then`` is the callback the request already had (a callable or an
+        import path, set by a downloader middleware before this one): it
+        still runs, after the settle script is installed.
+        """
+        if then is None:
+            return self.init_page
+        following = load_object(then) if isinstance(then, str) else then
+
+        async def init_page(page: Page, request: Request) -> None:
+            await self.init_page(page, request)
+            await following(page, request)
+
+        return init_page
 
     def page_method(self) -> PageMethod:
         """The page method that waits (its ``result`` is the ``statecrawl_settle`` dict)."""

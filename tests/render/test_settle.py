@@ -125,3 +125,35 @@ def test_negative_settings_are_refused() -> None:
     crawler = get_crawler(settings_dict={"STATECRAWL_RENDER_QUIET_MS": -5})
     with pytest.raises(NotConfigured, match="STATECRAWL_RENDER_QUIET_MS"):
         RenderMiddleware.from_crawler(crawler)
+
+
+async def _mark_page(page: Any, request: Any) -> None:
+    """An init callback set before the render middleware's (an import path in the test)."""
+    await page.add_init_script("window.__markedBefore = true;")
+
+
+def test_an_init_callback_already_set_still_runs_after_the_settle_script() -> None:
+    import asyncio
+
+    from playwright.async_api import async_playwright
+    from scrapy import Request
+    from scrapy.settings import Settings
+
+    from statecrawl.render.browser import launch_options
+
+    async def main() -> tuple[bool, bool]:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(**launch_options(Settings()))
+            try:
+                page = await browser.new_page()
+                callback = Settle(quiet_ms=40, max_ms=2000).init_callback(f"{__name__}._mark_page")
+                await callback(page, Request("https://example.test/"))
+                await page.goto("data:text/html,<p>hello</p>")
+                return (await page.evaluate("window.__markedBefore === true"),
+                        await page.evaluate("Object.prototype.hasOwnProperty.call(window, '__statecrawlSettle')"))
+            finally:
+                await browser.close()
+
+    assert asyncio.run(asyncio.wait_for(main(), timeout=60)) == (True, True)
+    settle = Settle(40, 2000)
+    assert settle.init_callback(None) == settle.init_page  # nothing to chain: the method itself
