@@ -13,7 +13,7 @@ import re
 
 from lxml import html as lxml_html
 
-__all__ = ["CHROME_ROLES", "chrome_words", "is_caption", "is_comments", "is_landmark",
+__all__ = ["CHROME_ROLES", "chrome_names", "chrome_words", "is_caption", "is_comments", "is_landmark",
            "is_strong_chrome", "name_flags", "name_words"]
 
 WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])")
@@ -35,10 +35,11 @@ _CHROME_WORDS: frozenset[str] = frozenset({
     "cart", "byline", "banner", "copyright", "dropdown", "offcanvas", "drawer", "sr", "tags",
     "header",
 })  # fmt: skip
-#: Words that make an element content even with a chrome word (``post-header``).
+#: Words that make an element content even with a chrome word (``post-header``,
+#: ``search-results``: the results of a search page are its content).
 _CONTENT_WORDS: frozenset[str] = frozenset({
     "article", "content", "post", "entry", "main", "body", "text", "story", "blog", "product",
-    "description", "recipe", "prose",
+    "description", "recipe", "prose", "result", "results",
 })  # fmt: skip
 #: Chrome words sure enough to drop spared chrome outside the core.
 _STRONG_CHROME_WORDS: frozenset[str] = frozenset({
@@ -68,6 +69,11 @@ def name_flags(value: str) -> tuple[bool, bool]:
     """(has a chrome word, has a content word) for one class or id value."""
     words = {w.lower() for w in WORD_SPLIT.split(value) if w}
     return not _CHROME_WORDS.isdisjoint(words), not _CONTENT_WORDS.isdisjoint(words)
+
+
+def chrome_names(el: lxml_html.HtmlElement) -> set[str]:
+    """The chrome words among the element's class and id words."""
+    return name_words(el) & _CHROME_WORDS
 
 
 def chrome_words(el: lxml_html.HtmlElement) -> bool:

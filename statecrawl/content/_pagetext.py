@@ -29,7 +29,7 @@ import re
 from lxml import etree
 from lxml import html as lxml_html
 
-from statecrawl.content._names import CHROME_ROLES, name_flags
+from statecrawl.content._names import CHROME_ROLES, chrome_names, name_flags
 
 __all__ = ["Block", "Chrome", "is_hidden", "walk"]
 
@@ -51,6 +51,8 @@ _INLINE: frozenset[str] = frozenset({
 _CHROME_TAGS: frozenset[str] = frozenset({"nav", "aside", "footer", "form", "header"})
 _SECTIONING: frozenset[str] = frozenset({"article", "aside", "main", "nav", "section"})
 
+#: Table parts whose "header" is the table's head row (``sticky-header``), not the page banner.
+_TABLE_HEADS: frozenset[str] = frozenset({"table", "thead", "tr", "th"})
 _HIDING_ATTRIBUTES: frozenset[str] = frozenset({"hidden", "aria-hidden", "aria-modal", "role", "style"})
 #: Headings that can label a section: one named ``related``/``recommend``
 #: (``relatedpoststitle``, glued words the word split cannot see) makes its section chrome.
@@ -176,6 +178,8 @@ class Chrome:
             if name in keys:
                 flags = self._words(el.get(name, ""))
                 chrome, content = chrome or flags[0], content or flags[1]
+        if chrome and tag in _TABLE_HEADS:  # ``sticky-header``: the table's own head row
+            chrome = bool(chrome_names(el) - {"header"})
         block.chrome = chrome and not content
         if tag in _SECTION_HEADINGS:
             self._label(block)

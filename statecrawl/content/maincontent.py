@@ -29,6 +29,9 @@ rules:
    never past ``<main>``, until it holds most of the page's paragraph
    text, taking the siblings that are not link lists: service pages spread
    over many ``<section>`` and forum threads of sibling posts come out whole.
+   A page's list of teasers or products (:mod:`statecrawl.content._listing`)
+   widens a core found in one teaser or beside the list, and stands for a
+   page without prose, with its heading, instead of the whole ``<main>``.
 5. Inside a prose container, link-dense blocks with little punctuation
    (share bars, tag lists, "more stories"), captions, photo credits,
    galleries and bylines go -- unless the link-dense blocks hold most of
@@ -53,6 +56,7 @@ import re
 from lxml import html as lxml_html
 
 from statecrawl.content._cleaning import MAX_DEPTH, clean_tree, drop, flatten_deep, hidden_parts, unhide
+from statecrawl.content._listing import narrow, with_list
 from statecrawl.content._names import is_caption, is_comments, is_landmark, is_strong_chrome
 from statecrawl.content._pagetext import Block, Chrome, walk
 
@@ -349,7 +353,10 @@ def extract_main(body: lxml_html.HtmlElement) -> lxml_html.HtmlElement:
     else:
         if spared:
             _second_look(core, spared, blocks, doomed)
+        core = with_list(core, blocks)
         container = _container(core, blocks, doomed, spared)
+        if core.prose < _WEAK_CORE:
+            container = narrow(container, blocks)
         _prune(container, blocks, doomed)
     if _missed(container, broad, spared):
         drop(block.el for block in landmarks)
