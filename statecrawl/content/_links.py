@@ -6,8 +6,10 @@ missing or the link goes nowhere. :func:`prepare_links` rewrites, in
 place, the links and images under a root:
 
 * images, by the ``images`` mode: ``"alt"`` keeps those with alt text
-  (the words a reader, or a model, gets from them), ``"all"`` keeps every
-  one, ``"none"`` keeps none. An image dropped from a link leaves its alt
+  (the words a reader, or a model, gets from them) unless the alt text
+  only repeats the text beside the image (a product card's image alt is
+  its name, written again under it), ``"all"`` keeps every one,
+  ``"none"`` keeps none. An image dropped from a link leaves its alt
   text as the link's label, so the link keeps its name; an image with alt
   text but no address at all becomes its alt text;
 * a link with nothing to show (no text, no image left) is dropped, with
@@ -41,6 +43,8 @@ _DROPPED_IMAGES: dict[str, etree.XPath] = {
     "all": etree.XPath(f"descendant-or-self::img[not({_HAS_SOURCE})]"),
     "none": etree.XPath("descendant-or-self::img"),
 }
+_REPEAT_MIN = 3  # chars: a shorter alt text ("A", "x") is never a repeat
+_REPEAT_LEVELS = 3  # ancestors searched for the text an alt text repeats
 _BLANKS = " \t\n\r\f\v\xa0\u200b\u200c\u200d\u2060\ufeff"
 #: ``href`` values that go nowhere, once blanks are removed and letters lowered.
 _NOWHERE = ("", "#", "#!")
@@ -56,7 +60,38 @@ def _replace_with_text(el: lxml_html.HtmlElement, text: str) -> None:
     el.drop_tree()
 
 
+def _repeats_its_text(img: lxml_html.HtmlElement) -> bool:
+    """Whether the image's alt text is already written beside it (a product card's name).
+
+    The text of the nearest of its three closest ancestors that has any is
+    searched for the alt text as whole words; alt text shorter than
+    ``_REPEAT_MIN`` chars is never taken for a repeat.
+    """
+    alt = " ".join((img.get("alt") or "").split()).lower()
+    if len(alt) < _REPEAT_MIN:
+        return False
+    el = img
+    for _ in range(_REPEAT_LEVELS):
+        el = el.getparent()
+        if el is None:
+            return False
+        text = " ".join(el.text_content().split()).lower()
+        if text:
+            found = text.find(alt)
+            while found >= 0:
+                end = found + len(alt)
+                if (found == 0 or not text[found - 1].isalnum()) and (end == len(text) or not text[end].isalnum()):
+                    return True
+                found = text.find(alt, found + 1)
+            return False
+    return False
+
+
 def _prepare_images(root: lxml_html.HtmlElement, images: str) -> None:
+    if images == "alt":  # an alt text written beside the image: the image adds no words
+        drop = [img for img in root.iter("img") if _repeats_its_text(img)]
+        for img in drop:
+            img.drop_tree()
     for img in _DROPPED_IMAGES[images](root):
         if img.getparent() is None:
             continue

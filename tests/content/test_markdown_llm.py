@@ -302,3 +302,13 @@ def test_a_list_in_a_cell_reads_as_a_list_on_one_line() -> None:
     html = ("<table><tr><th>Plan</th><th>Includes</th></tr><tr><td>Pro</td>"
             "<td><ul>\n<li>SSO</li>\n<li>Audit <b>log</b></li>\n<li>SLA</li>\n</ul></td></tr></table>")
     assert md(html) == "| Plan | Includes |\n| --- | --- |\n| Pro | SSO; Audit **log**; SLA |"
+
+
+def test_an_alt_text_that_repeats_the_text_beside_it_is_not_written_twice() -> None:
+    card = ("<div><a href='/p/1'><img src='/i/1.jpg' alt='Ridge 2 trail shoe'></a>"
+            "<a href='/p/1'>Ridge 2 trail shoe</a> $120 <img src='/i/badge.png' alt='Vegan'></div>")
+    assert md(card) == ("[Ridge 2 trail shoe](https://example.com/p/1) $120 "
+                        "![Vegan](https://example.com/i/badge.png)")
+    assert md(card, images="all").startswith("[![Ridge 2 trail shoe](https://example.com/i/1.jpg)]")
+    # whole words only: "Ridge" is not a repeat of "Ridge 2 trail shoe", nor "Rid" of "Ridge"
+    assert "![Rid]" in md("<p>Ridge is here. <img src='/r.png' alt='Rid'></p>")
