@@ -13,7 +13,7 @@ import re
 
 from lxml import html as lxml_html
 
-__all__ = ["CHROME_ROLES", "chrome_names", "chrome_words", "is_caption", "is_comments", "is_landmark",
+__all__ = ["CHROME_ROLES", "WORD_SPLIT", "chrome_names", "chrome_words", "is_caption", "is_comments", "is_landmark",
            "is_strong_chrome", "name_flags", "name_words"]
 
 WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])")

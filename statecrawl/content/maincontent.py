@@ -42,7 +42,9 @@ rules:
    notice left as the only paragraph) gives way to the broad selection:
    ``<body>`` minus hidden elements and chrome landmarks. A page with
    visible text never comes out empty.
-7. Hidden panels inside the content that are text, not menus (tabs,
+7. A product page (:mod:`statecrawl.content._product`) loses its reviews and
+   recommendation strips before step 3; repeated blocks leave the content.
+8. Hidden panels inside the content that are text, not menus (tabs,
    accordions), stay and are unhidden; every other hidden element goes.
 
 The thresholds were tuned on the scrapinghub article benchmark and the
@@ -59,6 +61,7 @@ from statecrawl.content._cleaning import MAX_DEPTH, clean_tree, drop, flatten_de
 from statecrawl.content._listing import narrow, with_list
 from statecrawl.content._names import is_caption, is_comments, is_landmark, is_strong_chrome
 from statecrawl.content._pagetext import Block, Chrome, walk
+from statecrawl.content._product import duplicates, is_product_page, product_extras
 
 __all__ = ["MAX_DEPTH", "clean_tree", "extract_main", "flatten_deep"]
 
@@ -338,12 +341,16 @@ def extract_main(body: lxml_html.HtmlElement) -> lxml_html.HtmlElement:
     broad selection is returned instead: ``body`` minus hidden elements and
     chrome landmarks.
     """
+    product = is_product_page(body)  # before cleaning: it reads JSON-LD and <meta>
     clean_tree(body, hidden=False)
     chrome = Chrome(body)
     blocks = walk(body, chrome)
     unhide(chrome.shown)
     landmarks, broad = _landmarks(blocks, chrome)
     doomed: list[Block] = []
+    extras = product_extras(blocks) if product else []
+    for block in extras:
+        _remove(block, blocks, doomed)
     spared = _strip_chrome(blocks, chrome, doomed)
     core = _find_core(blocks)
     if core is not None and spared:
@@ -358,8 +365,10 @@ def extract_main(body: lxml_html.HtmlElement) -> lxml_html.HtmlElement:
         if core.prose < _WEAK_CORE:
             container = narrow(container, blocks)
         _prune(container, blocks, doomed)
+        for block in duplicates(container, blocks, product):
+            _remove(block, blocks, doomed)
     if _missed(container, broad, spared):
-        drop(block.el for block in landmarks)
+        drop(block.el for block in (*landmarks, *extras))
         container = blocks[-1]
     else:
         drop(block.el for block in doomed)
