@@ -13,7 +13,7 @@ import re
 
 from lxml import html as lxml_html
 
-__all__ = ["CHROME_ROLES", "WORD_SPLIT", "chrome_names", "chrome_words", "is_caption", "is_comments", "is_landmark",
+__all__ = ["CHROME_ROLES", "CHROME_WORDS", "WORD_SPLIT", "chrome_names", "chrome_words", "is_caption", "is_comments", "is_landmark",
            "is_strong_chrome", "name_flags", "name_words"]
 
 WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])")
@@ -25,7 +25,7 @@ CHROME_ROLES: frozenset[str] = frozenset({
 #: Landmarks by tag: what the broad selection leaves out.
 _LANDMARK_TAGS: frozenset[str] = frozenset({"nav", "aside", "footer", "header"})
 #: Class/id words of site chrome.
-_CHROME_WORDS: frozenset[str] = frozenset({
+CHROME_WORDS: frozenset[str] = frozenset({
     "nav", "navbar", "navigation", "menu", "menus", "submenu", "megamenu", "breadcrumb",
     "breadcrumbs", "crumbs", "pagination", "pager", "footer", "masthead", "topbar", "sidebar",
     "cookie", "cookies", "consent", "gdpr", "onetrust", "share", "sharing", "social", "socials",
@@ -68,12 +68,12 @@ def name_words(el: lxml_html.HtmlElement) -> set[str]:
 def name_flags(value: str) -> tuple[bool, bool]:
     """(has a chrome word, has a content word) for one class or id value."""
     words = {w.lower() for w in WORD_SPLIT.split(value) if w}
-    return not _CHROME_WORDS.isdisjoint(words), not _CONTENT_WORDS.isdisjoint(words)
+    return not CHROME_WORDS.isdisjoint(words), not _CONTENT_WORDS.isdisjoint(words)
 
 
 def chrome_names(el: lxml_html.HtmlElement) -> set[str]:
     """The chrome words among the element's class and id words."""
-    return name_words(el) & _CHROME_WORDS
+    return name_words(el) & CHROME_WORDS
 
 
 def chrome_words(el: lxml_html.HtmlElement) -> bool:

@@ -16,6 +16,8 @@ rules:
    survive. Spared chrome gets a second look once the core is known. A
    section whose first heading is named related posts is chrome whatever
    it holds (teasers in the article's own markup, with full paragraphs).
+   Chrome blocks of one kind holding most of it together are content
+   (:mod:`statecrawl.content._thread`): forum posts, landing-page sections.
    Class/id words are read by :mod:`statecrawl.content._names`.
 3. The *core* is Readability's top candidate: paragraphs score their
    nearest ancestors, and the best score scaled by ``1 - link density``
@@ -62,6 +64,7 @@ from statecrawl.content._listing import narrow, with_list
 from statecrawl.content._names import is_caption, is_comments, is_landmark, is_strong_chrome
 from statecrawl.content._pagetext import Block, Chrome, walk
 from statecrawl.content._product import duplicates, is_product_page, product_extras
+from statecrawl.content._thread import INNER_KEEP_SHARE, content_chrome, enclosing, thread_scope
 
 __all__ = ["MAX_DEPTH", "clean_tree", "extract_main", "flatten_deep"]
 
@@ -103,14 +106,19 @@ def _strip_chrome(blocks: list[Block], chrome: Chrome, doomed: list[Block]) -> l
     """Remove the chrome holding little paragraph text; return the spared.
 
     Outer chrome is judged first (the list is in post-order), with the
-    counts it had before anything inside it went.
+    counts it had before anything inside it went. Chrome that is content
+    (thread posts) stays; the chrome inside it is judged against its text.
     """
     limit = _KEEP_SHARE * blocks[-1].good
+    content = content_chrome(chrome.blocks, blocks[-1])
     spared = []
     for block in reversed(chrome.blocks):
-        if block.removed:
+        if block.removed or block in content:
             continue
-        if block.good <= limit or block.good < _KEEP_MIN or block.el in chrome.sure:
+        outer = enclosing(block, content) if content else None
+        if outer is not None and block.good > INNER_KEEP_SHARE * content[outer]:
+            continue
+        if outer is not None or block.good <= limit or block.good < _KEEP_MIN or block.el in chrome.sure:
             _remove(block, blocks, doomed)
         else:
             spared.append(block)
@@ -364,6 +372,8 @@ def extract_main(body: lxml_html.HtmlElement) -> lxml_html.HtmlElement:
         container = _container(core, blocks, doomed, spared)
         if core.prose < _WEAK_CORE:
             container = narrow(container, blocks)
+        if container is not blocks[-1]:  # the question above the answers, the posts around the core
+            container = thread_scope(core, container, blocks, lambda block: _remove(block, blocks, doomed))
         _prune(container, blocks, doomed)
         for block in duplicates(container, blocks, product):
             _remove(block, blocks, doomed)

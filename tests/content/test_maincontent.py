@@ -208,9 +208,11 @@ def test_loose_text_in_a_div_is_a_paragraph_of_that_div() -> None:
 
 
 def test_a_long_comment_does_not_take_the_place_of_the_article() -> None:
-    comment = "".join(f"<p>Reply {n}. {PROSE}</p>" for n in range(6))
+    # The comment outscores the article, but the thread is not most of the page's text
+    # (statecrawl.content._thread would then take it for a forum thread).
+    comment = "".join(f"<p>Reply {n}. {PROSE}</p>" for n in range(4))
     html = f"""<html><body>{NAV}<div class="wrapper"><div class="article"><h1>Keyboards</h1>
-      {paragraphs('Report', 2)}</div>
+      {paragraphs('Report', 3)}</div>
       <div id="comments"><div class="comment first"><div class="text">{comment}</div></div></div>
       </div>{FOOTER}</body></html>"""
     text = main_of(html)
