@@ -14,8 +14,18 @@ class Addon:
     """Wire statecrawl's scheduler, dupefilter and pipelines into a crawler.
 
     ``ADDONS = {"statecrawl.Addon": 0}``. Each setting is set at ``addon``
-    priority, so a project's own settings still win.
+    priority, so a project's own settings still win -- except the DNS
+    resolver when ``STATECRAWL_NET_GUARD`` is on (see
+    :func:`statecrawl.net.use_guarded_resolver`).
     """
+
+    @classmethod
+    def update_pre_crawler_settings(cls, settings: BaseSettings) -> None:
+        # The net guard's resolver: Scrapy installs it on the reactor from the
+        # process's settings, before any crawler (or its update_settings) exists.
+        from statecrawl.net import use_guarded_resolver
+
+        use_guarded_resolver(settings)
 
     def update_settings(self, settings: BaseSettings) -> None:
         settings.set("SCHEDULER", "statecrawl.scheduler.Scheduler", "addon")
@@ -86,6 +96,13 @@ class Addon:
                                  (BrowserSessionMiddleware, 960)):
             settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", component, order)
         settings.setdefault_in_component_priority_dict("EXTENSIONS", SpiderStateCheckpoint, 500)
+
+        # The net guard's report and fail-safe (inactive unless STATECRAWL_NET_GUARD):
+        # just above RetryMiddleware, so a refused address is not retried.
+        from statecrawl.net import MIDDLEWARE_PRIORITY, NetGuardMiddleware
+
+        settings.setdefault_in_component_priority_dict(
+            "DOWNLOADER_MIDDLEWARES", NetGuardMiddleware, MIDDLEWARE_PRIORITY)
 
         # Kept where a project already lists them (with its own priority).
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)

@@ -8,13 +8,14 @@
     ├── SerializationError          a value cannot be written to, or read from, the shared store as plain JSON
     ├── SecretKeyError              a stored secret cannot be opened with this worker's STATECRAWL_SECRET_KEY
     ├── CrawlStateLost              Redis no longer has the crawl a worker joined (restarted empty, flushed)
-    └── LoginError                  the spider's login form was submitted and the site did not log it in
+    ├── LoginError                  the spider's login form was submitted and the site did not log it in
+    └── AddressRefused              the net guard refused to connect to an address (loopback, private, metadata); not retried
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "ConfigError", "CrawlStateLost", "LoginError", "RedisUnavailable", "SecretKeyError", "SerializationError",
+    "AddressRefused", "ConfigError", "CrawlStateLost", "LoginError", "RedisUnavailable", "SecretKeyError", "SerializationError",
     "StatecrawlError",
 ]
 
@@ -45,3 +46,13 @@ class CrawlStateLost(StatecrawlError):
 
 class LoginError(StatecrawlError):
     """Submitting the login form did not log in (wrong credentials, changed form, a CAPTCHA)."""
+
+
+class AddressRefused(StatecrawlError):
+    """A request's host is, or resolves to, an address the net guard refuses (``STATECRAWL_NET_GUARD``).
+
+    The message says which address and why: ``refused: 127.0.0.1 is loopback
+    (STATECRAWL_NET_ALLOW to allow)``. Not an ``IgnoreRequest``, so a spider's
+    errback sees it (the ``site`` spider records the page with this error);
+    not in ``RETRY_EXCEPTIONS``, so it is not retried.
+    """

@@ -9,6 +9,7 @@ metadata endpoint received nothing.
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -59,22 +60,32 @@ class _Server(ThreadingHTTPServer):
     site: ScriptedServer
 
 
-class ScriptedServer:
-    """``with ScriptedServer({"/": [Reply(503), Reply()]}) as s: s.url``."""
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
-    def __init__(self, script: dict[str, list[Reply | str]]) -> None:
+
+class ScriptedServer:
+    """``with ScriptedServer({"/": [Reply(503), Reply()]}) as s: s.url``.
+
+    *host* and *port* say where it listens (default: 127.0.0.1, a free port).
+    """
+
+    def __init__(self, script: dict[str, list[Reply | str]], host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.script = script
         self.lock = threading.Lock()
         self.hits: defaultdict[str, int] = defaultdict(int)
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.release = threading.Event()  # lets hanging handlers go at stop
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self.host = host
+        self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         self._server.site = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def port(self) -> int:

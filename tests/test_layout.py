@@ -1,11 +1,11 @@
 """The tree shows the architecture: imports point one way, modules stay small, the README lists them.
 
 Subpackages by concern (see the README's Architecture): ``content`` and the
-``frontier`` use no other subpackage; ``output`` and ``sessions`` use the
-frontier; ``render`` uses the frontier, content and output; the ``site``
-spider uses the runtime; the CLI and the add-on use everything. No import --
-at module level or inside a function -- may point the other way, so no two
-subpackages import each other.
+``frontier`` use no other subpackage; ``net`` (the network guard),
+``output`` and ``sessions`` use the frontier; ``render`` uses the frontier,
+content and output; the ``site`` spider uses the runtime; the CLI and the
+add-on use everything. No import -- at module level or inside a function --
+may point the other way, so no two subpackages import each other.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ PACKAGE = ROOT / "statecrawl"
 ALLOWED: dict[str, set[str]] = {
     "content": set(),
     "frontier": set(),
+    "net": {"frontier"},
     "output": {"frontier", "content"},
     "sessions": {"frontier"},
     "render": {"frontier", "content", "output"},
     "spiders": {"frontier", "content", "output", "render", "sessions"},
-    "cli": {"frontier", "content", "output", "render", "sessions", "spiders"},
+    "cli": {"frontier", "content", "output", "net", "render", "sessions", "spiders"},
     "demo": {"cli", "frontier", "output"},
 }
 #: Top-level modules: the package's face and the stable paths Scrapy settings name.
