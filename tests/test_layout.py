@@ -4,7 +4,8 @@ Subpackages by concern (see the README's Architecture): ``content`` and the
 ``frontier`` use no other subpackage; ``net`` (the network guard),
 ``output`` and ``sessions`` use the frontier; ``render`` uses the frontier,
 content and output; the ``site`` spider uses the runtime; the CLI and the
-add-on use everything. No import -- at module level or inside a function --
+add-on use everything; ``api`` (the HTTP API's models and job
+store) uses none yet. No import -- at module level or inside a function --
 may point the other way, so no two subpackages import each other.
 """
 
@@ -30,6 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "spiders": {"frontier", "content", "output", "render", "sessions"},
     "cli": {"frontier", "content", "output", "net", "render", "sessions", "spiders"},
     "demo": {"cli", "frontier", "output"},
+    "api": set(),
 }
 #: Top-level modules: the package's face and the stable paths Scrapy settings name.
 FACE = {"__init__", "addon", "exceptions"}

@@ -134,6 +134,33 @@ key                            type    contents
 ``sc:{id}:spider_state``       STRING  the spider's ``state`` dict as JSON
                                        (sealed like jar values), saved every
                                        ``STATECRAWL_CHECKPOINT_INTERVAL``
+``sc:{id}:job``                HASH    an API job's record (crawl id = job id;
+                                       :mod:`statecrawl.api.jobs`): ``kind``
+                                       (``crawl`` / ``batch``), ``status``
+                                       (``scraping``, ``completed``,
+                                       ``failed``, ``cancelled``), ``url``,
+                                       ``limit`` (documents kept at most),
+                                       ``docs``, ``failed``, ``total``,
+                                       ``created_at``, ``updated_at``,
+                                       ``finished_at``, ``expires_at`` (ms,
+                                       Redis clock), ``error``. Every key of a
+                                       job carries one ``PEXPIREAT``: its last
+                                       write + ``STATECRAWL_API_JOB_TTL``
+``sc:{id}:job:request``        STRING  the job's request body as JSON (v2
+                                       names), without its ``headers``
+``sc:{id}:job:docs``           HASH    ``"0"``, ``"1"``, ... (completion order)
+                                       -> a document's JSON, zstd-compressed
+                                       (one frame each); a status page is one
+                                       HMGET of its indexes
+``sc:{id}:job:errors``         LIST    the job's failed pages, JSON ``{id,
+                                       timestamp, url, code?, error}``, the
+                                       first 10,000
+``sc:{id}:job:robots``         SET     URLs robots.txt kept out of the job
+                                       (the first 10,000)
+``sc:api:active:<kind>``       ZSET    running API job ids of a kind ->
+                                       created (ms); a job leaves it when it
+                                       ends, and listing drops ids whose
+                                       record ended or expired
 =============================  ======  ==========================================
 
 ``<session>`` is a session id: ``default`` (requests that name no

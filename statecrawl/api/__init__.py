@@ -1,0 +1,32 @@
+"""The Firecrawl-compatible HTTP API's building blocks: request bodies, responses, the job store.
+
+* ``models`` (v2 request bodies: URL and format rules, the 400 body),
+  ``models_v1`` (v1 bodies read into the v2 models; the endpoint -> model table);
+* ``responses`` (documents, status pages, start / errors / map / active bodies,
+  shaped as the SDKs parse them);
+* ``jobs`` (``JobStore``: jobs, their documents and errors in Redis; the key
+  schema in its docstring, each write a Lua script in ``lua/``).
+
+API processes hold no state: everything lives in Redis. Uses no other
+subpackage.
+"""
+
+from __future__ import annotations
+
+from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page, Transition, job_ttl
+from statecrawl.api.models import (
+    SUPPORTED_FORMATS, BatchScrapeRequest, CrawlRequest, MapRequest, ScrapeOptions, ScrapeRequest,
+    bad_request_body,
+)
+from statecrawl.api.models_v1 import REQUESTS, parse_request
+from statecrawl.api.responses import (
+    NOT_FOUND, active_body, document_from_page, errors_body, map_body, start_body, status_body,
+    status_url,
+)
+
+__all__ = [
+    "DEFAULT_JOB_TTL", "NOT_FOUND", "REQUESTS", "SUPPORTED_FORMATS", "BatchScrapeRequest",
+    "CrawlRequest", "Job", "JobStore", "MapRequest", "Page", "ScrapeOptions", "ScrapeRequest",
+    "Transition", "active_body", "bad_request_body", "document_from_page", "errors_body", "job_ttl",
+    "map_body", "parse_request", "start_body", "status_body", "status_url",
+]
