@@ -1,9 +1,11 @@
-"""The Firecrawl-compatible HTTP API's building blocks: request bodies, responses, the job store.
+"""The Firecrawl-compatible HTTP API: request bodies, responses, the job store, the ASGI app.
 
 * ``models`` (v2 request bodies: URL and format rules, the 400 body),
   ``models_v1`` (v1 bodies read into the v2 models; the endpoint -> model table);
 * ``responses`` (documents, status pages, start / errors / map / active bodies,
   shaped as the SDKs parse them);
+* ``app`` (``create_app``: the Starlette app answering from the job store),
+  ``_http`` (API keys, body limits, errors as JSON), ``openapi`` (the schema);
 * ``jobs`` (``JobStore``: jobs, their documents and errors in Redis; the key
   schema in its docstring, each write a Lua script in ``lua/``).
 
@@ -13,6 +15,8 @@ subpackage.
 
 from __future__ import annotations
 
+from statecrawl.api._http import DEFAULT_MAX_BODY, parse_api_keys, parse_max_body
+from statecrawl.api.app import create_app
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page, Transition, job_ttl
 from statecrawl.api.models import (
     SUPPORTED_FORMATS, BatchScrapeRequest, CrawlRequest, MapRequest, ScrapeOptions, ScrapeRequest,
@@ -25,8 +29,9 @@ from statecrawl.api.responses import (
 )
 
 __all__ = [
-    "DEFAULT_JOB_TTL", "NOT_FOUND", "REQUESTS", "SUPPORTED_FORMATS", "BatchScrapeRequest",
-    "CrawlRequest", "Job", "JobStore", "MapRequest", "Page", "ScrapeOptions", "ScrapeRequest",
-    "Transition", "active_body", "bad_request_body", "document_from_page", "errors_body", "job_ttl",
-    "map_body", "parse_request", "start_body", "status_body", "status_url",
+    "DEFAULT_JOB_TTL", "DEFAULT_MAX_BODY", "NOT_FOUND", "REQUESTS", "SUPPORTED_FORMATS",
+    "BatchScrapeRequest", "CrawlRequest", "Job", "JobStore", "MapRequest", "Page", "ScrapeOptions",
+    "ScrapeRequest", "Transition", "active_body", "bad_request_body", "create_app",
+    "document_from_page", "errors_body", "job_ttl", "map_body", "parse_api_keys", "parse_max_body",
+    "parse_request", "start_body", "status_body", "status_url",
 ]

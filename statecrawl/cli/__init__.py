@@ -3,7 +3,8 @@
 * ``main`` (the parser and the small commands), ``crawl`` (``statecrawl
   crawl``), ``common`` (finding Redis, a terminal that may go away),
   ``workers`` (the worker processes), ``progress`` (the progress line and
-  supervision), ``worker_settings`` (the workers' Scrapy settings).
+  supervision), ``worker_settings`` (the workers' Scrapy settings),
+  ``serve`` (``statecrawl serve``: the HTTP API in uvicorn processes).
 
 Uses everything else; nothing uses it.
 """

@@ -1,0 +1,199 @@
+"""The Firecrawl-compatible HTTP API: a Starlette ASGI app over the Redis job store.
+
+:func:`create_app` holds a Redis client and its configuration, and nothing
+else: every answer is read from (and every cancel written to) the
+:class:`~statecrawl.api.jobs.JobStore`, so any number of API processes, on
+any machines, answer any request about any job. A status page's ``next``
+link is built from the request's own scheme and ``Host``, so whichever
+process answers builds the same link the client can follow.
+
+Routes (``<v>`` is ``v1`` or ``v2``; both read and write the same jobs):
+
+=================================  ===================================================
+``GET <v>/crawl/{id}``             status page, ``?skip=&limit=`` (100, at most 1,000)
+``GET <v>/batch/scrape/{id}``      the same for a batch scrape
+``GET <v>/crawl/{id}/errors``      failed pages and robots-blocked URLs (also batch)
+``GET <v>/crawl/active``           running crawls
+``DELETE <v>/crawl/{id}``          cancel; 409 when the crawl has already ended
+``DELETE <v>/batch/scrape/{id}``   cancel; never 409: answers the status it has now
+``POST <v>/scrape|crawl|map|...``  body checked (400), then 501: no executor yet
+``GET /openapi.json``              the schema (no API key needed)
+=================================  ===================================================
+
+An unknown, expired or malformed id is a 404 ``Job not found``; so is an id
+of the other kind (a batch id on a crawl route). Job execution on workers
+does not exist yet (issue 13): a start request is validated and answered
+501, and no job is created that nothing would run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from statecrawl.api._http import (
+    DEFAULT_MAX_BODY, EXCEPTION_HANDLERS, ApiKeys, bad_request, error, read_json,
+)
+from statecrawl.api.jobs import DEFAULT_JOB_TTL, JobStore
+from statecrawl.api.models import bad_request_body
+from statecrawl.api.models_v1 import parse_request
+from statecrawl.api.openapi import openapi_schema
+from statecrawl.api.responses import NOT_FOUND, active_body, errors_body, status_body, status_url
+
+__all__ = ["NOT_AVAILABLE", "create_app", "redis_client"]
+
+#: the 501 message of a start request, ``{endpoint}`` filled in
+NOT_AVAILABLE = ("{endpoint} is not available yet: job execution on workers is still being built "
+                 "(issue 13)")
+_KINDS = {"crawl": "crawl", "batch/scrape": "batch"}
+
+
+def redis_client(url: str) -> Redis:
+    """The app's client: bytes replies (the job store needs them), bounded connect and reads."""
+    client: Redis = Redis.from_url(url, decode_responses=False, socket_connect_timeout=5,
+                                   socket_timeout=15, health_check_interval=30,
+                                   client_name="statecrawl:api")
+    return client
+
+
+def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = DEFAULT_MAX_BODY,
+               job_ttl: float = DEFAULT_JOB_TTL) -> Starlette:
+    """The API app for the Redis at *redis_url* (one client per process, opened at start-up).
+
+    *api_keys*: when any, every route but ``/openapi.json`` needs one as a Bearer token.
+    *max_body*: the largest request body, in bytes. *job_ttl*: seconds a job is kept after
+    its last change (a cancel is a change)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = redis_client(redis_url)
+        app.state.store = JobStore(client, ttl=job_ttl)
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    routes = [Route("/openapi.json", _openapi, methods=["GET"])]
+    for version in ("v1", "v2"):
+        routes += [
+            Route(f"/{version}/crawl/active", _active, methods=["GET"]),
+            Route(f"/{version}/crawl/{{id}}", _status, methods=["GET"]),
+            Route(f"/{version}/crawl/{{id}}", _cancel, methods=["DELETE"]),
+            Route(f"/{version}/crawl/{{id}}/errors", _errors, methods=["GET"]),
+            Route(f"/{version}/batch/scrape/{{id}}", _status, methods=["GET"]),
+            Route(f"/{version}/batch/scrape/{{id}}", _cancel, methods=["DELETE"]),
+            Route(f"/{version}/batch/scrape/{{id}}/errors", _errors, methods=["GET"]),
+        ]
+        routes += [Route(f"/{version}/{path}", _start, methods=["POST"])
+                   for path in ("scrape", "crawl", "map", "batch/scrape")]
+    app = Starlette(routes=routes, middleware=[Middleware(ApiKeys, keys=tuple(api_keys))],
+                    exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.state.max_body = max_body
+    return app
+
+
+def _store(request: Request) -> JobStore:
+    store: JobStore = request.app.state.store
+    return store
+
+
+def _route(request: Request) -> tuple[str, str]:
+    """(version, kind) of a job route: ``/v2/batch/scrape/{id}`` -> ("v2", "batch")."""
+    version, rest = request.url.path.lstrip("/").split("/", 1)
+    return version, "batch" if rest.startswith("batch/") else "crawl"
+
+
+def _base(request: Request) -> str:
+    """``scheme://host[:port]`` as the client reached this process (its ``Host`` header)."""
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _query_int(request: Request, name: str, minimum: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or int(raw) < minimum:
+        raise _QueryError(name, f"{name} must be a whole number of at least {minimum}")
+    return int(raw)
+
+
+class _QueryError(Exception):
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name, self.message = name, message
+
+
+async def _status(request: Request) -> Response:
+    version, kind = _route(request)
+    try:
+        skip = _query_int(request, "skip", 0) or 0
+        limit = _query_int(request, "limit", 1)
+    except _QueryError as exc:
+        return bad_request([{"code": "query", "path": ["query", exc.name], "message": exc.message}])
+    job_id = request.path_params["id"]
+    page = await _store(request).page(job_id, skip, limit)
+    if page is None or page.job.kind != kind:
+        return JSONResponse(NOT_FOUND, status_code=404)
+    next_url = None if page.next_skip is None else status_url(
+        _base(request), version, kind, job_id, page.next_skip, limit)
+    return JSONResponse(status_body(page, next_url))
+
+
+async def _errors(request: Request) -> Response:
+    _version, kind = _route(request)
+    store = _store(request)
+    job = await store.get(request.path_params["id"])
+    found = None if job is None or job.kind != kind else await store.errors(job.id)
+    if found is None:
+        return JSONResponse(NOT_FOUND, status_code=404)
+    return JSONResponse(errors_body(*found))
+
+
+async def _active(request: Request) -> Response:
+    store = _store(request)
+    jobs = await store.active("crawl")
+    requests = await asyncio.gather(*(store.request(job.id) for job in jobs))
+    options = {job.id: _options(body) for job, body in zip(jobs, requests) if body is not None}
+    return JSONResponse(active_body(jobs, options))
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    """A stored crawl request as an active crawl's ``options``: all but the URL."""
+    return {k: v for k, v in body.items() if k != "url"}
+
+
+async def _cancel(request: Request) -> Response:
+    _version, kind = _route(request)
+    store = _store(request)
+    job = await store.get(request.path_params["id"])
+    change = None if job is None or job.kind != kind else await store.cancel(job.id)
+    if change is None:
+        return JSONResponse(NOT_FOUND, status_code=404)
+    if kind == "crawl" and not change.changed:
+        return error(409, f"Crawl is already {change.status}", status=change.status)
+    return JSONResponse({"success": True, "status": change.status})
+
+
+async def _start(request: Request) -> Response:
+    version, rest = request.url.path.lstrip("/").split("/", 1)
+    endpoint = "batch" if rest == "batch/scrape" else rest
+    body = await read_json(request, request.app.state.max_body)
+    try:
+        parse_request(version, endpoint, body)
+    except ValidationError as exc:
+        return JSONResponse(bad_request_body(exc), status_code=400)
+    return error(501, NOT_AVAILABLE.format(endpoint=f"POST /{version}/{rest}"), code="NOT_IMPLEMENTED")
+
+
+async def _openapi(request: Request) -> Response:
+    return JSONResponse(openapi_schema())

@@ -1,0 +1,146 @@
+"""``statecrawl serve``: the Firecrawl-compatible HTTP API, in N uvicorn processes.
+
+The processes share nothing but Redis (:mod:`statecrawl.api.app`), so N is
+only a matter of CPU, and more machines can serve the same Redis. uvicorn
+starts them (its own ``workers=``); each builds its app with
+:func:`app_from_env`, from environment variables this command sets before
+starting uvicorn:
+
+========================  ===========================================================
+``STATECRAWL_REDIS_URL``  the Redis, resolved as every command does (``--redis-url``,
+                          ``STATECRAWL_REDIS_URL`` / ``REDIS_URL``, else the embedded one)
+``STATECRAWL_API_KEYS``   comma-separated keys (``--api-key`` options, else the variable)
+``STATECRAWL_API_MAX_BODY``  bytes a request body may have (default 1 MiB)
+``STATECRAWL_API_JOB_TTL``   seconds a job is kept after its last change
+========================  ===========================================================
+
+Start-up checks, each a one-line error: Redis answers PING; the address can
+be bound (a port in use is exit status 1, not a uvicorn traceback). SIGINT
+or SIGTERM stops the processes cleanly, exit status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import ipaddress
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from starlette.applications import Starlette
+
+from statecrawl.api import create_app, job_ttl, parse_api_keys, parse_max_body
+from statecrawl.cli.common import redis_url, say
+from statecrawl.exceptions import ConfigError, StatecrawlError
+from statecrawl.frontier.connection import connect, redact_url, resolve_redis_url
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_parser", "app_from_env", "cmd_serve"]
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 3002  # 3002: Firecrawl self-host's port
+_FACTORY = "statecrawl.cli.serve:app_from_env"
+
+
+def _max_body(value: str | None) -> int:
+    try:
+        return parse_max_body(value)
+    except ValueError:
+        raise ConfigError(f"STATECRAWL_API_MAX_BODY={value!r}: give the most bytes a request body "
+                          "may have, e.g. 1048576") from None
+
+
+def app_from_env() -> Starlette:
+    """The app of one API process, configured by the variables :func:`cmd_serve` sets."""
+    env = os.environ
+    url = resolve_redis_url({})  # STATECRAWL_REDIS_URL / REDIS_URL, else the embedded Redis
+    return create_app(url, api_keys=parse_api_keys(env.get("STATECRAWL_API_KEYS")),
+                      max_body=_max_body(env.get("STATECRAWL_API_MAX_BODY")),
+                      job_ttl=job_ttl(env.get("STATECRAWL_API_JOB_TTL")))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Bind and release *host*:*port* as uvicorn will (SO_REUSEADDR), so a taken port is one
+    clear line instead of a uvicorn log."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host!r}: cannot resolve it ({exc.strerror})") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            why = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise StatecrawlError(f"cannot listen on {host}:{port}: {why}; stop what holds it or "
+                                  "choose another port with --port") from None
+
+
+async def _ping(url: str) -> None:
+    client = await connect(url, name="statecrawl:serve")
+    await client.aclose()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    keys = parse_api_keys(args.api_key) or parse_api_keys(os.environ.get("STATECRAWL_API_KEYS"))
+    _max_body(os.environ.get("STATECRAWL_API_MAX_BODY"))
+    job_ttl(os.environ.get("STATECRAWL_API_JOB_TTL"))
+    url = redis_url(args)
+    if not keys and not _loopback(args.host):
+        say(f"warning: listening on {args.host} without API keys: anyone who reaches this port "
+            "can read and cancel every job; set --api-key or STATECRAWL_API_KEYS")
+    asyncio.run(_ping(url))
+    _check_bind(args.host, args.port)
+    os.environ["STATECRAWL_REDIS_URL"] = url  # read by app_from_env in every API process
+    os.environ["STATECRAWL_API_KEYS"] = ",".join(keys)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    say(f"API listening on http://{shown}:{args.port} ({args.workers} process"
+        f"{'es' if args.workers > 1 else ''}, Redis {redact_url(url)}, "
+        f"{'API keys required' if keys else 'no API keys'}); job execution on workers is not "
+        "available yet: POST scrape/crawl/map/batch answer 501")
+    stopped: list[int] = []
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # uvicorn re-raises the signal it stopped on once it is done; this handler takes it,
+        # so a clean stop exits 0 instead of dying of it
+        previous[sig] = signal.signal(sig, lambda signum, frame: stopped.append(signum))
+    try:
+        uvicorn.run(_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,
+                    log_level="warning", access_log=False, timeout_graceful_shutdown=10,
+                    server_header=False)
+    except SystemExit as exc:  # uvicorn's own start-up failure
+        return exc.code if isinstance(exc.code, int) and exc.code else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    say("API stopped")
+    return 0
+
+
+def add_parser(sub: Any, common: list[argparse.ArgumentParser], count: Any) -> None:
+    """The ``serve`` sub-command, on *sub* (main.py's sub-parsers)."""
+    p = sub.add_parser("serve", parents=common, help="serve the Firecrawl-compatible HTTP API")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to listen on (default: %(default)s; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=count(1), default=DEFAULT_PORT, metavar="PORT",
+                   help="TCP port (default: %(default)s)")
+    p.add_argument("--workers", type=count(1), default=1, metavar="N",
+                   help="API processes (default: 1); they share nothing but Redis")
+    p.add_argument("--api-key", action="append", metavar="KEY",
+                   help="accept this Bearer key (repeatable; default: $STATECRAWL_API_KEYS, "
+                        "comma-separated; none: the API is open)")
+    p.set_defaults(func=cmd_serve)
