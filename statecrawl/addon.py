@@ -39,7 +39,7 @@ class Addon:
         from scrapy.utils.misc import load_object
 
         from statecrawl.frontier.robots import RobotsTxtMiddleware
-        from statecrawl.output.pipelines import MarkdownFiles, RedisItemStore
+        from statecrawl.output.pipelines import MarkdownFiles, RedisItemStore, ServiceReplies
 
         # Scrapy 2.19's robots.txt middleware lets through the requests that
         # wait for robots.txt (see statecrawl.frontier.robots); ours replaces it.
@@ -87,12 +87,14 @@ class Addon:
         from statecrawl.sessions.login import LoginMiddleware
         from statecrawl.sessions.passthrough import PassThroughMiddleware
         from statecrawl.sessions.pool import SessionMiddleware
+        from statecrawl.sessions.tickets import ServiceTicketMiddleware
 
         cookies = next(v for k, v in base.items() if load_object(k) is ScrapyCookies)
         settings.set_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", ScrapyCookies, None)
         for component, order in ((LoginMiddleware, cookies - 30), (SessionMiddleware, cookies - 20),
                                  (RedisCookiesMiddleware, cookies),
                                  (PassThroughMiddleware, cookies + 10),
+                                 (ServiceTicketMiddleware, cookies + 15),
                                  (BrowserSessionMiddleware, 960)):
             settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", component, order)
         settings.setdefault_in_component_priority_dict("EXTENSIONS", SpiderStateCheckpoint, 500)
@@ -105,5 +107,7 @@ class Addon:
             "DOWNLOADER_MIDDLEWARES", NetGuardMiddleware, MIDDLEWARE_PRIORITY)
 
         # Kept where a project already lists them (with its own priority).
+        # Service replies first: the others never see one (statecrawl.frontier.service).
+        settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", ServiceReplies, 700)
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", RedisItemStore, 900)

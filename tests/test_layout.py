@@ -5,7 +5,8 @@ Subpackages by concern (see the README's Architecture): ``content`` and the
 ``output`` and ``sessions`` use the frontier; ``render`` uses the frontier,
 content and output; the ``site`` spider uses the runtime; the CLI and the
 add-on use everything (the CLI's ``serve`` runs the ``api``); ``api``
-(the HTTP API: its models, job store and ASGI app) uses none. No import --
+(the HTTP API: its models, job store and ASGI app) uses the frontier (to
+enqueue scrapes into a service crawl) and sessions (to seal headers). No import --
 at module level or inside a function -- may point the other way, so no two
 subpackages import each other.
 """
@@ -32,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "spiders": {"frontier", "content", "output", "render", "sessions"},
     "cli": {"frontier", "content", "output", "net", "render", "sessions", "spiders", "api"},
     "demo": {"cli", "frontier", "output"},
-    "api": set(),
+    "api": {"frontier", "sessions"},
 }
 #: Top-level modules: the package's face and the stable paths Scrapy settings name.
 FACE = {"__init__", "addon", "exceptions"}

@@ -9,8 +9,11 @@
 * ``jobs`` (``JobStore``: jobs, their documents and errors in Redis; the key
   schema in its docstring, each write a Lua script in ``lua/``).
 
-API processes hold no state: everything lives in Redis. Uses no other
-subpackage.
+* ``scrape`` (``ScrapeService``: a scrape enqueued into the scrape service
+  crawl, its worker's reply awaited through Redis).
+
+API processes hold no state: everything lives in Redis. Uses the frontier
+(service crawls) and sessions (sealing a scrape's headers), nothing else.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from statecrawl.api.responses import (
     NOT_FOUND, active_body, document_from_page, errors_body, map_body, start_body, status_body,
     status_url,
 )
+from statecrawl.api.scrape import ScrapeError, ScrapeFailed, ScrapeService, ScrapeTimeout
 
 __all__ = [
     "DEFAULT_JOB_TTL", "DEFAULT_MAX_BODY", "NOT_FOUND", "REQUESTS", "SUPPORTED_FORMATS",
-    "BatchScrapeRequest", "CrawlRequest", "Job", "JobStore", "MapRequest", "Page", "ScrapeOptions",
-    "ScrapeRequest", "Transition", "active_body", "bad_request_body", "create_app",
+    "BatchScrapeRequest", "CrawlRequest", "Job", "JobStore", "MapRequest", "Page", "ScrapeError",
+    "ScrapeFailed", "ScrapeOptions", "ScrapeRequest", "ScrapeService", "ScrapeTimeout",
+    "Transition", "active_body", "bad_request_body", "create_app",
     "document_from_page", "errors_body", "job_ttl", "map_body", "parse_api_keys", "parse_max_body",
     "parse_request", "start_body", "status_body", "status_url",
 ]

@@ -16,14 +16,18 @@ Routes (``<v>`` is ``v1`` or ``v2``; both read and write the same jobs):
 ``GET <v>/crawl/active``           running crawls
 ``DELETE <v>/crawl/{id}``          cancel; 409 when the crawl has already ended
 ``DELETE <v>/batch/scrape/{id}``   cancel; never 409: answers the status it has now
-``POST <v>/scrape|crawl|map|...``  body checked (400), then 501: no executor yet
+``POST <v>/scrape``                one page, scraped by a scrape worker (:mod:`.scrape`)
+``POST <v>/crawl|map|batch/...``   body checked (400), then 501: no executor yet
 ``GET /openapi.json``              the schema (no API key needed)
 =================================  ===================================================
 
 An unknown, expired or malformed id is a 404 ``Job not found``; so is an id
-of the other kind (a batch id on a crawl route). Job execution on workers
-does not exist yet (issue 13): a start request is validated and answered
-501, and no job is created that nothing would run.
+of the other kind (a batch id on a crawl route). A scrape is served by the
+long-running workers of the scrape service crawl and answered when their
+reply comes (``{success: true, data: document}``), or 408 after its
+``timeout``. Job execution on workers does not exist yet (issue 13): a
+crawl, map or batch start is validated and answered 501, and no job is
+created that nothing would run.
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ from statecrawl.api._http import (
     DEFAULT_MAX_BODY, EXCEPTION_HANDLERS, ApiKeys, bad_request, error, read_json,
 )
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, JobStore
-from statecrawl.api.models import bad_request_body
+from statecrawl.api.models import ScrapeRequest, bad_request_body
 from statecrawl.api.models_v1 import parse_request
 from statecrawl.api.openapi import openapi_schema
 from statecrawl.api.responses import NOT_FOUND, active_body, errors_body, status_body, status_url
+from statecrawl.api.scrape import ScrapeError, ScrapeService
 
 __all__ = ["NOT_AVAILABLE", "create_app", "redis_client"]
 
@@ -67,21 +72,26 @@ def redis_client(url: str) -> Redis:
 
 
 def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = DEFAULT_MAX_BODY,
-               job_ttl: float = DEFAULT_JOB_TTL) -> Starlette:
+               job_ttl: float = DEFAULT_JOB_TTL, scrape_crawl: str | None = None) -> Starlette:
     """The API app for the Redis at *redis_url* (one client per process, opened at start-up).
 
     *api_keys*: when any, every route but ``/openapi.json`` needs one as a Bearer token.
     *max_body*: the largest request body, in bytes. *job_ttl*: seconds a job is kept after
-    its last change (a cancel is a change)."""
+    its last change (a cancel is a change). *scrape_crawl*: the service crawl scrapes go to
+    (default: ``STATECRAWL_API_SCRAPE_CRAWL``, else ``api-scrape``)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         client = redis_client(redis_url)
         app.state.store = JobStore(client, ttl=job_ttl)
+        app.state.scrapes = ScrapeService(client, scrape_crawl)
         try:
             yield
         finally:
-            await client.aclose()
+            try:
+                await app.state.scrapes.close()
+            finally:
+                await client.aclose()
 
     routes = [Route("/openapi.json", _openapi, methods=["GET"])]
     for version in ("v1", "v2"):
@@ -189,9 +199,17 @@ async def _start(request: Request) -> Response:
     endpoint = "batch" if rest == "batch/scrape" else rest
     body = await read_json(request, request.app.state.max_body)
     try:
-        parse_request(version, endpoint, body)
+        parsed = parse_request(version, endpoint, body)
     except ValidationError as exc:
         return JSONResponse(bad_request_body(exc), status_code=400)
+    if endpoint == "scrape":
+        assert isinstance(parsed, ScrapeRequest)
+        service: ScrapeService = request.app.state.scrapes
+        try:
+            document = await service.scrape(parsed)
+        except ScrapeError as exc:
+            return error(exc.status, str(exc), code=exc.code)
+        return JSONResponse({"success": True, "data": document})
     return error(501, NOT_AVAILABLE.format(endpoint=f"POST /{version}/{rest}"), code="NOT_IMPLEMENTED")
 
 

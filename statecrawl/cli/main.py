@@ -4,6 +4,7 @@
 
     statecrawl crawl URL [--out DIR] [--workers N] [--crawl-id ID] ...   start or resume a crawl
     statecrawl worker CRAWL_ID [--out DIR]     join a running crawl, from any machine
+    statecrawl worker --serve-scrapes          a worker of the API's scrapes (runs until stopped)
     statecrawl status CRAWL_ID [--json]        counters of one crawl
     statecrawl export CRAWL_ID --out DIR       pages.jsonl + Markdown files from Redis
     statecrawl cancel CRAWL_ID                 stop every worker of a crawl
@@ -41,6 +42,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
+from statecrawl.api.scrape import SCRAPE_SPIDER, scrape_crawl_id
 from statecrawl.cli.common import error as _error
 from statecrawl.cli.common import one_line as _one_line
 from statecrawl.cli.common import open_store, redis_url, tolerant_stdio
@@ -79,6 +81,10 @@ def _version() -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.serve_scrapes:
+        return _serve_scrapes(args)
+    if args.crawl_id is None:
+        raise ConfigError("give the crawl id to join (or --serve-scrapes)")
     meta, url = asyncio.run(_crawl_meta(args))
     state = meta.get("state")
     if state == "cancelled":
@@ -104,6 +110,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
         return 128 + signum
     return code
+
+
+def _serve_scrapes(args: argparse.Namespace) -> int:
+    """One worker of the API's scrape service crawl: ``scrapy crawl scrape``, until stopped."""
+    crawl_id = validate_crawl_id(scrape_crawl_id(args.crawl_id))
+    url = redis_url(args)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"serving scrapes of crawl {crawl_id} (stop with Ctrl-C)", file=sys.stderr, flush=True)
+    env = worker_env(url, out)
+    env["STATECRAWL_NET_GUARD"] = "true"  # API users' URLs: no loopback, private or metadata address
+    code, signum = run_worker(worker_command(SCRAPE_SPIDER, crawl_id, {}), env)
+    return 128 + signum if signum is not None else code
 
 
 async def _crawl_meta(args: argparse.Namespace) -> tuple[dict[str, str], str]:
@@ -279,8 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_crawl)
 
-    p = sub.add_parser("worker", parents=common, help="join an existing crawl with one worker")
-    p.add_argument("crawl_id")
+    p = sub.add_parser("worker", parents=common, help="join an existing crawl with one worker, "
+                                                      "or serve the API's scrapes")
+    p.add_argument("crawl_id", nargs="?", help="the crawl to join (with --serve-scrapes: the "
+                                              "scrape crawl, default api-scrape)")
+    p.add_argument("--serve-scrapes", action="store_true",
+                   help="serve POST /v1|v2/scrape: a long-running worker of the scrape service "
+                        "crawl (scrapy crawl scrape)")
     p.add_argument("--out", default="output", metavar="DIR", help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_worker)
 

@@ -12,11 +12,18 @@ starting uvicorn:
 ``STATECRAWL_API_KEYS``   comma-separated keys (``--api-key`` options, else the variable)
 ``STATECRAWL_API_MAX_BODY``  bytes a request body may have (default 1 MiB)
 ``STATECRAWL_API_JOB_TTL``   seconds a job is kept after its last change
+``STATECRAWL_API_SCRAPE_CRAWL``  the service crawl scrapes go to (default ``api-scrape``)
 ========================  ===========================================================
 
 Start-up checks, each a one-line error: Redis answers PING; the address can
 be bound (a port in use is exit status 1, not a uvicorn traceback). SIGINT
 or SIGTERM stops the processes cleanly, exit status 0.
+
+``--scrape-workers N`` also starts N scrape workers (``statecrawl worker
+--serve-scrapes``: ``scrapy crawl scrape`` on the same Redis), logging to
+``<data dir>/logs/scrape-worker-<i>.log``, and stops them when the API
+stops. Default: 1 on the embedded Redis (``statecrawl serve`` alone is a
+working local API), 0 with a Redis URL (run the workers where you like).
 """
 
 from __future__ import annotations
@@ -28,13 +35,17 @@ import ipaddress
 import os
 import signal
 import socket
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 
 from statecrawl.api import create_app, job_ttl, parse_api_keys, parse_max_body
-from statecrawl.cli.common import redis_url, say
+from statecrawl.api.scrape import SCRAPE_SPIDER, scrape_crawl_id
+from statecrawl.cli.common import redis_url, say, uses_embedded
+from statecrawl.cli.workers import KILL_AFTER, start_workers, worker_command, worker_env
 from statecrawl.exceptions import ConfigError, StatecrawlError
 from statecrawl.frontier.connection import connect, redact_url, resolve_redis_url
 
@@ -105,19 +116,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "can read and cancel every job; set --api-key or STATECRAWL_API_KEYS")
     asyncio.run(_ping(url))
     _check_bind(args.host, args.port)
+    scrapers = args.scrape_workers if args.scrape_workers is not None else int(uses_embedded(args))
     os.environ["STATECRAWL_REDIS_URL"] = url  # read by app_from_env in every API process
     os.environ["STATECRAWL_API_KEYS"] = ",".join(keys)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     say(f"API listening on http://{shown}:{args.port} ({args.workers} process"
         f"{'es' if args.workers > 1 else ''}, Redis {redact_url(url)}, "
-        f"{'API keys required' if keys else 'no API keys'}); job execution on workers is not "
-        "available yet: POST scrape/crawl/map/batch answer 501")
+        f"{'API keys required' if keys else 'no API keys'}); POST scrape is served by scrape "
+        "workers (statecrawl worker --serve-scrapes); crawl/map/batch answer 501 for now")
     stopped: list[int] = []
     previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         # uvicorn re-raises the signal it stopped on once it is done; this handler takes it,
         # so a clean stop exits 0 instead of dying of it
         previous[sig] = signal.signal(sig, lambda signum, frame: stopped.append(signum))
+    workers = _start_scrape_workers(url, Path(args.data_dir), scrapers)
     try:
         uvicorn.run(_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,
                     log_level="warning", access_log=False, timeout_graceful_shutdown=10,
@@ -125,10 +138,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SystemExit as exc:  # uvicorn's own start-up failure
         return exc.code if isinstance(exc.code, int) and exc.code else 1
     finally:
+        _stop(workers)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     say("API stopped")
     return 0
+
+
+def _start_scrape_workers(url: str, data_dir: Path, count: int) -> list[subprocess.Popen[bytes]]:
+    if not count:
+        return []
+    crawl_id = scrape_crawl_id()
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    paths = [logs / f"scrape-worker-{i}.log" for i in range(1, count + 1)]
+    env = worker_env(url, data_dir / "scrape-output")
+    env.pop("STATECRAWL_API_KEYS", None)  # the API's, not the workers'
+    env["STATECRAWL_NET_GUARD"] = "true"  # API users' URLs: no loopback, private or metadata address
+    procs = start_workers(worker_command(SCRAPE_SPIDER, crawl_id, {}), env, paths)
+    say(f"{count} scrape worker{'s' if count > 1 else ''} serving crawl {crawl_id} "
+        f"(logs: {logs}/scrape-worker-*.log)")
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (the workers give their leases back), then SIGKILL after KILL_AFTER s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(KILL_AFTER)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 
 
 def add_parser(sub: Any, common: list[argparse.ArgumentParser], count: Any) -> None:
@@ -143,4 +186,7 @@ def add_parser(sub: Any, common: list[argparse.ArgumentParser], count: Any) -> N
     p.add_argument("--api-key", action="append", metavar="KEY",
                    help="accept this Bearer key (repeatable; default: $STATECRAWL_API_KEYS, "
                         "comma-separated; none: the API is open)")
+    p.add_argument("--scrape-workers", type=count(0), default=None, metavar="N",
+                   help="also run N scrape workers (POST /scrape) on this Redis, stopped with "
+                        "the API (default: 1 on the embedded Redis, else 0)")
     p.set_defaults(func=cmd_serve)

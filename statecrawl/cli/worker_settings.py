@@ -38,3 +38,8 @@ FEEDS = {
 }
 FEED_URI_PARAMS = "statecrawl.output.feeds.uri_params"
 LOG_LEVEL = "INFO"
+
+# The net guard (statecrawl.net), from the environment: scrape workers run with it on
+# (statecrawl worker --serve-scrapes sets STATECRAWL_NET_GUARD=true).
+STATECRAWL_NET_GUARD = os.environ.get("STATECRAWL_NET_GUARD", "").strip().lower() in ("1", "true", "yes", "on")
+STATECRAWL_NET_ALLOW = os.environ.get("STATECRAWL_NET_ALLOW", "")

@@ -45,6 +45,7 @@ class LeasingMixin:
     scope: FetchScope | None
     prefetch: int
     idle_poll_max: float
+    service: bool
     _buffer: deque[tuple[str, Request]]
     _open_leases: dict[str, str]
     _refill_task: asyncio.Task[None] | None
@@ -91,7 +92,9 @@ class LeasingMixin:
             want = self.prefetch if urgent else self.prefetch - len(self._buffer)
             if want <= 0:
                 return
-            check = self._idle and not self.state.pending_writes and not self._open_leases
+            # a service crawl never finishes: its idle workers wait for work
+            check = (not self.service and self._idle and not self.state.pending_writes
+                     and not self._open_leases)
             self._wakeup.clear()
             store = self.state.store
             if store is None:

@@ -134,6 +134,24 @@ key                            type    contents
 ``sc:{id}:spider_state``       STRING  the spider's ``state`` dict as JSON
                                        (sealed like jar values), saved every
                                        ``STATECRAWL_CHECKPOINT_INTERVAL``
+``sc:{id}:ticket:<rid>``       STRING  a service request in flight
+                                       (:mod:`statecrawl.frontier.service`;
+                                       ``<rid>`` a random hex id): its secret
+                                       (the API scrape's ``headers`` as JSON,
+                                       a Fernet token with
+                                       ``STATECRAWL_SECRET_KEY``; ``""`` when
+                                       none). ``PEXPIRE`` = the caller's
+                                       timeout; deleted by the caller once it
+                                       has the reply or gives up. A worker
+                                       skips a request whose ticket is gone
+``sc:{id}:reply:<rid>``        LIST    the reply to a service request (JSON),
+                                       pushed by the worker that served it
+                                       (only while its ticket exists) before
+                                       it acknowledges the lease; ``PEXPIRE``
+                                       ``STATECRAWL_SERVICE_REPLY_TTL``. A
+                                       re-fetch after a worker died may push
+                                       a second reply: the caller takes the
+                                       first and deletes the key
 ``sc:{id}:job``                HASH    an API job's record (crawl id = job id;
                                        :mod:`statecrawl.api.jobs`): ``kind``
                                        (``crawl`` / ``batch``), ``status``
@@ -243,6 +261,14 @@ class CrawlKeys:
     def browser(self, session: str) -> str:
         """The Playwright storage state of *session*."""
         return f"{self.prefix}browser:{session}"
+
+    def ticket(self, request_id: str) -> str:
+        """A service request's ticket (:mod:`statecrawl.frontier.service`)."""
+        return f"{self.prefix}ticket:{request_id}"
+
+    def reply(self, request_id: str) -> str:
+        """The list a service request's reply is pushed to."""
+        return f"{self.prefix}reply:{request_id}"
 
     def all(self) -> list[str]:
         """Every fixed-name key of the crawl (for deletion); per-session jars and

@@ -21,6 +21,14 @@ It then keeps the spider open (``DontCloseSpider``) while any other worker
 still holds leases, and lets it close when the whole crawl is finished:
 frontier empty and no lease anywhere. ``statecrawl cancel`` makes every
 worker close with reason ``cancelled``.
+
+*Service mode* (``STATECRAWL_SERVICE = True``, bool, default ``False``): the
+crawl never finishes. An idle worker neither marks it finished nor closes
+when the frontier is empty; it waits (woken by the frontier's pub/sub
+channel on enqueue, else polling up to ``STATECRAWL_IDLE_POLL_MAX``) until
+the crawl is cancelled or the worker is stopped by a signal. Leases,
+reclaim and commits are unchanged. The ``scrape`` spider's crawl (the API's
+scrapes, :mod:`statecrawl.frontier.service`) runs this way.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
     def __init__(
         self, crawler: Crawler, dupefilter: object, *, prefetch: int,
         dedupe_start_requests: bool, idle_poll_max: float, sent_cache: int = 1_000_000,
+        service: bool = False,
     ) -> None:
         self.crawler = crawler
         self.df = dupefilter
@@ -73,6 +82,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
         self.prefetch = max(1, prefetch)
         self.dedupe_start_requests = dedupe_start_requests
         self.idle_poll_max = idle_poll_max
+        self.service = service  # never finishes: idle workers wait for work (module docstring)
         self.state = WorkerState.of(crawler)
         self.spider: Spider | None = None
         self._buffer: deque[tuple[str, Request]] = deque()
@@ -111,6 +121,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
             dedupe_start_requests=settings.getbool("STATECRAWL_DEDUPE_START_REQUESTS", True),
             idle_poll_max=settings.getfloat("STATECRAWL_IDLE_POLL_MAX", 0.5),
             sent_cache=settings.getint("STATECRAWL_LOCAL_SEEN_MAX", 1_000_000),
+            service=settings.getbool("STATECRAWL_SERVICE", False),
         )
 
     # -- lifecycle -------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""The item statecrawl produces for every page, fetched or failed."""
+"""The items statecrawl produces: a :class:`Page` for every page, fetched or failed, and a
+:class:`Reply` for a service request (pushed to its caller, never stored)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Page"]
+__all__ = ["Page", "Reply"]
 
 
 @dataclass
@@ -34,3 +35,16 @@ class Page:
     screenshot: str | None = None  # a full-page PNG's path (rendered pages, -a screenshot=true)
     depth: int = 0
     error: dict[str, Any] | None = None
+
+
+@dataclass
+class Reply:
+    """The answer to a service request (:mod:`statecrawl.frontier.service`).
+
+    :class:`statecrawl.output.pipelines.ServiceReplies` pushes ``data`` (plain
+    JSON) to the caller waiting on ``request_id`` and drops the item: it is
+    neither stored in the crawl's ``items`` nor written to files or feeds.
+    """
+
+    request_id: str
+    data: dict[str, Any]

@@ -4,12 +4,16 @@
   through the worker's group commit, before the page's lease is acknowledged,
   so ``statecrawl export`` has every page exactly once.
 * :class:`MarkdownFiles` writes ``<STATECRAWL_OUTPUT_DIR>/markdown/<host>/<path>.md``.
+* :class:`ServiceReplies` pushes a :class:`~statecrawl.output.items.Reply` to
+  the caller waiting for it (:mod:`statecrawl.frontier.service`), awaited
+  before the lease is acknowledged, and drops it: replies are not stored.
 
 JSON Lines output is Scrapy's own FEEDS (see ``settings/``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,14 +23,16 @@ from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 
 from statecrawl.exceptions import SerializationError
 from statecrawl.frontier.serialize import dumps
-from statecrawl.frontier.state import WorkerState
+from statecrawl.frontier.service import DEFAULT_REPLY_TTL, send_reply
+from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 from statecrawl.frontier.store import PendingItem, error_item_data, item_key
 from statecrawl.output.files import write_markdown
+from statecrawl.output.items import Reply
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
-__all__ = ["MarkdownFiles", "RedisItemStore"]
+__all__ = ["MarkdownFiles", "RedisItemStore", "ServiceReplies"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +101,57 @@ class MarkdownFiles:
     def process_item(self, item: Any) -> Any:
         write_markdown(self.out_dir, ItemAdapter(item).asdict())
         return item
+
+
+class ServiceReplies:
+    """Push each :class:`~statecrawl.output.items.Reply` to its caller, then drop it.
+
+    Runs before the other pipelines (they never see a reply). The push is
+    awaited here, so it reaches Redis before the request's lease is
+    acknowledged (the exactly-once argument: :mod:`statecrawl.frontier.service`).
+    Through a Redis outage it is retried for up to ``STATECRAWL_STOP_TIMEOUT``
+    s; a reply that cannot be pushed is logged and the caller times out.
+    Setting ``STATECRAWL_SERVICE_REPLY_TTL`` (float, default 60): seconds an
+    unread reply is kept.
+    """
+
+    def __init__(self, crawler: Crawler, ttl: float) -> None:
+        self.crawler, self.ttl = crawler, ttl
+        self.state = WorkerState.of(crawler)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ServiceReplies:
+        return cls(crawler, crawler.settings.getfloat("STATECRAWL_SERVICE_REPLY_TTL",
+                                                      DEFAULT_REPLY_TTL))
+
+    async def process_item(self, item: Any) -> Any:
+        if not isinstance(item, Reply):
+            return item
+        stats = self.crawler.stats
+        try:
+            body = dumps(item.data, "reply")
+        except SerializationError as exc:
+            body = dumps({"error": {"type": "SerializationError", "message": str(exc)[:500]}},
+                         "reply")
+        await self._push(item.request_id, body)
+        stats.inc_value("statecrawl/service_replies")
+        raise DropItem("service reply sent", log_level="DEBUG")
+
+    async def _push(self, request_id: str, body: bytes) -> None:
+        store, client = self.state.store, self.state.client
+        delay = 0.1
+        for _ in range(100):
+            if store is None or client is None:
+                break
+            try:
+                if not await send_reply(client, store, request_id, body, self.ttl):
+                    self.crawler.stats.inc_value("statecrawl/service_replies_unclaimed")
+                return
+            except RETRY_ERRORS as exc:
+                if self.state.stop.passed():
+                    break
+                logger.warning("statecrawl: cannot push the reply to %s yet (%s); retrying",
+                               request_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        logger.error("statecrawl: could not push the reply to service request %s", request_id)

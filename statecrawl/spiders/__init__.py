@@ -1,5 +1,6 @@
-"""statecrawl's spiders: ``site`` (every page of one site), the spider of ``statecrawl crawl``.
+"""statecrawl's spiders: ``site`` (every page of one site), the spider of ``statecrawl crawl``,
+and ``scrape`` (the API's single-page scrapes, served by ``statecrawl worker --serve-scrapes``).
 
 Loaded by :mod:`statecrawl.cli.worker_settings` (``SPIDER_MODULES``); the
-repository's Scrapy project has it as ``spiders/site.py``.
+repository's Scrapy project has them as ``spiders/site.py`` and ``spiders/scrape.py``.
 """

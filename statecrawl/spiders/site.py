@@ -35,7 +35,7 @@ Example: ``-s STATECRAWL_MARKDOWN_IMAGES=all``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -43,6 +43,7 @@ from scrapy import Request, Spider
 from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
+from scrapy.link import Link
 from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
@@ -153,6 +154,59 @@ def _formats_arg(value: str | None) -> frozenset[str]:
     return frozenset(names | {"links"})
 
 
+def response_fields(page: Page, response: Response) -> None:
+    """Set what the response says of itself on *page*: final URL, status, type, renderer."""
+    content_type = response.headers.get("Content-Type", b"").decode("latin-1").split(";")[0]
+    page.final_url, page.status = response.url, response.status
+    page.content_type = content_type.strip().lower() or None
+    page.renderer = response.meta.get(RENDERER_META_KEY, "http")
+    page.screenshot = response.meta.get("statecrawl_screenshot")
+
+
+def fill_page(
+    page: Page, response: Response, *, formats: Collection[str], images: str,
+    link_extractor: LinkExtractor, only_main_content: bool = True,
+    include_tags: Sequence[str] | None = None, exclude_tags: Sequence[str] | None = None,
+) -> list[Link]:
+    """Fill *page* (after :func:`response_fields`) from an HTML response: metadata, the
+    requested *formats*, links; returns the links (none for a page that is not HTML text).
+
+    The one place a response becomes page content: the ``site`` and ``scrape``
+    spiders both use it. A body served as HTML that is a file gets no content
+    (its type, or a ``BinaryContent`` error, says why).
+    """
+    content_type = page.content_type or ""
+    if not isinstance(response, TextResponse) or content_type not in _HTML_TYPES:
+        return []  # not HTML: no Markdown, the content type says why
+    sniffed = _sniff(response.body, response.headers.get("Content-Type", b"").decode("latin-1"))
+    if sniffed is not None:  # served as HTML, but a file: no Markdown, no links
+        if sniffed == _BINARY:
+            page.error = {"type": "BinaryContent",
+                          "message": f"{response.url} is served as {content_type} "
+                                     "but the body is binary"}
+        else:
+            page.content_type = sniffed
+        return []
+    html = response.text
+    meta = page_metadata(html, response.url)
+    page.title, page.description, page.language = meta["title"], meta["description"], meta["language"]
+    page.canonical, page.open_graph, page.twitter = (
+        meta["canonical"], meta["open_graph"], meta["twitter"])
+    page.published, page.author = meta["published"], meta["author"]
+    if "markdown" in formats:
+        page.markdown = to_markdown(html, response.url, images=images,
+                                    only_main_content=only_main_content,
+                                    include_tags=include_tags, exclude_tags=exclude_tags)
+    if "html" in formats:
+        page.html = main_content_html(html, response.url, only_main_content=only_main_content,
+                                      include_tags=include_tags, exclude_tags=exclude_tags)
+    if "raw_html" in formats:
+        page.raw_html = html
+    links = link_extractor.extract_links(response)
+    page.links = [{"url": link.url, "text": " ".join(link.text.split())} for link in links]
+    return links
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -249,41 +303,13 @@ class SiteSpider(Spider):
         depth = int(response.meta.get("depth", 0))
         # the URL asked for: a rendered page may have navigated elsewhere by itself
         origin = (response.meta.get("redirect_urls") or [response.request.url])[0]
-        content_type = response.headers.get("Content-Type", b"").decode("latin-1").split(";")[0].strip().lower()
-        page = self._page(origin, final_url=response.url, status=response.status,
-                          content_type=content_type or None, depth=depth,
-                          renderer=response.meta.get(RENDERER_META_KEY, "http"),
-                          screenshot=response.meta.get("statecrawl_screenshot"))
+        page = self._page(origin, depth=depth)
+        response_fields(page, response)
         if response.status in _REDIRECTS:
             yield from self._redirect(page, response)
             return
-        if not isinstance(response, TextResponse) or content_type not in _HTML_TYPES:
-            yield page  # not HTML: no Markdown, the content type says why
-            return
-        sniffed = _sniff(response.body, response.headers.get("Content-Type", b"").decode("latin-1"))
-        if sniffed is not None:  # served as HTML, but a file: no Markdown, no links
-            if sniffed == _BINARY:
-                page.error = {"type": "BinaryContent",
-                              "message": f"{response.url} is served as {content_type} "
-                                         "but the body is binary"}
-            else:
-                page.content_type = sniffed
-            yield page
-            return
-        html = response.text
-        meta = page_metadata(html, response.url)
-        page.title, page.description, page.language = meta["title"], meta["description"], meta["language"]
-        page.canonical, page.open_graph, page.twitter = (
-            meta["canonical"], meta["open_graph"], meta["twitter"])
-        page.published, page.author = meta["published"], meta["author"]
-        if "markdown" in self.formats:
-            page.markdown = to_markdown(html, response.url, images=self.markdown_images)
-        if "html" in self.formats:
-            page.html = main_content_html(html, response.url)
-        if "raw_html" in self.formats:
-            page.raw_html = html
-        links = self.link_extractor.extract_links(response)
-        page.links = [{"url": link.url, "text": " ".join(link.text.split())} for link in links]
+        links = fill_page(page, response, formats=self.formats, images=self.markdown_images,
+                          link_extractor=self.link_extractor)
         yield page
         if not self._may_expand(depth):
             return

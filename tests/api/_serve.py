@@ -58,6 +58,7 @@ class Serve:
 def serve_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "STATECRAWL_"))}
     env["PYTHONPATH"] = str(ROOT)
+    env["STATECRAWL_NET_ALLOW"] = "127.0.0.1"  # scrape workers started by serve reach the test's origin
     env.update(extra)
     return env
 

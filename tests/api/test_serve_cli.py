@@ -50,7 +50,7 @@ def test_a_signal_stops_it_cleanly(redis_url: str, tmp_path: Path, sig: int) -> 
         assert api.stop(sig) == 0
         output = api.output()
     assert f"API listening on http://127.0.0.1:{api.port}" in output
-    assert "job execution on workers is not available yet" in output
+    assert "crawl/map/batch answer 501 for now" in output
     assert "API stopped" in output and "Traceback" not in output
 
 
