@@ -10,7 +10,8 @@
   schema in its docstring, each write a Lua script in ``lua/``).
 
 * ``scrape`` (``ScrapeService``: a scrape enqueued into the scrape service
-  crawl, its worker's reply awaited through Redis).
+  crawl, its worker's reply awaited through Redis); ``map`` (``MapService``: a
+  map from the start page and the sitemaps, read by the same scrape workers).
 
 API processes hold no state: everything lives in Redis. Uses the frontier
 (service crawls) and sessions (sealing a scrape's headers), nothing else.
@@ -21,6 +22,7 @@ from __future__ import annotations
 from statecrawl.api._http import DEFAULT_MAX_BODY, parse_api_keys, parse_max_body
 from statecrawl.api.app import create_app
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page, Transition, job_ttl
+from statecrawl.api.map import MapResult, MapService
 from statecrawl.api.models import (
     SUPPORTED_FORMATS, BatchScrapeRequest, CrawlRequest, MapRequest, ScrapeOptions, ScrapeRequest,
     bad_request_body,
@@ -34,7 +36,8 @@ from statecrawl.api.scrape import ScrapeError, ScrapeFailed, ScrapeService, Scra
 
 __all__ = [
     "DEFAULT_JOB_TTL", "DEFAULT_MAX_BODY", "NOT_FOUND", "REQUESTS", "SUPPORTED_FORMATS",
-    "BatchScrapeRequest", "CrawlRequest", "Job", "JobStore", "MapRequest", "Page", "ScrapeError",
+    "BatchScrapeRequest", "CrawlRequest", "Job", "JobStore", "MapRequest", "MapResult",
+    "MapService", "Page", "ScrapeError",
     "ScrapeFailed", "ScrapeOptions", "ScrapeRequest", "ScrapeService", "ScrapeTimeout",
     "Transition", "active_body", "bad_request_body", "create_app",
     "document_from_page", "errors_body", "job_ttl", "map_body", "parse_api_keys", "parse_max_body",

@@ -17,7 +17,8 @@ Routes (``<v>`` is ``v1`` or ``v2``; both read and write the same jobs):
 ``DELETE <v>/crawl/{id}``          cancel; 409 when the crawl has already ended
 ``DELETE <v>/batch/scrape/{id}``   cancel; never 409: answers the status it has now
 ``POST <v>/scrape``                one page, scraped by a scrape worker (:mod:`.scrape`)
-``POST <v>/crawl|map|batch/...``   body checked (400), then 501: no executor yet
+``POST <v>/map``                   the site's URLs, read by scrape workers (:mod:`.map`)
+``POST <v>/crawl|batch/scrape``    body checked (400), then 501: no executor yet
 ``GET /openapi.json``              the schema (no API key needed)
 =================================  ===================================================
 
@@ -25,9 +26,10 @@ An unknown, expired or malformed id is a 404 ``Job not found``; so is an id
 of the other kind (a batch id on a crawl route). A scrape is served by the
 long-running workers of the scrape service crawl and answered when their
 reply comes (``{success: true, data: document}``), or 408 after its
-``timeout``. Job execution on workers does not exist yet (issue 13): a
-crawl, map or batch start is validated and answered 501, and no job is
-created that nothing would run.
+``timeout``; a map is answered the same way, from the start page's links and
+the site's sitemaps (``{success: true, links}``). Job execution on workers
+does not exist yet (issue 13): a crawl or batch start is validated and
+answered 501, and no job is created that nothing would run.
 """
 
 from __future__ import annotations
@@ -49,10 +51,13 @@ from statecrawl.api._http import (
     DEFAULT_MAX_BODY, EXCEPTION_HANDLERS, ApiKeys, bad_request, error, read_json,
 )
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, JobStore
-from statecrawl.api.models import ScrapeRequest, bad_request_body
+from statecrawl.api.map import MapService
+from statecrawl.api.models import MapRequest, ScrapeRequest, bad_request_body
 from statecrawl.api.models_v1 import parse_request
 from statecrawl.api.openapi import openapi_schema
-from statecrawl.api.responses import NOT_FOUND, active_body, errors_body, status_body, status_url
+from statecrawl.api.responses import (
+    NOT_FOUND, active_body, errors_body, map_body, status_body, status_url,
+)
 from statecrawl.api.scrape import ScrapeError, ScrapeService
 
 __all__ = ["NOT_AVAILABLE", "create_app", "redis_client"]
@@ -85,6 +90,7 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
         client = redis_client(redis_url)
         app.state.store = JobStore(client, ttl=job_ttl)
         app.state.scrapes = ScrapeService(client, scrape_crawl)
+        app.state.maps = MapService(app.state.scrapes)
         try:
             yield
         finally:
@@ -210,6 +216,14 @@ async def _start(request: Request) -> Response:
         except ScrapeError as exc:
             return error(exc.status, str(exc), code=exc.code)
         return JSONResponse({"success": True, "data": document})
+    if endpoint == "map":
+        assert isinstance(parsed, MapRequest)
+        maps: MapService = request.app.state.maps
+        try:
+            result = await maps.map(parsed)
+        except ScrapeError as exc:
+            return error(exc.status, f"Map failed: {exc}", code=exc.code)
+        return JSONResponse(map_body(result.links, version, result.warning))
     return error(501, NOT_AVAILABLE.format(endpoint=f"POST /{version}/{rest}"), code="NOT_IMPLEMENTED")
 
 

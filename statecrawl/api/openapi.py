@@ -37,6 +37,13 @@ def _ok(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
 
 
+_FAILED = {"408": {**_ERROR, "description": "No scrape worker answered within the timeout"},
+           "500": {**_ERROR, "description": "The page could not be fetched"}}
+#: endpoints answered by scrape workers: their 200 and error answers
+_SERVED = {"scrape": {"200": _ok("{success, data: document}"), **_FAILED},
+           "map": {"200": _ok("{success, links, warning?}"), **_FAILED}}
+
+
 def _paths(version: str, refs: dict[tuple[str, str], str]) -> dict[str, Any]:
     common = {"401": _ERROR, "503": _ERROR}
     paths: dict[str, Any] = {}
@@ -46,8 +53,8 @@ def _paths(version: str, refs: dict[tuple[str, str], str]) -> dict[str, Any]:
             "summary": summary, "operationId": f"{version}_{endpoint}_start",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "$ref": refs[(version, endpoint)]}}}},
-            "responses": {"400": _ERROR, "413": _ERROR, "501": {
-                **_ERROR, "description": "Not available yet: job execution on workers is being built"},
+            "responses": {"400": _ERROR, "413": _ERROR, **(_SERVED[endpoint] if endpoint in _SERVED else {
+                "501": {**_ERROR, "description": "Not available yet: job execution on workers is being built"}}),
                 **common}}}
     for kind, path in (("crawl", "crawl"), ("batch", "batch/scrape")):
         base = f"/{version}/{path}/{{id}}"

@@ -139,13 +139,17 @@ def errors_body(errors: Iterable[Mapping[str, Any]], robots_blocked: Iterable[st
             "robotsBlocked": list(robots_blocked)}
 
 
-def map_body(links: Iterable[Mapping[str, Any] | str], version: str) -> dict[str, Any]:
-    """Map results at the top level: v2 objects ``{url, title?, description?}``, v1 strings."""
+def map_body(links: Iterable[Mapping[str, Any] | str], version: str,
+             warning: str | None = None) -> dict[str, Any]:
+    """Map results at the top level: v2 objects ``{url, title?, description?}``, v1 strings;
+    a *warning* (a sitemap that could not be read) only when there is one."""
     items = [{"url": x} if isinstance(x, str) else {k: x[k] for k in ("url", "title", "description")
                                                      if x.get(k) is not None} for x in links]
-    if version == "v1":
-        return {"success": True, "links": [x["url"] for x in items]}
-    return {"success": True, "links": items}
+    body: dict[str, Any] = {"success": True,
+                            "links": [x["url"] for x in items] if version == "v1" else items}
+    if warning:
+        body["warning"] = warning
+    return body
 
 
 def active_body(jobs: Iterable[Job],

@@ -90,24 +90,22 @@ class ScrapeService:
     def crawl_id(self) -> str:
         return self.service.store.crawl_id
 
-    def _request(self, request_id: str, body: ScrapeRequest) -> bytes:
-        options = {
-            "formats": [_ITEM_FORMATS[f] for f in body.format_names if f in _ITEM_FORMATS],
-            "only_main_content": body.only_main_content,
-            "include_tags": body.include_tags, "exclude_tags": body.exclude_tags,
-        }
+    def _request(self, request_id: str, url: str, options: dict[str, Any]) -> bytes:
         meta = {SERVICE_META_KEY: request_id,
                 SCRAPE_META_KEY: {k: v for k, v in options.items() if v is not None}}
-        return service_request(body.url, callback=_CALLBACK, errback=_ERRBACK, meta=meta)
+        return service_request(url, callback=_CALLBACK, errback=_ERRBACK, meta=meta)
 
-    async def scrape(self, body: ScrapeRequest) -> dict[str, Any]:
-        """The document of *body*'s page; raises :class:`ScrapeTimeout` or :class:`ScrapeFailed`."""
-        timeout_ms = body.timeout or DEFAULT_TIMEOUT_MS
-        request_id = new_request_id()
+    async def page(self, url: str, options: dict[str, Any], timeout_ms: int, *,
+                   request_id: str | None = None,
+                   headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """The worker's page item (a dict) for *url* with the spider *options*
+        (:mod:`statecrawl.spiders.scrape`); raises :class:`ScrapeTimeout` when no reply
+        comes within *timeout_ms*, :class:`ScrapeFailed` when the page could not be fetched."""
+        request_id = request_id or new_request_id()
         secret = b""
-        if body.headers:
-            secret = self.sealer.seal(json.dumps({"headers": body.headers}).encode())
-        reply = await self.service.call(request_id, self._request(request_id, body), secret,
+        if headers:
+            secret = self.sealer.seal(json.dumps({"headers": headers}).encode())
+        reply = await self.service.call(request_id, self._request(request_id, url, options), secret,
                                         timeout_ms / 1000)
         if reply is None:
             raise ScrapeTimeout(f"Scrape timed out after {timeout_ms} ms: no scrape worker "
@@ -120,6 +118,19 @@ class ScrapeService:
         error = page.get("error")
         if page.get("status") is None and isinstance(error, dict):
             raise ScrapeFailed(f"{error.get('type', 'Error')}: {error.get('message', '')}"[:1000])
+        return page
+
+    async def scrape(self, body: ScrapeRequest) -> dict[str, Any]:
+        """The document of *body*'s page; raises :class:`ScrapeTimeout` or :class:`ScrapeFailed`."""
+        timeout_ms = body.timeout or DEFAULT_TIMEOUT_MS
+        request_id = new_request_id()
+        options = {
+            "formats": [_ITEM_FORMATS[f] for f in body.format_names if f in _ITEM_FORMATS],
+            "only_main_content": body.only_main_content,
+            "include_tags": body.include_tags, "exclude_tags": body.exclude_tags,
+        }
+        page = await self.page(body.url, options, timeout_ms, request_id=request_id,
+                               headers=body.headers)
         not_here = [f for f in body.format_names if f in _NOT_HERE]
         return document_from_page(page, body.format_names, scrape_id=request_id,
                                   unsupported=[*body.unsupported_formats, *not_here])

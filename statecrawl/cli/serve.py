@@ -122,8 +122,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
     say(f"API listening on http://{shown}:{args.port} ({args.workers} process"
         f"{'es' if args.workers > 1 else ''}, Redis {redact_url(url)}, "
-        f"{'API keys required' if keys else 'no API keys'}); POST scrape is served by scrape "
-        "workers (statecrawl worker --serve-scrapes); crawl/map/batch answer 501 for now")
+        f"{'API keys required' if keys else 'no API keys'}); POST scrape and map are served by "
+        "scrape workers (statecrawl worker --serve-scrapes); crawl/batch answer 501 for now")
     stopped: list[int] = []
     previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):

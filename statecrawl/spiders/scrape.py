@@ -9,11 +9,19 @@ Each request carries ``meta["statecrawl_service"]`` (the request id the
 caller waits on) and ``meta["statecrawl_scrape"]``: ``formats`` (item
 formats: ``markdown``, ``html``, ``raw_html``, ``links``),
 ``only_main_content`` (bool), ``include_tags`` / ``exclude_tags`` (CSS
-selectors). The page is built as the ``site`` spider builds it
+selectors), ``sitemap`` (bool: the body is read as a sitemap, below). The page is built as the ``site`` spider builds it
 (:func:`statecrawl.spiders.site.fill_page`) and answered as a
 :class:`~statecrawl.output.items.Reply` ``{"page": <Page as a dict>}``;
 a fetch that failed answers a page whose ``error`` says why. An HTTP error
 status is a page like any other (``status`` says it), as in Firecrawl.
+
+With ``sitemap: true`` (what ``POST /map`` asks for) the page has no content
+formats: its ``links`` are the URLs the body lists, ``{"url", "text"}`` where
+``text`` is ``"sitemap"`` for a sitemap to read next (a sitemap index's
+entries, a robots.txt ``Sitemap:`` line) and ``""`` for a page of a
+``urlset``. The body may be gzipped (at most :data:`SITEMAP_MAX_BYTES`
+unpacked); at most :data:`SITEMAP_MAX_LINKS` are returned. A body that is no
+sitemap (an HTML 404 page) has no links.
 
 The spider refuses to start without the net guard (``STATECRAWL_NET_GUARD``,
 :mod:`statecrawl.net`): its URLs come from API users, who must not reach
@@ -33,6 +41,8 @@ from scrapy.crawler import Crawler
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.linkextractors import LinkExtractor
+from scrapy.utils.gz import gunzip
+from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.python.failure import Failure
 
 from statecrawl.content.markdown import IMAGES
@@ -42,12 +52,49 @@ from statecrawl.output.items import Page, Reply
 from statecrawl.render.middleware import RENDERER_META_KEY
 from statecrawl.spiders.site import FORMATS, fill_page, response_fields
 
-__all__ = ["DEFAULT_CRAWL_ID", "SCRAPE_META_KEY", "ScrapeSpider"]
+__all__ = ["DEFAULT_CRAWL_ID", "SCRAPE_META_KEY", "SITEMAP_MAX_BYTES", "SITEMAP_MAX_LINKS",
+           "ScrapeSpider", "sitemap_links"]
 
 #: The crawl the API enqueues scrapes into unless told otherwise.
 DEFAULT_CRAWL_ID = "api-scrape"
 #: ``request.meta`` key of a scrape's options (module docstring).
 SCRAPE_META_KEY = "statecrawl_scrape"
+
+#: A sitemap's largest unpacked body (the sitemap protocol's own limit is 50 MB).
+SITEMAP_MAX_BYTES = 50 * 1024 * 1024
+#: The most URLs one sitemap answers (the protocol's limit).
+SITEMAP_MAX_LINKS = 50_000
+
+
+def sitemap_links(body: bytes, url: str) -> list[dict[str, str]]:
+    """The URLs a sitemap (XML, maybe gzipped) or a robots.txt body lists (module docstring)."""
+    if body[:2] == b"\x1f\x8b":
+        try:
+            body = gunzip(body, max_size=SITEMAP_MAX_BYTES)
+        except (OSError, EOFError, ValueError):
+            return []
+    head = body.lstrip()[:512].lower()
+    links: list[dict[str, str]] = []
+    if head.startswith(b"<") and (b"<urlset" in body[:4096] or b"<sitemapindex" in body[:4096]
+                                  or head.startswith(b"<?xml")):
+        try:
+            sitemap = Sitemap(body)
+        except Exception:  # noqa: BLE001 - not XML at all: no links
+            return []
+        if sitemap.type not in ("urlset", "sitemapindex"):
+            return []
+        text = "sitemap" if sitemap.type == "sitemapindex" else ""
+        for entry in sitemap:
+            loc = entry.get("loc")
+            if isinstance(loc, str) and loc.strip():
+                links.append({"url": loc.strip(), "text": text})
+            if len(links) >= SITEMAP_MAX_LINKS:
+                break
+        return links
+    if head.startswith(b"<"):
+        return []  # HTML: no sitemap here
+    return [{"url": u, "text": "sitemap"}
+            for u in sitemap_urls_from_robots(body[:SITEMAP_MAX_BYTES], base_url=url)][:SITEMAP_MAX_LINKS]
 
 
 def _now() -> str:
@@ -106,6 +153,10 @@ class ScrapeSpider(Spider):
         origin = (response.meta.get("redirect_urls") or [asked])[0]
         page = Page(url=origin, crawl_id=self.crawl_id, fetched_at=_now())
         response_fields(page, response)
+        if options.get("sitemap") is True:
+            page.links = sitemap_links(response.body, response.url)
+            yield from self._reply(response.meta, page)
+            return
         formats = [f for f in options.get("formats") or ("markdown",) if f in FORMATS]
         fill_page(page, response, formats=formats, images=self.markdown_images,
                   link_extractor=self.link_extractor,

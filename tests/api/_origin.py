@@ -1,4 +1,7 @@
-"""A tiny target site for scrape tests: a page, a header echo, a slow page, a 404; hits recorded."""
+"""A tiny target site for scrape tests: a page, a header echo, a slow page, a 404; hits recorded.
+
+*files* (``{path: (status, content type, body)}``) answer their paths as given (map tests:
+sitemaps, robots.txt, pages of links); any other path is the scrape page."""
 
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ content detection, with <a href="/other">a link to another page</a> in it.</p>
 class Origin:
     """``/page``, ``/echo`` (the ``X-Scrape-Secret`` header in the body), ``/slow?s=N``, ``/gone`` (404)."""
 
-    def __init__(self) -> None:
+    def __init__(self, files: dict[str, tuple[int, str, bytes]] | None = None) -> None:
+        self.files = dict(files or {})
         self.hits: list[tuple[str, dict[str, str]]] = []
         self.lock = threading.Lock()
         origin = self
@@ -32,6 +36,14 @@ class Origin:
                 with origin.lock:
                     origin.hits.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 status, extra = 200, ""
+                if parts.path in origin.files:
+                    status, kind, raw = origin.files[parts.path]
+                    self.send_response(status)
+                    self.send_header("Content-Type", kind)
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                    return
                 if parts.path == "/echo":
                     extra = "secret=" + html.escape(self.headers.get("X-Scrape-Secret", "none"))
                 elif parts.path == "/slow":

@@ -142,9 +142,9 @@ def test_next_is_built_from_the_requests_host(api: Serve, redis_url: str) -> Non
 
 
 def test_start_requests_are_checked_then_501(api: Serve) -> None:
-    # (scrape runs on scrape workers: tests/api/test_scrape_exec.py)
+    # (scrape and map run on scrape workers: tests/api/test_scrape_exec.py, test_map.py)
     bodies = {"crawl": {"url": "https://e.com", "limit": 5},
-              "map": {"url": "e.com"}, "batch/scrape": {"urls": ["https://e.com/a"]}}
+              "batch/scrape": {"urls": ["https://e.com/a"]}}
     for version in ("v1", "v2"):
         for path, body in bodies.items():
             status, answer, _ = http("POST", f"{api.url}/{version}/{path}", body)
