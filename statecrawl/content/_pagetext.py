@@ -235,21 +235,19 @@ def _close_paragraph(block: Block, ancestors: list[Block]) -> None:
     if size >= _PROSE_MIN and block.inline_link <= _PROSE_MAX_LINKS * size:
         block.prose += size
     score = 1 + block.inline_commas + min(size / 100, 3.0)
-    if block.el.tag in _LOOSE_TEXT_HOLDERS:  # loose text: an implied <p>, the block its parent
-        near = ancestors[-(_SCORE_LEVELS - 1) :]
-        senders = [Block(block.el, None, False, False, 0), block, *reversed(near)]
-    else:
-        near = ancestors[-_SCORE_LEVELS:]
-        senders = [block, *reversed(near)]  # the paragraph's block, then its ancestors upwards
-    for sender in senders[:-1]:
+    # Loose text is an implied <p> whose parent is the block itself: the block is
+    # the first to receive (at full score); otherwise its parent is.
+    first = 0 if block.el.tag in _LOOSE_TEXT_HOLDERS else 1
+    chain = [block, *reversed(ancestors[-(_SCORE_LEVELS - 1 + first) :])]  # upwards
+    for sender in chain[:-1]:
         if sender.sent is None:
             sender.sent = [0.0] * _SCORE_LEVELS
-    for distance in range(1, len(senders)):
-        share = score / _SCORE_DIVIDERS[distance - 1]
-        senders[distance].score += share
+    for receiver in range(first, len(chain)):
+        share = score / _SCORE_DIVIDERS[receiver - first]
+        chain[receiver].score += share
         # what each block between the paragraph and this ancestor passed up to it
-        for below in range(distance):
-            senders[below].sent[distance - below - 1] += share  # type: ignore[index]
+        for below in range(receiver):
+            chain[below].sent[receiver - below - 1] += share  # type: ignore[index]
 
 
 def walk(body: lxml_html.HtmlElement, chrome: Chrome | None = None) -> list[Block]:
