@@ -50,7 +50,7 @@ from starlette.routing import Route
 from statecrawl.api._http import (
     DEFAULT_MAX_BODY, EXCEPTION_HANDLERS, ApiKeys, bad_request, error, read_json,
 )
-from statecrawl.api.jobs import DEFAULT_JOB_TTL, JobStore
+from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore
 from statecrawl.api.map import MapService
 from statecrawl.api.models import MapRequest, ScrapeRequest, bad_request_body
 from statecrawl.api.models_v1 import parse_request
@@ -165,11 +165,17 @@ async def _status(request: Request) -> Response:
     return JSONResponse(status_body(page, next_url))
 
 
-async def _errors(request: Request) -> Response:
+async def _own_job(request: Request) -> tuple[str, JobStore, Job | None]:
+    """The route's kind, the job store, and the path's job if it is of that kind (None: a 404)."""
     _version, kind = _route(request)
     store = _store(request)
     job = await store.get(request.path_params["id"])
-    found = None if job is None or job.kind != kind else await store.errors(job.id)
+    return kind, store, job if job is not None and job.kind == kind else None
+
+
+async def _errors(request: Request) -> Response:
+    _kind, store, job = await _own_job(request)
+    found = None if job is None else await store.errors(job.id)
     if found is None:
         return JSONResponse(NOT_FOUND, status_code=404)
     return JSONResponse(errors_body(*found))
@@ -189,10 +195,8 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _cancel(request: Request) -> Response:
-    _version, kind = _route(request)
-    store = _store(request)
-    job = await store.get(request.path_params["id"])
-    change = None if job is None or job.kind != kind else await store.cancel(job.id)
+    kind, store, job = await _own_job(request)
+    change = None if job is None else await store.cancel(job.id)
     if change is None:
         return JSONResponse(NOT_FOUND, status_code=404)
     if kind == "crawl" and not change.changed:

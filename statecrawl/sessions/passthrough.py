@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-__all__ = ["PassThroughMiddleware"]
+__all__ = ["PassThroughMiddleware", "restore_headers"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,20 @@ def _cookie_pairs(header: bytes) -> list[tuple[str, str]]:
         if sep and name:
             pairs.append((name, value))
     return pairs
+
+
+def restore_headers(request: Request, key: str) -> None:
+    """Put back the header values saved in ``request.meta[key]`` (name -> values; none: absent).
+
+    A middleware that sets headers for one download only saves the values it
+    replaces there, and calls this before the response or error travels on to
+    the middlewares that may schedule a copy of the request (retry, redirect).
+    """
+    for name, values in (request.meta.pop(key, None) or {}).items():
+        if values:
+            request.headers.setlist(name, values)
+        else:
+            request.headers.pop(name, None)
 
 
 class PassThroughMiddleware:
@@ -102,19 +116,9 @@ class PassThroughMiddleware:
             headers["Cookie"] = "; ".join(f"{n}={v}" for n, v in pairs)
         request.meta[_SAVED] = saved
 
-    def _restore(self, request: Request) -> None:
-        saved = request.meta.pop(_SAVED, None)
-        if not saved:
-            return
-        for name, values in saved.items():
-            if values:
-                request.headers.setlist(name, values)
-            else:
-                request.headers.pop(name, None)
-
     def process_response(self, request: Request, response: Response) -> Response:
-        self._restore(request)
+        restore_headers(request, _SAVED)
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        self._restore(request)
+        restore_headers(request, _SAVED)

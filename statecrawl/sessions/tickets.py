@@ -29,6 +29,7 @@ from statecrawl.exceptions import SecretKeyError
 from statecrawl.frontier.service import SERVICE_META_KEY, read_ticket
 from statecrawl.frontier.state import WorkerState
 from statecrawl.sessions.crypto import Sealer
+from statecrawl.sessions.passthrough import restore_headers
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -77,17 +78,9 @@ class ServiceTicketMiddleware:
             request.headers[str(name)] = str(value)
         request.meta[_SAVED] = saved
 
-    def _restore(self, request: Request) -> None:
-        saved = request.meta.pop(_SAVED, None)
-        for name, values in (saved or {}).items():
-            if values:
-                request.headers.setlist(name, values)
-            else:
-                request.headers.pop(name, None)
-
     def process_response(self, request: Request, response: Response) -> Response:
-        self._restore(request)
+        restore_headers(request, _SAVED)
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        self._restore(request)
+        restore_headers(request, _SAVED)

@@ -50,7 +50,7 @@ from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.service import SERVICE_META_KEY
 from statecrawl.output.items import Page, Reply
 from statecrawl.render.middleware import RENDERER_META_KEY
-from statecrawl.spiders.site import FORMATS, fill_page, response_fields
+from statecrawl.spiders.site import FORMATS, fill_page, markdown_images, response_fields
 
 __all__ = ["DEFAULT_CRAWL_ID", "SCRAPE_META_KEY", "SITEMAP_MAX_BYTES", "SITEMAP_MAX_LINKS",
            "ScrapeSpider", "sitemap_links"]
@@ -125,11 +125,7 @@ class ScrapeSpider(Spider):
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> ScrapeSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        images = str(crawler.settings.get("STATECRAWL_MARKDOWN_IMAGES") or IMAGES[0]).strip().lower()
-        if images not in IMAGES:
-            raise ConfigError(f"STATECRAWL_MARKDOWN_IMAGES must be one of {', '.join(IMAGES)}, "
-                              f"got {images!r}")
-        spider.markdown_images = images
+        spider.markdown_images = markdown_images(crawler.settings)
         if not crawler.settings.getbool("STATECRAWL_NET_GUARD"):
             # its URLs come from whoever can reach the API: never to loopback, private or
             # metadata addresses unless the operator allows them (STATECRAWL_NET_ALLOW)

@@ -45,6 +45,7 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.link import Link
 from scrapy.linkextractors import IGNORED_EXTENSIONS, LinkExtractor
+from scrapy.settings import BaseSettings
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.python.failure import Failure
@@ -152,6 +153,15 @@ def _formats_arg(value: str | None) -> frozenset[str]:
         raise ConfigError(f"-a formats= takes {', '.join(FORMATS)}; unknown: "
                           f"{', '.join(sorted(unknown))}")
     return frozenset(names | {"links"})
+
+
+def markdown_images(settings: BaseSettings) -> str:
+    """``STATECRAWL_MARKDOWN_IMAGES`` (default ``alt``); another value is a :class:`ConfigError`."""
+    images = str(settings.get("STATECRAWL_MARKDOWN_IMAGES") or IMAGES[0]).strip().lower()
+    if images not in IMAGES:
+        raise ConfigError(f"STATECRAWL_MARKDOWN_IMAGES must be one of {', '.join(IMAGES)}, "
+                          f"got {images!r}")
+    return images
 
 
 def response_fields(page: Page, response: Response) -> None:
@@ -265,11 +275,7 @@ class SiteSpider(Spider):
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> SiteSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        images = str(crawler.settings.get("STATECRAWL_MARKDOWN_IMAGES") or IMAGES[0]).strip().lower()
-        if images not in IMAGES:
-            raise ConfigError(f"STATECRAWL_MARKDOWN_IMAGES must be one of {', '.join(IMAGES)}, "
-                              f"got {images!r}")
-        spider.markdown_images = images
+        spider.markdown_images = markdown_images(crawler.settings)
         return spider
 
     async def start(self) -> AsyncIterator[Request]:
