@@ -8,8 +8,8 @@ recommendation carousels, "customers also viewed" strips, responsive copies.
 from __future__ import annotations
 
 from statecrawl.content.extract import parse_html
-from statecrawl.content.maincontent import extract_main
 from statecrawl.content._product import is_product_page
+from tests.content._pages import main_of
 
 JSON_LD = '<script type="application/ld+json">{"@context": "https://schema.org", "@type": "Product"}</script>'
 DESCRIPTION = (
@@ -33,13 +33,6 @@ REVIEWS = "".join(
 
 def page(head: str, body: str) -> str:
     return f"<html><head>{head}</head><body>{body}</body></html>"
-
-
-def main_of(html: str) -> str:
-    """The whitespace-normalised text of what extract_main returns for ``html``."""
-    root = parse_html(html)
-    assert root is not None
-    return " ".join(extract_main(root.find("body")).text_content().split())
 
 
 def is_product(html: str) -> bool:

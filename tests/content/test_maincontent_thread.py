@@ -10,28 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from statecrawl.content.extract import parse_html
-from statecrawl.content.maincontent import extract_main
+from tests.content._pages import NAV, PROSE, main_of
 
-#: ~190 chars of prose: a paragraph by every measure of the walk.
-PROSE = (
-    "The river rose through the night, and by morning the lower town was under water, "
-    "with boats moving slowly between the houses, the bakery and the old market hall, "
-    "where families waited."
-)
-NAV = "<nav><a href='/'>Home</a> <a href='/news'>News</a> <a href='/about'>About us</a></nav>"
 SIDEBAR = (
     "<div class='sidebar'><p>Popular this week: the best boots for winter walks, and where to "
     "buy them cheaply before the season.</p></div>"
 )
-
-
-def main_of(html: str) -> str:
-    """The whitespace-normalised text of what extract_main returns for ``html``."""
-    root = parse_html(html)
-    assert root is not None
-    body = root.find("body")
-    return " ".join(extract_main(body).text_content().split())
 
 
 def post(n: int, extra: str = "") -> str:
