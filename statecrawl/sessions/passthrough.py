@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-__all__ = ["PassThroughMiddleware", "restore_headers"]
+__all__ = ["PassThroughMiddleware", "RestoresHeaders"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +56,36 @@ def _cookie_pairs(header: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
-def restore_headers(request: Request, key: str) -> None:
-    """Put back the header values saved in ``request.meta[key]`` (name -> values; none: absent).
+class RestoresHeaders:
+    """For a middleware that sets headers for one download only.
 
-    A middleware that sets headers for one download only saves the values it
-    replaces there, and calls this before the response or error travels on to
-    the middlewares that may schedule a copy of the request (retry, redirect).
+    Its ``process_request`` saves the values it replaces in
+    ``request.meta[saved_key]`` (name -> values; none: absent); they are put
+    back before the response or error travels on to the middlewares that may
+    schedule a copy of the request (retry, redirect).
     """
-    for name, values in (request.meta.pop(key, None) or {}).items():
-        if values:
-            request.headers.setlist(name, values)
-        else:
-            request.headers.pop(name, None)
+
+    saved_key: str
+
+    def _restore(self, request: Request) -> None:
+        for name, values in (request.meta.pop(self.saved_key, None) or {}).items():
+            if values:
+                request.headers.setlist(name, values)
+            else:
+                request.headers.pop(name, None)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        self._restore(request)
+        return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        self._restore(request)
 
 
-class PassThroughMiddleware:
+class PassThroughMiddleware(RestoresHeaders):
     """Add the spider's pass-through cookies and headers at download time (module docstring)."""
+
+    saved_key = _SAVED
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
@@ -116,9 +130,3 @@ class PassThroughMiddleware:
             headers["Cookie"] = "; ".join(f"{n}={v}" for n, v in pairs)
         request.meta[_SAVED] = saved
 
-    def process_response(self, request: Request, response: Response) -> Response:
-        restore_headers(request, _SAVED)
-        return response
-
-    def process_exception(self, request: Request, exception: Exception) -> None:
-        restore_headers(request, _SAVED)

@@ -29,12 +29,11 @@ from statecrawl.exceptions import SecretKeyError
 from statecrawl.frontier.service import SERVICE_META_KEY, read_ticket
 from statecrawl.frontier.state import WorkerState
 from statecrawl.sessions.crypto import Sealer
-from statecrawl.sessions.passthrough import restore_headers
+from statecrawl.sessions.passthrough import RestoresHeaders
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
-    from scrapy.http import Response
 
 __all__ = ["ServiceTicketMiddleware"]
 
@@ -43,8 +42,10 @@ logger = logging.getLogger(__name__)
 _SAVED = "_statecrawl_ticket_saved"  # worker-local: header values before the caller's
 
 
-class ServiceTicketMiddleware:
+class ServiceTicketMiddleware(RestoresHeaders):
     """See the module docstring. Does nothing to requests without ``meta["statecrawl_service"]``."""
+
+    saved_key = _SAVED
 
     def __init__(self, crawler: Crawler, sealer: Sealer) -> None:
         self.crawler, self.sealer = crawler, sealer
@@ -78,9 +79,3 @@ class ServiceTicketMiddleware:
             request.headers[str(name)] = str(value)
         request.meta[_SAVED] = saved
 
-    def process_response(self, request: Request, response: Response) -> Response:
-        restore_headers(request, _SAVED)
-        return response
-
-    def process_exception(self, request: Request, exception: Exception) -> None:
-        restore_headers(request, _SAVED)
