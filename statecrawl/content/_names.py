@@ -9,12 +9,13 @@ article benchmark and the WCXB dev set (``bench/markdown.py``).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from lxml import html as lxml_html
 
 __all__ = ["CHROME_ROLES", "CHROME_WORDS", "WORD_SPLIT", "chrome_names", "chrome_words", "is_caption", "is_comments", "is_landmark",
-           "is_strong_chrome", "name_flags", "name_words"]
+           "is_strong_chrome", "name_flags", "name_words", "value_words"]
 
 WORD_SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])")
 
@@ -60,18 +61,24 @@ _CAPTION_WORDS: frozenset[str] = frozenset({
 })  # fmt: skip
 
 
-def name_words(el: lxml_html.HtmlElement) -> set[str]:
+@functools.lru_cache(maxsize=4096)
+def value_words(value: str) -> frozenset[str]:
+    """The lower-cased words of one class or id value (``product-reviews`` -> product, reviews), cached."""
+    return frozenset(w.lower() for w in WORD_SPLIT.split(value) if w)
+
+
+def name_words(el: lxml_html.HtmlElement) -> frozenset[str]:
     """The lower-cased words of the element's class and id."""
-    return {w.lower() for w in WORD_SPLIT.split(f"{el.get('class', '')} {el.get('id', '')}") if w}
+    return value_words(el.get("class", "")) | value_words(el.get("id", ""))
 
 
 def name_flags(value: str) -> tuple[bool, bool]:
     """(has a chrome word, has a content word) for one class or id value."""
-    words = {w.lower() for w in WORD_SPLIT.split(value) if w}
+    words = value_words(value)
     return not CHROME_WORDS.isdisjoint(words), not _CONTENT_WORDS.isdisjoint(words)
 
 
-def chrome_names(el: lxml_html.HtmlElement) -> set[str]:
+def chrome_names(el: lxml_html.HtmlElement) -> frozenset[str]:
     """The chrome words among the element's class and id words."""
     return name_words(el) & CHROME_WORDS
 

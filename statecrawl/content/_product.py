@@ -35,12 +35,11 @@ objects, a quoted post), and code examples often do.
 
 from __future__ import annotations
 
-import functools
 import re
 
 from lxml import html as lxml_html
 
-from statecrawl.content._names import WORD_SPLIT
+from statecrawl.content._names import name_words, value_words
 from statecrawl.content._pagetext import Block
 
 __all__ = ["duplicates", "is_product_page", "product_extras"]
@@ -104,22 +103,15 @@ def _is_add_to_cart(el: lxml_html.HtmlElement) -> bool:
     return any(words in value for words in _ADD_TO_CART)
 
 
-@functools.lru_cache(maxsize=4096)
-def _words(value: str) -> frozenset[str]:
-    """The lower-cased words of a class or id value (``product-reviews`` -> product, reviews), cached."""
-    return frozenset(w.lower() for w in WORD_SPLIT.split(value) if w)
-
-
 def _is_review(el: lxml_html.HtmlElement) -> bool:
     if el.get("itemprop") in ("review", "reviews") or "schema.org/Review" in (el.get("itemtype") or ""):
         return True
     value = el.get("class")
-    return bool(value) and not _REVIEW_WORDS.isdisjoint(_words(value))
+    return bool(value) and not _REVIEW_WORDS.isdisjoint(value_words(value))
 
 
 def _is_recommendation(el: lxml_html.HtmlElement) -> bool:
-    words = _words(el.get("class", "")) | _words(el.get("id", ""))
-    return not _RECOMMENDATION_WORDS.isdisjoint(words)
+    return not _RECOMMENDATION_WORDS.isdisjoint(name_words(el))
 
 
 def _heading_sections(blocks: list[Block]) -> set[Block]:

@@ -53,7 +53,7 @@ from collections.abc import Callable
 from lxml import etree
 from lxml import html as lxml_html
 
-from statecrawl.content._names import CHROME_WORDS, WORD_SPLIT
+from statecrawl.content._names import CHROME_WORDS, name_words, value_words
 from statecrawl.content._pagetext import Block
 
 __all__ = ["INNER_KEEP_SHARE", "content_chrome", "enclosing", "thread_scope"]
@@ -100,13 +100,13 @@ _Kind = tuple[bool, str, tuple[str, ...]]  # (a thread kind, tag, the class word
 def _kind(el: lxml_html.HtmlElement) -> _Kind | None:
     """The kind of a chrome element; None for an overlay, or chrome by its id alone."""
     cls = el.get("class", "")
-    words = {w.lower() for w in WORD_SPLIT.split(f"{cls} {el.get('id', '')}") if w}
+    words = name_words(el)
     tokens = cls.split()
     if not _THREAD_WORDS.isdisjoint(words):
         return True, el.tag, tuple(tokens[:1])
     if not _OVERLAY_WORDS.isdisjoint(words):
         return None
-    named = tuple(t for t in tokens if not CHROME_WORDS.isdisjoint(w.lower() for w in WORD_SPLIT.split(t)))
+    named = tuple(t for t in tokens if not CHROME_WORDS.isdisjoint(value_words(t)))
     return (False, el.tag, named) if named else None
 
 
@@ -159,7 +159,7 @@ def thread_scope(core: Block, content: Block, blocks: list[Block], remove: Calla
     itself when the core is no post or has no kin outside it.
     """
     cls = core.el.get("class")
-    if not cls or _POST_WORDS.isdisjoint(w.lower() for w in WORD_SPLIT.split(cls)):
+    if not cls or _POST_WORDS.isdisjoint(value_words(cls)):
         return content
     kind = (core.el.tag, cls)
     kin = [
