@@ -245,6 +245,10 @@ def test_sigkilled_worker_leases_come_back_at_once(redis_server: RedisServer, cr
         try:
             wait_until(lambda: len(held_by(client, crawl_id, w.pid)) >= 10, 60,
                        "the worker holds 10 leases")
+            # Frozen first, so that no ack lands between reading its leases and the kill
+            # (a commit already on the socket gets 0.2 s to reach Redis).
+            w.proc.send_signal(signal.SIGSTOP)
+            time.sleep(0.2)
             held = held_by(client, crawl_id, w.pid)
             t0 = time.monotonic()
             w.proc.send_signal(signal.SIGKILL)
