@@ -109,5 +109,11 @@ class Addon:
         # Kept where a project already lists them (with its own priority).
         # Service replies first: the others never see one (statecrawl.frontier.service).
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", ServiceReplies, 700)
+        # API job pages (statecrawl.api.worker) go to their job, and no further.
+        from statecrawl.api.worker import JobDocuments, SkipEndedJobs
+
+        settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", JobDocuments, 650)
+        settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", SkipEndedJobs,
+                                                       cookies + 16)
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", RedisItemStore, 900)

@@ -9,6 +9,7 @@ from pathlib import Path
 from scrapy.utils.misc import load_object
 from scrapy.utils.test import get_crawler
 
+from statecrawl.api.worker import JobDocuments
 from statecrawl.demo.site import DemoSite
 from statecrawl.output.pipelines import MarkdownFiles, RedisItemStore, ServiceReplies
 from tests.conftest import RedisServer, worker_env
@@ -52,7 +53,8 @@ def test_addon_wires_everything_at_addon_priority() -> None:
     assert s["SCHEDULER"] == "statecrawl.scheduler.Scheduler"
     assert s["DUPEFILTER_CLASS"] == "statecrawl.dupefilter.RedisDupeFilter"
     pipelines = {load_object(k): v for k, v in s.getdict("ITEM_PIPELINES").items()}
-    assert pipelines == {ServiceReplies: 700, MarkdownFiles: 800, RedisItemStore: 900}
+    assert pipelines == {JobDocuments: 650, ServiceReplies: 700, MarkdownFiles: 800,
+                         RedisItemStore: 900}
 
 
 def test_project_settings_win_over_the_addon() -> None:
@@ -63,7 +65,8 @@ def test_project_settings_win_over_the_addon() -> None:
     })
     assert crawler.settings["DUPEFILTER_CLASS"] == "scrapy.dupefilters.RFPDupeFilter"
     pipelines = {load_object(k): v for k, v in crawler.settings.getdict("ITEM_PIPELINES").items()}
-    assert pipelines == {RedisItemStore: 100, ServiceReplies: 700, MarkdownFiles: 800}
+    assert pipelines == {RedisItemStore: 100, JobDocuments: 650, ServiceReplies: 700,
+                         MarkdownFiles: 800}
 
 
 def test_scheduler_and_dupefilter_alone(redis_server: RedisServer, site: DemoSite,

@@ -6,7 +6,9 @@ Subpackages by concern (see the README's Architecture): ``content`` and the
 content and output; the ``site`` spider uses the runtime; the CLI and the
 add-on use everything (the CLI's ``serve`` runs the ``api``); ``api``
 (the HTTP API: its models, job store and ASGI app) uses the frontier (to
-enqueue scrapes into a service crawl) and sessions (to seal headers). No import --
+enqueue scrapes into a service crawl), sessions (to seal headers) and net
+(the address policy its webhooks are sent under); the ``job`` and ``scrape``
+spiders use the api's worker side (job documents). No import --
 at module level or inside a function -- may point the other way, so no two
 subpackages import each other.
 """
@@ -30,10 +32,10 @@ ALLOWED: dict[str, set[str]] = {
     "output": {"frontier", "content"},
     "sessions": {"frontier"},
     "render": {"frontier", "content", "output"},
-    "spiders": {"frontier", "content", "output", "render", "sessions"},
+    "spiders": {"frontier", "content", "output", "render", "sessions", "api"},
     "cli": {"frontier", "content", "output", "net", "render", "sessions", "spiders", "api"},
     "demo": {"cli", "frontier", "output"},
-    "api": {"frontier", "sessions"},
+    "api": {"frontier", "sessions", "net"},
 }
 #: Top-level modules: the package's face and the stable paths Scrapy settings name.
 FACE = {"__init__", "addon", "exceptions"}

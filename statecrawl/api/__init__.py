@@ -12,9 +12,13 @@
 * ``scrape`` (``ScrapeService``: a scrape enqueued into the scrape service
   crawl, its worker's reply awaited through Redis); ``map`` (``MapService``: a
   map from the start page and the sitemaps, read by the same scrape workers).
+* ``webhooks`` (``webhooks.enqueue``: a job event queued in Redis for the
+  job's webhook; ``WebhookSender``: sends them from any worker, retried,
+  signed, to checked addresses only).
 
 API processes hold no state: everything lives in Redis. Uses the frontier
-(service crawls) and sessions (sealing a scrape's headers), nothing else.
+(service crawls), sessions (sealing a scrape's headers) and net (the address
+policy webhooks are sent under), nothing else.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ from statecrawl.api.responses import (
     status_url,
 )
 from statecrawl.api.scrape import ScrapeError, ScrapeFailed, ScrapeService, ScrapeTimeout
+from statecrawl.api.webhooks import WebhookSender
 
 __all__ = [
     "DEFAULT_JOB_TTL", "DEFAULT_MAX_BODY", "NOT_FOUND", "REQUESTS", "SUPPORTED_FORMATS",
     "BatchScrapeRequest", "CrawlRequest", "Job", "JobStore", "MapRequest", "MapResult",
     "MapService", "Page", "ScrapeError",
     "ScrapeFailed", "ScrapeOptions", "ScrapeRequest", "ScrapeService", "ScrapeTimeout",
-    "Transition", "active_body", "bad_request_body", "create_app",
+    "Transition", "WebhookSender", "active_body", "bad_request_body", "create_app",
     "document_from_page", "errors_body", "job_ttl", "map_body", "parse_api_keys", "parse_max_body",
     "parse_request", "start_body", "status_body", "status_url",
 ]

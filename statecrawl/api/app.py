@@ -18,7 +18,10 @@ Routes (``<v>`` is ``v1`` or ``v2``; both read and write the same jobs):
 ``DELETE <v>/batch/scrape/{id}``   cancel; never 409: answers the status it has now
 ``POST <v>/scrape``                one page, scraped by a scrape worker (:mod:`.scrape`)
 ``POST <v>/map``                   the site's URLs, read by scrape workers (:mod:`.map`)
-``POST <v>/crawl|batch/scrape``    body checked (400), then 501: no executor yet
+``POST <v>/crawl``                 a crawl job: stored here, run by job workers
+                                   (``statecrawl worker --jobs N``, :mod:`statecrawl.spiders.job`)
+``POST <v>/batch/scrape``          a batch job: one request per URL for the scrape
+                                   workers (:mod:`.batch`)
 ``GET /openapi.json``              the schema (no API key needed)
 =================================  ===================================================
 
@@ -27,15 +30,21 @@ of the other kind (a batch id on a crawl route). A scrape is served by the
 long-running workers of the scrape service crawl and answered when their
 reply comes (``{success: true, data: document}``), or 408 after its
 ``timeout``; a map is answered the same way, from the start page's links and
-the site's sitemaps (``{success: true, links}``). Job execution on workers
-does not exist yet (issue 13): a crawl or batch start is validated and
-answered 501, and no job is created that nothing would run.
+the site's sitemaps (``{success: true, links}``).
+
+A crawl or batch start answers ``{success: true, id, url}`` once the job
+record is in Redis (``x-idempotency-key``: the same key, the same job). A
+status read of a running crawl also looks at its crawl's frontier: ``total``
+counts the pages admitted so far, and a crawl that has ended ends its job
+(:func:`statecrawl.api.worker.settle_crawl_job`), whoever was killed when.
+Cancelling a crawl job cancels its crawl: its workers stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -50,22 +59,25 @@ from starlette.routing import Route
 from statecrawl.api._http import (
     DEFAULT_MAX_BODY, EXCEPTION_HANDLERS, ApiKeys, bad_request, error, read_json,
 )
-from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore
+from statecrawl.api import webhooks
+from statecrawl.api.batch import BatchService
+from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page
 from statecrawl.api.map import MapService
-from statecrawl.api.models import MapRequest, ScrapeRequest, bad_request_body
+from statecrawl.api.models import BatchScrapeRequest, MapRequest, ScrapeRequest, bad_request_body
 from statecrawl.api.models_v1 import parse_request
 from statecrawl.api.openapi import openapi_schema
 from statecrawl.api.responses import (
-    NOT_FOUND, active_body, errors_body, map_body, status_body, status_url,
+    NOT_FOUND, active_body, errors_body, map_body, start_body, status_body, status_url,
 )
 from statecrawl.api.scrape import ScrapeError, ScrapeService
+from statecrawl.api.worker import settle_crawl_job
+from statecrawl.frontier.keys import CrawlKeys
+from statecrawl.frontier.store import CrawlStore
 
-__all__ = ["NOT_AVAILABLE", "create_app", "redis_client"]
+__all__ = ["IDEMPOTENCY_HEADER", "create_app", "redis_client"]
 
-#: the 501 message of a start request, ``{endpoint}`` filled in
-NOT_AVAILABLE = ("{endpoint} is not available yet: job execution on workers is still being built "
-                 "(issue 13)")
-_KINDS = {"crawl": "crawl", "batch/scrape": "batch"}
+IDEMPOTENCY_HEADER = "x-idempotency-key"
+_MAX_IDEMPOTENCY_KEY = 256  # characters
 
 
 def redis_client(url: str) -> Redis:
@@ -91,6 +103,7 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
         app.state.store = JobStore(client, ttl=job_ttl)
         app.state.scrapes = ScrapeService(client, scrape_crawl)
         app.state.maps = MapService(app.state.scrapes)
+        app.state.batches = BatchService(app.state.scrapes, app.state.store)
         try:
             yield
         finally:
@@ -157,9 +170,12 @@ async def _status(request: Request) -> Response:
     except _QueryError as exc:
         return bad_request([{"code": "query", "path": ["query", exc.name], "message": exc.message}])
     job_id = request.path_params["id"]
-    page = await _store(request).page(job_id, skip, limit)
+    store = _store(request)
+    page = await store.page(job_id, skip, limit)
     if page is None or page.job.kind != kind:
         return JSONResponse(NOT_FOUND, status_code=404)
+    if not page.job.finished:
+        page = await _progress(request, store, page, skip, limit)
     next_url = None if page.next_skip is None else status_url(
         _base(request), version, kind, job_id, page.next_skip, limit)
     return JSONResponse(status_body(page, next_url))
@@ -201,6 +217,8 @@ async def _cancel(request: Request) -> Response:
         return JSONResponse(NOT_FOUND, status_code=404)
     if kind == "crawl" and not change.changed:
         return error(409, f"Crawl is already {change.status}", status=change.status)
+    if kind == "crawl":
+        await CrawlStore(store.client, job.id).cancel()  # type: ignore[union-attr]
     return JSONResponse({"success": True, "status": change.status})
 
 
@@ -228,7 +246,44 @@ async def _start(request: Request) -> Response:
         except ScrapeError as exc:
             return error(exc.status, f"Map failed: {exc}", code=exc.code)
         return JSONResponse(map_body(result.links, version, result.warning))
-    return error(501, NOT_AVAILABLE.format(endpoint=f"POST /{version}/{rest}"), code="NOT_IMPLEMENTED")
+    key = request.headers.get(IDEMPOTENCY_HEADER) or None
+    if key is not None and len(key) > _MAX_IDEMPOTENCY_KEY:
+        return bad_request([{"code": "idempotency_key", "path": ["headers", IDEMPOTENCY_HEADER],
+                             "message": f"at most {_MAX_IDEMPOTENCY_KEY} characters"}])
+    store = _store(request)
+    kind = "batch" if endpoint == "batch" else "crawl"
+    job, created = await store.create(kind, parsed, key)
+    if created:
+        await webhooks.enqueue(store.client, job.id, kind, "started")
+    invalid = None
+    if isinstance(parsed, BatchScrapeRequest):
+        if created or not job.queued:  # a start killed before its pages were queued is repaired
+            batches: BatchService = request.app.state.batches
+            await batches.enqueue(job.id, parsed)
+        invalid = parsed.invalid_urls if parsed.ignore_invalid_urls else None
+    return JSONResponse(start_body(job.id, status_url(_base(request), version, kind, job.id), invalid))
+
+
+async def _progress(request: Request, store: JobStore, page: Page, skip: int,
+                    limit: int | None) -> Page:
+    """A running job's page, brought up to date with what executes it (see the module docstring)."""
+    job = page.job
+    if job.kind == "batch":
+        batches: BatchService = request.app.state.batches
+        await batches.repair(job)
+        return page
+    keys = CrawlKeys(job.id)
+    async with store.client.pipeline(transaction=False) as pipe:
+        pipe.hget(keys.meta, "state")
+        pipe.hget(keys.stats, "admitted")
+        state, admitted = await pipe.execute()
+    if state in (b"finished", b"cancelled"):
+        await settle_crawl_job(store, job.id)
+        return await store.page(job.id, skip, limit) or page
+    if admitted is not None:
+        total = min(int(admitted), job.limit) if job.limit else int(admitted)
+        page = dataclasses.replace(page, job=dataclasses.replace(job, total=max(job.total, total)))
+    return page
 
 
 async def _openapi(request: Request) -> Response:

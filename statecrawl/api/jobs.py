@@ -58,7 +58,7 @@ _ZSTD_LEVEL = 3  # see the README: 2.3x on Markdown pages, 0.03 ms per document
 _CHUNK = 100  # documents per HMGET while reading a page
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _IDEMPOTENCY = uuid.UUID("5c0f3b1e-8a52-4c4e-9d0b-2f6a0d1c7e93")
-_SCRIPTS = ("create", "status", "progress", "errors")
+_SCRIPTS = ("create", "status", "progress", "errors", "mark")
 
 
 def job_ttl(value: str | float | None) -> float:
@@ -94,6 +94,7 @@ class Job:
     expires_at: datetime
     finished_at: datetime | None = None
     error: str | None = None
+    queued: bool = False  # a batch whose pages are all in the frontier (statecrawl.api.batch)
 
     @classmethod
     def from_hash(cls, job_id: str, raw: Mapping[Any, Any]) -> Job:
@@ -104,7 +105,7 @@ class Job:
             failed=int(f.get("failed", 0)), total=int(f.get("total", 0)),
             created_at=_ms(f["created_at"]), expires_at=_ms(f["expires_at"]),  # type: ignore[arg-type]
             finished_at=_ms(f.get("finished_at")),
-            error=f["error"].decode() if "error" in f else None,
+            error=f["error"].decode() if "error" in f else None, queued="queued" in f,
         )
 
     @property
@@ -160,11 +161,14 @@ class JobStore:
 
     @staticmethod
     def keys(job_id: str) -> list[str]:
-        """The job's keys, in the order the scripts take them: job, request, docs, errors, robots."""
+        """The job's keys, in the order the scripts take them: job, request, docs, errors, robots,
+        index (document key -> its slot in docs, or ``failed``), hooks (webhook deliveries,
+        :mod:`statecrawl.api.webhooks`)."""
         if not _ID.fullmatch(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
         p = f"sc:{{{job_id}}}:job"
-        return [p, p + ":request", p + ":docs", p + ":errors", p + ":robots"]
+        return [p, p + ":request", p + ":docs", p + ":errors", p + ":robots", p + ":index",
+                p + ":hooks"]
 
     @staticmethod
     def active_key(kind: str) -> str:
@@ -199,9 +203,9 @@ class JobStore:
                   limit, total])
         created = bool(reply[0])
         job = Job.from_hash(job_id, dict(zip(reply[1::2], reply[2::2])))
-        if created:
+        if not job.finished:  # also on a repeat: a start killed before this line is repaired
             created_ms = int(job.created_at.timestamp() * 1000)
-            await self.client.zadd(self.active_key(kind), {job_id: created_ms})
+            await self.client.zadd(self.active_key(job.kind), {job_id: created_ms})
         return job, created
 
     async def finish(self, job_id: str, status: str, error: str | None = None) -> Transition | None:
@@ -220,29 +224,52 @@ class JobStore:
             await self.client.zrem(self.active_key(kind.decode()), job_id)
         return Transition(now.decode(), bool(changed))
 
+    async def mark(self, job_id: str, field: str, value: str | int = 1) -> bool:
+        """Set *field* of the job record, if the job exists (its expiry unchanged)."""
+        return bool(await self._scripts["mark"](keys=self.keys(job_id)[:1], args=[field, value]))
+
     async def cancel(self, job_id: str) -> Transition | None:
         """Cancel a running job; a finished one reports its own status with ``changed`` False."""
         return await self.finish(job_id, "cancelled")
 
     async def add(self, job_id: str, documents: Sequence[Mapping[str, Any]] = (),
-                  discovered: int = 0) -> tuple[str, int] | None:
+                  discovered: int = 0, *, keys: Sequence[str] | None = None) -> tuple[str, int] | None:
         """Append *documents* in completion order, count *discovered* pages into ``total``.
 
+        *keys* (one per document: its page's URL, ``#<n>`` for a batch's n-th URL) make
+        a second copy of a document replace the first instead of adding to the job.
         Returns (status, accepted): a job that has ended accepts nothing, and no
-        more than its limit is ever kept. None if there is no such job."""
-        blobs = [self.pack(doc) for doc in documents]
+        more than its limit is ever kept; a batch whose last page this was answers
+        ``completed``. None if there is no such job."""
+        keys = list(keys) if keys is not None else [""] * len(documents)
+        if len(keys) != len(documents):
+            raise ValueError("one key per document")
+        pairs: list[str | bytes] = []
+        for key, doc in zip(keys, documents):
+            pairs += [key, self.pack(doc)]
         status, accepted, _docs, _total = await self._scripts["progress"](
-            keys=self.keys(job_id), args=[self.ttl_ms, int(discovered), *blobs])
+            keys=self.keys(job_id), args=[self.ttl_ms, int(discovered), *pairs])
         return (status.decode(), int(accepted)) if status else None
 
     async def add_errors(self, job_id: str, errors: Iterable[Mapping[str, Any]] = (),
-                         robots_blocked: Iterable[str] = ()) -> str | None:
-        """Record failed pages (``{id, timestamp, url, code?, error}``) and robots-blocked URLs."""
+                         robots_blocked: Iterable[str] = (), *,
+                         keys: Sequence[str] | None = None) -> tuple[str, bool] | None:
+        """Record failed pages (``{id, timestamp, url, code?, error}``) and robots-blocked URLs.
+
+        *keys* as for :meth:`add`: a page counts as failed once, and not at all once it has
+        a document. Returns (the job's status, whether this call completed it: a batch whose
+        last page this was), None if there is no such job."""
         entries = [json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in errors]
-        status, _failed = await self._scripts["errors"](
-            keys=self.keys(job_id), args=[self.ttl_ms, MAX_ERRORS, len(entries), *entries,
+        keys = list(keys) if keys is not None else [""] * len(entries)
+        if len(keys) != len(entries):
+            raise ValueError("one key per error")
+        pairs: list[str] = []
+        for key, entry in zip(keys, entries):
+            pairs += [key, entry]
+        status, _failed, ended = await self._scripts["errors"](
+            keys=self.keys(job_id), args=[self.ttl_ms, MAX_ERRORS, len(entries), *pairs,
                                           *robots_blocked])
-        return status.decode() if status else None
+        return (status.decode(), bool(ended)) if status else None
 
     # -- reads --------------------------------------------------------------------------
 

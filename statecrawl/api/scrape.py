@@ -32,7 +32,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from statecrawl.api.models import ScrapeRequest
+from statecrawl.api.models import ScrapeOptions, ScrapeRequest
 from statecrawl.api.responses import document_from_page
 from statecrawl.frontier.serialize import loads
 from statecrawl.frontier.service import (
@@ -42,7 +42,8 @@ from statecrawl.sessions.crypto import Sealer
 
 __all__ = [
     "DEFAULT_SCRAPE_CRAWL", "DEFAULT_TIMEOUT_MS", "SCRAPE_META_KEY", "SCRAPE_SPIDER", "ScrapeError",
-    "ScrapeFailed", "ScrapeService", "ScrapeTimeout", "scrape_crawl_id",
+    "ScrapeFailed", "ScrapeService", "ScrapeTimeout", "item_options", "scrape_crawl_id",
+    "unsupported_formats",
 ]
 
 #: The service crawl scrapes go to (``STATECRAWL_API_SCRAPE_CRAWL`` overrides it).
@@ -57,6 +58,20 @@ _CALLBACK, _ERRBACK = "parse", "on_error"
 _ITEM_FORMATS = {"markdown": "markdown", "html": "html", "rawHtml": "raw_html", "links": "links"}
 #: Formats the API lists but scrape workers do not produce yet (no browser rendering here).
 _NOT_HERE = ("screenshot",)
+
+
+def item_options(options: ScrapeOptions) -> dict[str, Any]:
+    """A scrape's options as the workers' spiders take them: item formats, main content, tags."""
+    return {
+        "formats": [_ITEM_FORMATS[f] for f in options.format_names if f in _ITEM_FORMATS],
+        "only_main_content": options.only_main_content,
+        "include_tags": options.include_tags, "exclude_tags": options.exclude_tags,
+    }
+
+
+def unsupported_formats(options: ScrapeOptions) -> list[str]:
+    """Formats asked for that no document will have (they become its warning)."""
+    return [*options.unsupported_formats, *(f for f in options.format_names if f in _NOT_HERE)]
 
 
 def scrape_crawl_id(value: str | None = None) -> str:
@@ -124,16 +139,10 @@ class ScrapeService:
         """The document of *body*'s page; raises :class:`ScrapeTimeout` or :class:`ScrapeFailed`."""
         timeout_ms = body.timeout or DEFAULT_TIMEOUT_MS
         request_id = new_request_id()
-        options = {
-            "formats": [_ITEM_FORMATS[f] for f in body.format_names if f in _ITEM_FORMATS],
-            "only_main_content": body.only_main_content,
-            "include_tags": body.include_tags, "exclude_tags": body.exclude_tags,
-        }
-        page = await self.page(body.url, options, timeout_ms, request_id=request_id,
+        page = await self.page(body.url, item_options(body), timeout_ms, request_id=request_id,
                                headers=body.headers)
-        not_here = [f for f in body.format_names if f in _NOT_HERE]
         return document_from_page(page, body.format_names, scrape_id=request_id,
-                                  unsupported=[*body.unsupported_formats, *not_here])
+                                  unsupported=unsupported_formats(body))
 
     async def close(self) -> None:
         await self.service.close()

@@ -5,6 +5,7 @@
     statecrawl crawl URL [--out DIR] [--workers N] [--crawl-id ID] ...   start or resume a crawl
     statecrawl worker CRAWL_ID [--out DIR]     join a running crawl, from any machine
     statecrawl worker --serve-scrapes          a worker of the API's scrapes (runs until stopped)
+    statecrawl worker --jobs N                 workers of the API's crawl jobs, N jobs at once
     statecrawl status CRAWL_ID [--json]        counters of one crawl
     statecrawl export CRAWL_ID --out DIR       pages.jsonl + Markdown files from Redis
     statecrawl cancel CRAWL_ID                 stop every worker of a crawl
@@ -47,6 +48,7 @@ from statecrawl.cli.common import error as _error
 from statecrawl.cli.common import one_line as _one_line
 from statecrawl.cli.common import open_store, redis_url, tolerant_stdio
 from statecrawl.cli.crawl import SPIDER, cmd_crawl, default_crawl_id
+from statecrawl.cli.jobs import run_jobs
 from statecrawl.cli.serve import add_parser as add_serve_parser
 from statecrawl.cli.workers import run_worker, worker_command, worker_env
 from statecrawl.exceptions import ConfigError, StatecrawlError
@@ -81,8 +83,16 @@ def _version() -> str:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.serve_scrapes and args.jobs:
+        raise ConfigError("--serve-scrapes and --jobs are two kinds of worker: start each apart")
     if args.serve_scrapes:
         return _serve_scrapes(args)
+    if args.jobs:
+        if args.crawl_id is not None:
+            raise ConfigError("--jobs serves every crawl job of the API: give no crawl id")
+        out = Path(args.out).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        return run_jobs(redis_url(args), out, args.jobs)
     if args.crawl_id is None:
         raise ConfigError("give the crawl id to join (or --serve-scrapes)")
     meta, url = asyncio.run(_crawl_meta(args))
@@ -305,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve-scrapes", action="store_true",
                    help="serve POST /v1|v2/scrape: a long-running worker of the scrape service "
                         "crawl (scrapy crawl scrape)")
+    p.add_argument("--jobs", type=_count(1), metavar="N",
+                   help="serve the API's crawl jobs (POST /v1|v2/crawl): run workers for at most "
+                        "N jobs at once, the jobs with the fewest workers first")
     p.add_argument("--out", default="output", metavar="DIR", help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_worker)
 

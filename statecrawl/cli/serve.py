@@ -22,8 +22,11 @@ or SIGTERM stops the processes cleanly, exit status 0.
 ``--scrape-workers N`` also starts N scrape workers (``statecrawl worker
 --serve-scrapes``: ``scrapy crawl scrape`` on the same Redis), logging to
 ``<data dir>/logs/scrape-worker-<i>.log``, and stops them when the API
-stops. Default: 1 on the embedded Redis (``statecrawl serve`` alone is a
-working local API), 0 with a Redis URL (run the workers where you like).
+stops. ``--crawl-jobs N`` also starts ``statecrawl worker --jobs N`` (the
+workers of crawl jobs, :mod:`statecrawl.cli.jobs`), logging to
+``<data dir>/logs/job-workers.log``. Defaults: 1 scrape worker and 2 crawl
+jobs on the embedded Redis (``statecrawl serve`` alone is a working local
+API), none with a Redis URL (run the workers where you like).
 """
 
 from __future__ import annotations
@@ -122,8 +125,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     shown = f"[{args.host}]" if ":" in args.host else args.host
     say(f"API listening on http://{shown}:{args.port} ({args.workers} process"
         f"{'es' if args.workers > 1 else ''}, Redis {redact_url(url)}, "
-        f"{'API keys required' if keys else 'no API keys'}); POST scrape and map are served by "
-        "scrape workers (statecrawl worker --serve-scrapes); crawl/batch answer 501 for now")
+        f"{'API keys required' if keys else 'no API keys'}); scrape, map and batch scrape are "
+        "served by scrape workers (statecrawl worker --serve-scrapes), crawls by job workers "
+        "(statecrawl worker --jobs N)")
     stopped: list[int] = []
     previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -131,6 +135,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # so a clean stop exits 0 instead of dying of it
         previous[sig] = signal.signal(sig, lambda signum, frame: stopped.append(signum))
     workers = _start_scrape_workers(url, Path(args.data_dir), scrapers)
+    jobs = args.crawl_jobs if args.crawl_jobs is not None else 2 * int(uses_embedded(args))
+    workers += _start_job_supervisor(url, Path(args.data_dir), jobs)
     try:
         uvicorn.run(_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,
                     log_level="warning", access_log=False, timeout_graceful_shutdown=10,
@@ -158,6 +164,21 @@ def _start_scrape_workers(url: str, data_dir: Path, count: int) -> list[subproce
     procs = start_workers(worker_command(SCRAPE_SPIDER, crawl_id, {}), env, paths)
     say(f"{count} scrape worker{'s' if count > 1 else ''} serving crawl {crawl_id} "
         f"(logs: {logs}/scrape-worker-*.log)")
+    return procs
+
+
+def _start_job_supervisor(url: str, data_dir: Path, slots: int) -> list[subprocess.Popen[bytes]]:
+    """``statecrawl worker --jobs <slots>`` on the same Redis (none for 0 slots)."""
+    if not slots:
+        return []
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = worker_env(url, data_dir / "job-output")
+    env.pop("STATECRAWL_API_KEYS", None)
+    cmd = [sys.executable, "-m", "statecrawl.cli", "worker", "--jobs", str(slots),
+           "--out", str(data_dir / "job-output")]
+    procs = start_workers(cmd, env, [logs / "job-workers.log"])
+    say(f"crawl jobs served, {slots} at once (log: {logs}/job-workers.log)")
     return procs
 
 
@@ -189,4 +210,7 @@ def add_parser(sub: Any, common: list[argparse.ArgumentParser], count: Any) -> N
     p.add_argument("--scrape-workers", type=count(0), default=None, metavar="N",
                    help="also run N scrape workers (POST /scrape) on this Redis, stopped with "
                         "the API (default: 1 on the embedded Redis, else 0)")
+    p.add_argument("--crawl-jobs", type=count(0), default=None, metavar="N",
+                   help="also run the workers of up to N crawl jobs at once (statecrawl worker "
+                        "--jobs N), stopped with the API (default: 2 on the embedded Redis, else 0)")
     p.set_defaults(func=cmd_serve)

@@ -161,7 +161,9 @@ key                            type    contents
                                        ``docs``, ``failed``, ``total``,
                                        ``created_at``, ``updated_at``,
                                        ``finished_at``, ``expires_at`` (ms,
-                                       Redis clock), ``error``. Every key of a
+                                       Redis clock), ``error``, ``queued``
+                                       (a batch whose pages are all in the
+                                       scrape service's frontier). Every key of a
                                        job carries one ``PEXPIREAT``: its last
                                        write + ``STATECRAWL_API_JOB_TTL``
 ``sc:{id}:job:request``        STRING  the job's request body as JSON (v2
@@ -175,10 +177,29 @@ key                            type    contents
                                        first 10,000
 ``sc:{id}:job:robots``         SET     URLs robots.txt kept out of the job
                                        (the first 10,000)
+``sc:{id}:job:index``          HASH    document key (the page's URL; ``#<n>``
+                                       for a batch's n-th URL) -> its slot in
+                                       ``docs``, or ``failed``: a page fetched
+                                       again replaces its document and counts
+                                       once (:mod:`statecrawl.api.worker`)
+``sc:{id}:job:hooks``          LIST    the job's webhook deliveries not yet
+                                       sent, oldest first
+                                       (:mod:`statecrawl.api.webhooks`): each
+                                       ``"<delivery id> <JSON {event, attempt,
+                                       payload}>"``; popped once sent (or
+                                       dropped), put back with ``attempt`` + 1
+                                       to be retried. ``PEXPIREAT`` = the job's
+                                       ``expires_at`` at each push
 ``sc:api:active:<kind>``       ZSET    running API job ids of a kind ->
                                        created (ms); a job leaves it when it
                                        ends, and listing drops ids whose
                                        record ended or expired
+``sc:api:hooks``               ZSET    job ids with webhook deliveries pending
+                                       -> when the next is due (ms, Redis
+                                       clock). A sender claims a due job by
+                                       moving its score to now + a lease;
+                                       ids whose list is empty or gone leave
+                                       when a sender finds them so
 =============================  ======  ==========================================
 
 ``<session>`` is a session id: ``default`` (requests that name no

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -121,14 +122,18 @@ class ServiceClient:
         self.writer = f"caller:{uuid.uuid4().hex[:12]}"
         self._opened = False
 
-    async def _enqueue(self, body: bytes) -> None:
-        request = PendingRequest(hashlib.sha1(body).digest(), False, 0, body)
+    async def enqueue(self, bodies: Sequence[bytes], priority: int = 0) -> None:
+        """Enqueue the requests *bodies* (built with :func:`service_request` and the same
+        *priority*) in one commit; :meth:`call` waits on one, a batch on none (its results
+        go elsewhere, e.g. into an API job)."""
+        requests = [PendingRequest(hashlib.sha1(body).digest(), False, -priority, body)
+                    for body in bodies]
         for attempt in (1, 2):
             if not self._opened:
                 await self.store.open_crawl(spider=self.spider)
                 self._opened = True
             try:
-                await self.store.commit(self.writer, dedupe="none", requests=[request])
+                await self.store.commit(self.writer, dedupe="none", requests=requests)
                 return
             except CrawlStateLost:  # the crawl was deleted (or Redis emptied): make it again
                 self._opened = False
@@ -148,7 +153,7 @@ class ServiceClient:
         wait_slice = min(_WAIT_SLICE, socket_timeout / 2) if socket_timeout else _WAIT_SLICE
         await self.client.set(ticket, secret, px=max(1, int(timeout * 1000)))
         try:
-            await self._enqueue(body)
+            await self.enqueue([body])
             # Redis reads a BLPOP timeout in whole ms, and 0 means forever: stop before that
             while (left := deadline - loop.time()) >= 0.002:
                 popped = await self.client.blpop([reply], timeout=min(left, wait_slice))

@@ -6,7 +6,8 @@ in service mode (``STATECRAWL_SERVICE``), so its workers wait for requests
 that the API enqueues (:mod:`statecrawl.api.scrape`) and never finish.
 
 Each request carries ``meta["statecrawl_service"]`` (the request id the
-caller waits on) and ``meta["statecrawl_scrape"]``: ``formats`` (item
+caller waits on; or ``meta["statecrawl_batch"]``, a page of a batch job whose
+result goes into the job, :mod:`statecrawl.api.batch`) and ``meta["statecrawl_scrape"]``: ``formats`` (item
 formats: ``markdown``, ``html``, ``raw_html``, ``links``),
 ``only_main_content`` (bool), ``include_tags`` / ``exclude_tags`` (CSS
 selectors), ``sitemap`` (bool: the body is read as a sitemap, below). The page is built as the ``site`` spider builds it
@@ -45,6 +46,8 @@ from scrapy.utils.gz import gunzip
 from scrapy.utils.sitemap import Sitemap, sitemap_urls_from_robots
 from twisted.python.failure import Failure
 
+from statecrawl.api.batch import BATCH_META_KEY
+from statecrawl.api.worker import JobResult
 from statecrawl.content.markdown import IMAGES
 from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.service import SERVICE_META_KEY
@@ -138,12 +141,16 @@ class ScrapeSpider(Spider):
         return
         yield  # no start request: the frontier brings the work
 
-    def _reply(self, meta: dict[str, Any], page: Page) -> Iterator[Reply]:
-        request_id = meta.get(SERVICE_META_KEY)
+    def _reply(self, meta: dict[str, Any], page: Page) -> Iterator[Reply | JobResult]:
+        request_id, batch = meta.get(SERVICE_META_KEY), meta.get(BATCH_META_KEY)
         if isinstance(request_id, str):
             yield Reply(request_id, {"page": dataclasses.asdict(page)})
+        elif isinstance(batch, dict) and isinstance(batch.get("job"), str):
+            yield JobResult(batch["job"], str(batch.get("key", "")), dataclasses.asdict(page),
+                            [str(f) for f in batch.get("formats") or ("markdown",)],
+                            [str(f) for f in batch.get("unsupported") or ()])
 
-    def parse(self, response: Response) -> Iterator[Reply]:
+    def parse(self, response: Response) -> Iterator[Reply | JobResult]:
         options = response.meta.get(SCRAPE_META_KEY) or {}
         asked = response.request.url if response.request is not None else response.url
         origin = (response.meta.get("redirect_urls") or [asked])[0]
@@ -161,7 +168,7 @@ class ScrapeSpider(Spider):
                   exclude_tags=_selectors(options.get("exclude_tags")))
         yield from self._reply(response.meta, page)
 
-    def on_error(self, failure: Failure) -> Iterator[Reply]:
+    def on_error(self, failure: Failure) -> Iterator[Reply | JobResult]:
         if failure.check(IgnoreRequest):
             return  # its caller is gone, or a filter refused it: nobody to answer
         request = failure.request  # type: ignore[attr-defined]

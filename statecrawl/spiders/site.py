@@ -243,6 +243,8 @@ class SiteSpider(Spider):
         self.render = render
         self.markdown_images = IMAGES[0]  # STATECRAWL_MARKDOWN_IMAGES, read by from_crawler
         self.formats = _formats_arg(formats)
+        #: fill_page's content options (only_main_content, include_tags, exclude_tags)
+        self.page_options: dict[str, Any] = {}
         self.render_options = {k: v for k, v in {
             "wait_for": wait_for, "wait_ms": _int_arg("wait_ms", wait_ms), "wait_until": wait_until,
             "screenshot": _bool_arg("screenshot", screenshot) or None,
@@ -315,7 +317,7 @@ class SiteSpider(Spider):
             yield from self._redirect(page, response)
             return
         links = fill_page(page, response, formats=self.formats, images=self.markdown_images,
-                          link_extractor=self.link_extractor)
+                          link_extractor=self.link_extractor, **self.page_options)
         yield page
         if not self._may_expand(depth):
             return

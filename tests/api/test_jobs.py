@@ -77,11 +77,11 @@ def test_idempotency_race_makes_one_job(redis_url: str) -> None:
 def test_every_key_has_the_jobs_expiry(redis_url: str) -> None:
     async def body(store: JobStore) -> None:
         job, _ = await store.create("crawl", crawl_body())
-        await store.add(job.id, [doc(0)], discovered=3)
+        await store.add(job.id, [doc(0)], discovered=3, keys=["https://e.com/0"])
         await store.add_errors(job.id, [{"id": "e1", "url": "https://e.com/x", "error": "boom"}],
-                               ["https://e.com/private"])
+                               ["https://e.com/private"], keys=["https://e.com/x"])
         job = await store.get(job.id)
-        keys = store.keys(job.id)
+        keys = store.keys(job.id)[:-1]  # all but hooks: no webhook, no key (see test_webhooks)
         expiries = [await store.client.pexpiretime(k) for k in keys]
         assert len(set(expiries)) == 1 and expiries[0] == int(job.expires_at.timestamp() * 1000)
         ttl = await store.client.pttl(keys[0])
@@ -233,3 +233,41 @@ def test_settings_and_client_checks(redis_url: str) -> None:
             job_ttl(bad)
     with pytest.raises(ConfigError, match="decode_responses"):
         JobStore(Redis.from_url(redis_url, decode_responses=True))
+
+
+def test_a_page_stored_twice_is_one_document(redis_url: str) -> None:
+    """A worker killed between storing a page's document and acknowledging the page: the page
+    is fetched again, and its second document replaces the first (same slot, counted once)."""
+    async def body(store: JobStore) -> None:
+        job, _ = await store.create("crawl", crawl_body(limit=2))
+        assert await store.add(job.id, [doc(0), doc(1)], keys=["u0", "u1"]) == ("scraping", 2)
+        again = {**doc(1), "markdown": "second copy"}
+        assert await store.add(job.id, [again], keys=["u1"]) == ("scraping", 1)
+        # the limit is full, but a page already in the job still takes its own slot
+        assert await store.add(job.id, [doc(2)], keys=["u2"]) == ("scraping", 0)
+        page = await store.page(job.id)
+        assert page is not None and page.job.docs == 2
+        assert [d["markdown"] for d in page.documents] == [doc(0)["markdown"], "second copy"]
+        # a failure counts once per key, and not at all for a page with a document
+        errors = [{"id": "e", "url": "u3", "error": "boom"}]
+        await store.add_errors(job.id, errors, keys=["u3"])
+        await store.add_errors(job.id, errors, keys=["u3"])
+        await store.add_errors(job.id, [{"id": "e", "url": "u1", "error": "late"}], keys=["u1"])
+        job = await store.get(job.id)
+        assert (job.docs, job.failed) == (2, 1)
+    run(redis_url, body)
+
+
+def test_a_batch_completes_with_its_last_page(redis_url: str) -> None:
+    async def body(store: JobStore) -> None:
+        job, _ = await store.create("batch", {"urls": ["https://e.com/a", "https://e.com/b",
+                                                        "https://e.com/c"]})
+        assert await store.add(job.id, [doc(0)], keys=["#0"]) == ("scraping", 1)
+        assert await store.add_errors(job.id, [{"id": "e", "url": "https://e.com/b",
+                                                "error": "boom"}], keys=["#1"]) == ("scraping", False)
+        assert await store.add(job.id, [doc(0)], keys=["#0"]) == ("scraping", 1)  # a re-fetch
+        assert await store.add(job.id, [doc(2)], keys=["#2"]) == ("completed", 1)
+        job = await store.get(job.id)
+        assert (job.status, job.docs, job.failed, job.total) == ("completed", 2, 1, 3)
+        assert job.finished_at is not None
+    run(redis_url, body)

@@ -40,7 +40,7 @@ def test_api_keys_guard_every_route_but_the_schema(redis_url: str, tmp_path: Pat
         assert http("GET", f"{api.url}/v2/crawl/active")[0] == 401
         key = {"Authorization": "Bearer another"}
         assert http("GET", f"{api.url}/v2/crawl/active", headers=key)[0] == 200
-        assert http("POST", f"{api.url}/v2/crawl", {"url": "e.com"}, key)[0] == 501
+        assert http("POST", f"{api.url}/v2/crawl", {"url": "e.com"}, key)[0] == 200
         assert http("POST", f"{api.url}/v2/map", {"url": "e.com/" + "x" * 100}, key)[0] == 413
 
 
@@ -50,8 +50,8 @@ def test_a_signal_stops_it_cleanly(redis_url: str, tmp_path: Path, sig: int) -> 
         assert api.stop(sig) == 0
         output = api.output()
     assert f"API listening on http://127.0.0.1:{api.port}" in output
-    assert "POST scrape and map are served by scrape workers" in output
-    assert "crawl/batch answer 501 for now" in output
+    assert "scrape, map and batch scrape are served by scrape workers" in output
+    assert "crawls by job workers (statecrawl worker --jobs N)" in output
     assert "API stopped" in output and "Traceback" not in output
 
 

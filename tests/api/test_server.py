@@ -141,20 +141,25 @@ def test_next_is_built_from_the_requests_host(api: Serve, redis_url: str) -> Non
         assert status == 400 and body["success"] is False and body["details"], query
 
 
-def test_start_requests_are_checked_then_501(api: Serve) -> None:
-    # (scrape and map run on scrape workers: tests/api/test_scrape_exec.py, test_map.py)
+def test_starts_answer_once_the_job_exists_and_a_key_replays_it(api: Serve) -> None:
+    # (execution by workers: tests/api/test_jobs_exec.py; none runs here, so jobs stay queued)
     bodies = {"crawl": {"url": "https://e.com", "limit": 5},
               "batch/scrape": {"urls": ["https://e.com/a"]}}
     for version in ("v1", "v2"):
         for path, body in bodies.items():
-            status, answer, _ = http("POST", f"{api.url}/{version}/{path}", body)
-            assert status == 501 and answer["success"] is False, (version, path)
-            assert answer["error"] == (f"POST /{version}/{path} is not available yet: job execution on "
-                                       "workers is still being built (issue 13)")
-    with pytest.raises(FirecrawlError, match="not available yet"):
-        v2(api).start_crawl("https://nothing-runs-this.example/", limit=5)
+            key = {"x-idempotency-key": f"{version}-{path}-{uuid.uuid4()}"}
+            status, answer, _ = http("POST", f"{api.url}/{version}/{path}", body, key)
+            assert status == 200 and answer["success"] is True, (version, path, answer)
+            assert answer["url"] == f"{api.url}/{version}/{path}/{answer['id']}"
+            assert http("POST", f"{api.url}/{version}/{path}", body, key)[1]["id"] == answer["id"]
+            status, job, _ = http("GET", answer["url"])
+            assert status == 200 and job["status"] == "scraping" and job["data"] == []
+    started = v2(api).start_crawl("https://nothing-runs-this.example/", limit=5)
     crawls = http("GET", f"{api.url}/v2/crawl/active")[1]["crawls"]
-    assert "https://nothing-runs-this.example/" not in {c["url"] for c in crawls}  # no job was made
+    assert started.id in {c["id"] for c in crawls}
+    assert v2(api).cancel_crawl(started.id) is True
+    long_key = {"x-idempotency-key": "k" * 257}
+    assert http("POST", f"{api.url}/v2/crawl", bodies["crawl"], long_key)[0] == 400
 
 
 def test_bad_bodies_are_400_and_big_ones_413(api: Serve) -> None:
