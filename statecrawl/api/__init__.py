@@ -5,7 +5,8 @@
 * ``responses`` (documents, status pages, start / errors / map / active bodies,
   shaped as the SDKs parse them);
 * ``app`` (``create_app``: the Starlette app answering from the job store),
-  ``_http`` (API keys, body limits, errors as JSON), ``openapi`` (the schema);
+  ``_http`` (API keys, body limits, errors as JSON), ``openapi`` (the schema),
+  ``limits`` (per-key rate and concurrency limits in Redis, shared by every process);
 * ``jobs`` (``JobStore``: jobs, their documents and errors in Redis; the key
   schema in its docstring, each write a Lua script in ``lua/``).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from statecrawl.api._http import DEFAULT_MAX_BODY, parse_api_keys, parse_max_body
 from statecrawl.api.app import create_app
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page, Transition, job_ttl
+from statecrawl.api.limits import Limiter, Limits, parse_concurrency, parse_rate_limit
 from statecrawl.api.map import MapResult, MapService
 from statecrawl.api.models import (
     SUPPORTED_FORMATS, BatchScrapeRequest, CrawlRequest, MapRequest, ScrapeOptions, ScrapeRequest,
@@ -41,10 +43,11 @@ from statecrawl.api.webhooks import WebhookSender
 
 __all__ = [
     "DEFAULT_JOB_TTL", "DEFAULT_MAX_BODY", "NOT_FOUND", "REQUESTS", "SUPPORTED_FORMATS",
-    "BatchScrapeRequest", "CrawlRequest", "Job", "JobStore", "MapRequest", "MapResult",
-    "MapService", "Page", "ScrapeError",
+    "BatchScrapeRequest", "CrawlRequest", "Job", "JobStore", "Limiter", "Limits", "MapRequest",
+    "MapResult", "MapService", "Page", "ScrapeError",
     "ScrapeFailed", "ScrapeOptions", "ScrapeRequest", "ScrapeService", "ScrapeTimeout",
     "Transition", "WebhookSender", "active_body", "bad_request_body", "create_app",
-    "document_from_page", "errors_body", "job_ttl", "map_body", "parse_api_keys", "parse_max_body",
-    "parse_request", "start_body", "status_body", "status_url",
+    "document_from_page", "errors_body", "job_ttl", "map_body", "parse_api_keys",
+    "parse_concurrency", "parse_max_body", "parse_rate_limit", "parse_request", "start_body",
+    "status_body", "status_url",
 ]

@@ -62,6 +62,7 @@ from statecrawl.api._http import (
 from statecrawl.api import webhooks
 from statecrawl.api.batch import BatchService
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page
+from statecrawl.api.limits import Limits
 from statecrawl.api.map import MapService
 from statecrawl.api.models import BatchScrapeRequest, MapRequest, ScrapeRequest, bad_request_body
 from statecrawl.api.models_v1 import parse_request
@@ -89,13 +90,16 @@ def redis_client(url: str) -> Redis:
 
 
 def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = DEFAULT_MAX_BODY,
-               job_ttl: float = DEFAULT_JOB_TTL, scrape_crawl: str | None = None) -> Starlette:
+               job_ttl: float = DEFAULT_JOB_TTL, scrape_crawl: str | None = None,
+               rate_limit: int = 0, concurrency: int = 0) -> Starlette:
     """The API app for the Redis at *redis_url* (one client per process, opened at start-up).
 
     *api_keys*: when any, every route but ``/openapi.json`` needs one as a Bearer token.
     *max_body*: the largest request body, in bytes. *job_ttl*: seconds a job is kept after
     its last change (a cancel is a change). *scrape_crawl*: the service crawl scrapes go to
-    (default: ``STATECRAWL_API_SCRAPE_CRAWL``, else ``api-scrape``)."""
+    (default: ``STATECRAWL_API_SCRAPE_CRAWL``, else ``api-scrape``). *rate_limit*: requests
+    per minute, *concurrency*: requests in flight at once, per API key (else per client
+    address), 0 for none; kept in Redis for every process (:mod:`.limits`)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,7 +129,11 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
         ]
         routes += [Route(f"/{version}/{path}", _start, methods=["POST"])
                    for path in ("scrape", "crawl", "map", "batch/scrape")]
-    app = Starlette(routes=routes, middleware=[Middleware(ApiKeys, keys=tuple(api_keys))],
+    keys = tuple(api_keys)
+    middleware = [Middleware(ApiKeys, keys=keys),
+                  Middleware(Limits, redis_url=redis_url, rate_limit=rate_limit,
+                             concurrency=concurrency, keyed=bool(keys))]
+    app = Starlette(routes=routes, middleware=middleware,
                     exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.max_body = max_body
     return app

@@ -13,6 +13,8 @@ starting uvicorn:
 ``STATECRAWL_API_MAX_BODY``  bytes a request body may have (default 1 MiB)
 ``STATECRAWL_API_JOB_TTL``   seconds a job is kept after its last change
 ``STATECRAWL_API_SCRAPE_CRAWL``  the service crawl scrapes go to (default ``api-scrape``)
+``STATECRAWL_API_RATE_LIMIT``   requests per minute per API key (``--rate-limit``; 0: none)
+``STATECRAWL_API_CONCURRENCY``  requests in flight at once per API key (``--concurrency``; 0: none)
 ========================  ===========================================================
 
 Start-up checks, each a one-line error: Redis answers PING; the address can
@@ -46,6 +48,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from statecrawl.api import create_app, job_ttl, parse_api_keys, parse_max_body
+from statecrawl.api.limits import parse_concurrency, parse_rate_limit
 from statecrawl.api.scrape import SCRAPE_SPIDER, scrape_crawl_id
 from statecrawl.cli.common import redis_url, say, uses_embedded
 from statecrawl.cli.workers import KILL_AFTER, start_workers, worker_command, worker_env
@@ -72,7 +75,9 @@ def app_from_env() -> Starlette:
     url = resolve_redis_url({})  # STATECRAWL_REDIS_URL / REDIS_URL, else the embedded Redis
     return create_app(url, api_keys=parse_api_keys(env.get("STATECRAWL_API_KEYS")),
                       max_body=_max_body(env.get("STATECRAWL_API_MAX_BODY")),
-                      job_ttl=job_ttl(env.get("STATECRAWL_API_JOB_TTL")))
+                      job_ttl=job_ttl(env.get("STATECRAWL_API_JOB_TTL")),
+                      rate_limit=parse_rate_limit(env.get("STATECRAWL_API_RATE_LIMIT")),
+                      concurrency=parse_concurrency(env.get("STATECRAWL_API_CONCURRENCY")))
 
 
 def _loopback(host: str) -> bool:
@@ -113,6 +118,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     keys = parse_api_keys(args.api_key) or parse_api_keys(os.environ.get("STATECRAWL_API_KEYS"))
     _max_body(os.environ.get("STATECRAWL_API_MAX_BODY"))
     job_ttl(os.environ.get("STATECRAWL_API_JOB_TTL"))
+    rate = args.rate_limit if args.rate_limit is not None else parse_rate_limit(
+        os.environ.get("STATECRAWL_API_RATE_LIMIT"))
+    concurrency = args.concurrency if args.concurrency is not None else parse_concurrency(
+        os.environ.get("STATECRAWL_API_CONCURRENCY"))
     url = redis_url(args)
     if not keys and not _loopback(args.host):
         say(f"warning: listening on {args.host} without API keys: anyone who reaches this port "
@@ -122,12 +131,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     scrapers = args.scrape_workers if args.scrape_workers is not None else int(uses_embedded(args))
     os.environ["STATECRAWL_REDIS_URL"] = url  # read by app_from_env in every API process
     os.environ["STATECRAWL_API_KEYS"] = ",".join(keys)
+    os.environ["STATECRAWL_API_RATE_LIMIT"] = str(rate)
+    os.environ["STATECRAWL_API_CONCURRENCY"] = str(concurrency)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     say(f"API listening on http://{shown}:{args.port} ({args.workers} process"
         f"{'es' if args.workers > 1 else ''}, Redis {redact_url(url)}, "
         f"{'API keys required' if keys else 'no API keys'}); scrape, map and batch scrape are "
         "served by scrape workers (statecrawl worker --serve-scrapes), crawls by job workers "
         "(statecrawl worker --jobs N)")
+    if rate or concurrency:
+        say(f"limits per {'API key' if keys else 'client address'}, for every API process on this "
+            f"Redis: {f'{rate} requests/min' if rate else 'no rate limit'}, "
+            f"{f'{concurrency} in flight' if concurrency else 'no concurrency limit'}")
     stopped: list[int] = []
     previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -207,6 +222,14 @@ def add_parser(sub: Any, common: list[argparse.ArgumentParser], count: Any) -> N
     p.add_argument("--api-key", action="append", metavar="KEY",
                    help="accept this Bearer key (repeatable; default: $STATECRAWL_API_KEYS, "
                         "comma-separated; none: the API is open)")
+    p.add_argument("--rate-limit", type=count(0), default=None, metavar="N",
+                   help="requests per minute per API key (per client address without keys), "
+                        "for all API processes on this Redis together; 429 past it (default: "
+                        "$STATECRAWL_API_RATE_LIMIT, else 0: no limit)")
+    p.add_argument("--concurrency", type=count(0), default=None, metavar="N",
+                   help="requests in flight at once per API key (per client address without "
+                        "keys), for all API processes on this Redis together; 429 past it "
+                        "(default: $STATECRAWL_API_CONCURRENCY, else 0: no limit)")
     p.add_argument("--scrape-workers", type=count(0), default=None, metavar="N",
                    help="also run N scrape workers (POST /scrape) on this Redis, stopped with "
                         "the API (default: 1 on the embedded Redis, else 0)")

@@ -200,6 +200,20 @@ key                            type    contents
                                        moving its score to now + a lease;
                                        ids whose list is empty or gone leave
                                        when a sender finds them so
+``sc:api:rate:{<who>}``        STRING  the API rate limit of one client
+                                       (:mod:`statecrawl.api.limits`): its GCRA
+                                       theoretical arrival time (microseconds,
+                                       Redis clock); ``PX`` = until its burst is
+                                       whole again. ``<who>``: ``key-<16 hex>``
+                                       (the start of the SHA-256 of an API key;
+                                       never the key) or ``addr-<client
+                                       address>`` (no API keys)
+``sc:api:inflight:{<who>}``    ZSET    the client's API requests in flight:
+                                       random request id -> lease end
+                                       (microseconds, Redis clock), renewed while
+                                       the request runs; a request is added, and
+                                       expired leases dropped, by one script;
+                                       removed when its response is sent
 =============================  ======  ==========================================
 
 ``<session>`` is a session id: ``default`` (requests that name no

@@ -46,10 +46,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from statecrawl.exceptions import CrawlStateLost
 from statecrawl.frontier.serialize import dumps, loads, request_to_json
@@ -67,6 +69,7 @@ SERVICE_META_KEY = "statecrawl_service"
 #: Longest single BLPOP (s); also at most half the client's socket timeout (redis-py's
 #: default is 5 s), so a quiet wait is never taken for a dead connection.
 _WAIT_SLICE = 2.0
+_REPLY_SCRIPTS: weakref.WeakKeyDictionary[Redis, AsyncScript] = weakref.WeakKeyDictionary()
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -101,7 +104,9 @@ async def read_ticket(client: Redis, store: CrawlStore, request_id: str) -> byte
 async def send_reply(client: Redis, store: CrawlStore, request_id: str, body: bytes,
                      ttl: float = DEFAULT_REPLY_TTL) -> bool:
     """Push the reply of *request_id* (only while its ticket exists); False if the caller is gone."""
-    script = client.register_script(script_source("reply.lua"))
+    script = _REPLY_SCRIPTS.get(client)
+    if script is None:  # registered once per client: it hashes the source
+        script = _REPLY_SCRIPTS[client] = client.register_script(script_source("reply.lua"))
     k = store.keys
     done = await script(keys=[k.ticket(request_id), k.reply(request_id)],
                         args=[body, max(1, int(ttl * 1000))])
