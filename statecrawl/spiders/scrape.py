@@ -116,6 +116,9 @@ class ScrapeSpider(Spider):
         "FEEDS": {},
         "ROBOTSTXT_OBEY": False,  # a scrape is one page asked for by name, as in Firecrawl
         "HTTPERROR_ALLOW_ALL": True,  # a 404 page is scraped and says 404
+        # Scrapy runs this many tasks per response to process its output; a scrape has one
+        # item, and the default 100 tasks cost ~17% of a worker's pages/s (bench/api.py)
+        "CONCURRENT_ITEMS": 4,
     }
 
     def __init__(self, crawl_id: str | None = None, **kwargs: Any) -> None:
@@ -165,7 +168,8 @@ class ScrapeSpider(Spider):
                   link_extractor=self.link_extractor,
                   only_main_content=options.get("only_main_content", True) is not False,
                   include_tags=_selectors(options.get("include_tags")),
-                  exclude_tags=_selectors(options.get("exclude_tags")))
+                  exclude_tags=_selectors(options.get("exclude_tags")),
+                  extract_links="links" in formats)
         yield from self._reply(response.meta, page)
 
     def on_error(self, failure: Failure) -> Iterator[Reply | JobResult]:
