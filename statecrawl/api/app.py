@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -64,7 +65,9 @@ from statecrawl.api.batch import BatchService
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page
 from statecrawl.api.limits import Limits
 from statecrawl.api.map import MapService
-from statecrawl.api.models import BatchScrapeRequest, MapRequest, ScrapeRequest, bad_request_body
+from statecrawl.api.models import (
+    BatchScrapeRequest, CrawlRequest, MapRequest, ScrapeRequest, bad_request_body,
+)
 from statecrawl.api.models_v1 import parse_request
 from statecrawl.api.openapi import openapi_schema
 from statecrawl.api.responses import (
@@ -260,7 +263,13 @@ async def _start(request: Request) -> Response:
                              "message": f"at most {_MAX_IDEMPOTENCY_KEY} characters"}])
     store = _store(request)
     kind = "batch" if endpoint == "batch" else "crawl"
-    job, created = await store.create(kind, parsed, key)
+    secret = b""
+    if isinstance(parsed, CrawlRequest) and parsed.scrape_options.headers:
+        # the crawl's workers send them (pass-through, to the crawl's own hosts only); kept
+        # sealed beside the job, deleted when it ends -- never in its request or documents
+        scrapes: ScrapeService = request.app.state.scrapes
+        secret = scrapes.sealer.seal(json.dumps({"headers": parsed.scrape_options.headers}).encode())
+    job, created = await store.create(kind, parsed, key, secret)
     if created:
         await webhooks.enqueue(store.client, job.id, kind, "started")
     invalid = None

@@ -163,12 +163,12 @@ class JobStore:
     def keys(job_id: str) -> list[str]:
         """The job's keys, in the order the scripts take them: job, request, docs, errors, robots,
         index (document key -> its slot in docs, or ``failed``), hooks (webhook deliveries,
-        :mod:`statecrawl.api.webhooks`)."""
+        :mod:`statecrawl.api.webhooks`), secret (sealed headers for the job's pages)."""
         if not _ID.fullmatch(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
         p = f"sc:{{{job_id}}}:job"
         return [p, p + ":request", p + ":docs", p + ":errors", p + ":robots", p + ":index",
-                p + ":hooks"]
+                p + ":hooks", p + ":secret"]
 
     @staticmethod
     def active_key(kind: str) -> str:
@@ -184,10 +184,12 @@ class JobStore:
     # -- writes -------------------------------------------------------------------------
 
     async def create(self, kind: Kind, request: Body | Mapping[str, Any],
-                     idempotency_key: str | None = None) -> tuple[Job, bool]:
+                     idempotency_key: str | None = None, secret: bytes = b"") -> tuple[Job, bool]:
         """Create a job for *request* (stored without its headers); returns (job, created).
 
-        With *idempotency_key*, a second start returns the first job and creates nothing."""
+        With *idempotency_key*, a second start returns the first job and creates nothing.
+        *secret* (the request's headers, sealed by the caller) is kept apart, while the job
+        runs: it is deleted when the job ends (:meth:`secret`)."""
         if kind not in ("crawl", "batch"):
             raise ValueError(f"unknown job kind {kind!r}")
         body = stored_request(request)
@@ -200,7 +202,7 @@ class JobStore:
         reply = await self._scripts["create"](
             keys=self.keys(job_id),
             args=[self.ttl_ms, kind, url, json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-                  limit, total])
+                  limit, total, secret])
         created = bool(reply[0])
         job = Job.from_hash(job_id, dict(zip(reply[1::2], reply[2::2])))
         if not job.finished:  # also on a repeat: a start killed before this line is repaired
@@ -279,6 +281,13 @@ class JobStore:
             return None
         raw = await self.client.hgetall(self.keys(job_id)[0])
         return Job.from_hash(job_id, raw) if raw else None
+
+    async def secret(self, job_id: str) -> bytes | None:
+        """The sealed secret of a running job (None: none, or the job has ended)."""
+        if not _ID.fullmatch(job_id):
+            return None
+        value: bytes | None = await self.client.get(self.keys(job_id)[7])
+        return value
 
     async def request(self, job_id: str) -> dict[str, Any] | None:
         """The stored request body (v2 names, no headers)."""

@@ -182,6 +182,11 @@ key                            type    contents
                                        ``docs``, or ``failed``: a page fetched
                                        again replaces its document and counts
                                        once (:mod:`statecrawl.api.worker`)
+``sc:{id}:job:secret``         STRING  a crawl job's ``scrapeOptions.headers``,
+                                       ``{"headers": {...}}`` as JSON, a Fernet
+                                       token with ``STATECRAWL_SECRET_KEY``;
+                                       read by its workers (pass-through),
+                                       deleted when the job ends
 ``sc:{id}:job:hooks``          LIST    the job's webhook deliveries not yet
                                        sent, oldest first
                                        (:mod:`statecrawl.api.webhooks`): each

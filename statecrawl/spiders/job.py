@@ -24,7 +24,9 @@ request field                   here
 ``delay``                       seconds between two requests (this worker's)
 ``scrapeOptions``               formats, ``onlyMainContent``, ``includeTags``,
                                 ``excludeTags``, ``waitFor`` (renders in Chromium),
-                                ``timeout`` (per page)
+                                ``timeout`` (per page), ``headers`` (read from the
+                                job's sealed secret; sent pass-through to the
+                                crawl's own hosts, never stored)
 ==============================  ==================================================
 
 Each page becomes a :class:`~statecrawl.api.worker.JobResult` (a redirect is
@@ -55,11 +57,12 @@ from statecrawl.api.models import CrawlRequest
 from statecrawl.api.models_v1 import parse_request
 from statecrawl.api.scrape import item_options, unsupported_formats
 from statecrawl.api.worker import JobResult, RobotsBlocked
-from statecrawl.exceptions import ConfigError
+from statecrawl.exceptions import ConfigError, SecretKeyError
 from statecrawl.frontier.connection import connect_sync, resolve_redis_url
 from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier.scope import Scope
 from statecrawl.output.items import Page
+from statecrawl.sessions.crypto import Sealer
 from statecrawl.spiders.site import SiteSpider
 
 __all__ = ["JobScope", "JobSpider", "read_job"]
@@ -88,12 +91,14 @@ class JobScope(Scope):
         return not any(p.search(target) for p in self.exclude_paths)
 
 
-def read_job(crawler: Crawler, job_id: str) -> tuple[CrawlRequest, str]:
-    """The crawl job's request and status, read from Redis; ConfigError if there is no such job."""
+def read_job(crawler: Crawler, job_id: str) -> tuple[CrawlRequest, str, dict[str, str]]:
+    """The crawl job's request, status and headers (its sealed secret, opened), read from
+    Redis; ConfigError if there is no such job."""
     client = connect_sync(resolve_redis_url(crawler.settings), name="statecrawl:job")
     try:
         keys = JobStore.keys(job_id)
-        raw, kind, status = client.get(keys[1]), *client.hmget(keys[0], "kind", "status")
+        raw, secret = client.get(keys[1]), client.get(keys[7])
+        kind, status = client.hmget(keys[0], "kind", "status")
     finally:
         client.close()
     if raw is None or kind != b"crawl":
@@ -104,7 +109,14 @@ def read_job(crawler: Crawler, job_id: str) -> tuple[CrawlRequest, str]:
     except (ValueError, ValidationError) as exc:
         raise ConfigError(f"crawl job {job_id!r}: its stored request is unreadable ({exc})") from None
     assert isinstance(request, CrawlRequest)
-    return request, (status or b"").decode()
+    headers: dict[str, str] = {}
+    if secret:
+        try:
+            opened = json.loads(Sealer.from_settings(crawler.settings).open(secret, "the job's headers"))
+        except (SecretKeyError, ValueError) as exc:
+            raise ConfigError(f"crawl job {job_id!r}: cannot read its headers ({exc})") from None
+        headers = {str(k): str(v) for k, v in (opened.get("headers") or {}).items()}
+    return request, (status or b"").decode(), headers
 
 
 class JobSpider(SiteSpider):
@@ -143,7 +155,9 @@ class JobSpider(SiteSpider):
                               "STATECRAWL_NET_GUARD=true (statecrawl worker --jobs does), and "
                               "STATECRAWL_NET_ALLOW for the private hosts it may reach")
         job_id = validate_crawl_id(kwargs.get("crawl_id") or "")
-        job, status = read_job(crawler, job_id)
+        job, status, headers = read_job(crawler, job_id)
+        if headers:  # pass-through: sent to the crawl's hosts, never stored (sessions.passthrough)
+            kwargs["headers"] = json.dumps(headers)
         spider = super().from_crawler(crawler, *args, job=job, job_status=status, **kwargs)
         assert isinstance(spider, JobSpider)
         return spider

@@ -276,3 +276,26 @@ def test_webhooks_of_a_crawl_and_a_batch_are_delivered_by_the_job_workers(
                    and not b["success"]]
     assert len(failed_page) == 1 and "127.0.0.1:9" in json.dumps(failed_page[0]) or \
         "Connection" in failed_page[0]["error"]
+
+
+def test_crawl_headers_reach_the_site_and_are_kept_nowhere(
+        v2: Firecrawl, private_redis: RedisServer) -> None:
+    from tests.api._origin import Origin
+
+    secret = "hdr-" + uuid.uuid4().hex
+    with Origin() as origin:
+        job = v2.crawl(origin.url + "/echo", max_discovery_depth=0,
+                       scrape_options={"headers": {"X-Scrape-Secret": secret}},
+                       poll_interval=1, timeout=WAIT)
+        assert job.status == "completed" and len(job.data) == 1
+        assert f"secret={secret}" in job.data[0].markdown
+        assert [h.get("x-scrape-secret") for h in origin.headers_of("/echo")] == [secret]
+    client = private_redis.client()
+    try:  # the job has ended: its sealed headers are gone, and no key holds them
+        assert client.get(f"sc:{{{job.id}}}:job:secret") is None
+        for key in client.scan_iter(f"sc:{{{job.id}}}:*"):
+            kind = client.type(key)
+            value = client.dump(key)
+            assert secret.encode() not in (value or b""), (key, kind)
+    finally:
+        client.close()

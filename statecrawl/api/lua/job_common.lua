@@ -1,6 +1,6 @@
 -- Shared head of every job script (prepended to each, loaded with it).
 --
--- KEYS: job request docs errors robots -- one job's keys, one hash tag.
+-- KEYS: job request docs errors robots index hooks secret -- one job's keys, one hash tag.
 -- Every write ends with touch(): the record's expires_at becomes now + ttl
 -- (Redis clock) and every key of the job gets that same PEXPIREAT, in the
 -- same atomic step, so no key of a job outlives or predeceases another.

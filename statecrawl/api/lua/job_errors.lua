@@ -7,7 +7,7 @@
 -- first) and the first `cap` robots-blocked URLs in robots. A batch completes
 -- when docs + failed reach its total.
 --
--- KEYS: job request docs errors robots index
+-- KEYS: job request docs errors robots index hooks secret
 -- ARGV: ttl_ms cap n_errors key1 error1_json ... keyN errorN_json url1 url2 ...
 -- Returns {status ('' = no such job), failed, ended (1: this call completed the batch)}.
 local ttl, cap, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -33,6 +33,7 @@ local now = now_ms()
 if job[5] == 'batch' and docs + failed >= total then
   status, ended = 'completed', 1
   redis.call('HSET', KEYS[1], 'status', status, 'finished_at', string.format('%.0f', now))
+  redis.call('DEL', KEYS[8])
 end
 touch(now, ttl)
 return {status, failed, ended}

@@ -11,7 +11,7 @@
 -- takes nothing. A batch (its total fixed at the start) completes with the
 -- document that makes docs + failed reach its total.
 --
--- KEYS: job request docs errors robots index
+-- KEYS: job request docs errors robots index hooks secret
 -- ARGV: ttl_ms discovered key1 doc1 key2 doc2 ... (each doc compressed)
 -- Returns {status ('' = no such job), accepted, docs, total}.
 local ttl, discovered = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -43,6 +43,7 @@ local now = now_ms()
 if job[6] == 'batch' and docs + failed >= total then
   status = 'completed'
   redis.call('HSET', KEYS[1], 'status', status, 'finished_at', string.format('%.0f', now))
+  redis.call('DEL', KEYS[8])
 end
 touch(now, ttl)
 return {status, accepted, docs, total}
