@@ -41,11 +41,19 @@ _FAILED = {"408": {**_ERROR, "description": "No scrape worker answered within th
            "500": {**_ERROR, "description": "The page could not be fetched"}}
 #: endpoints answered by scrape workers: their 200 and error answers
 _SERVED = {"scrape": {"200": _ok("{success, data: document}"), **_FAILED},
-           "map": {"200": _ok("{success, links, warning?}"), **_FAILED}}
+           "map": {"200": _ok("{success, links, warning?}"), **_FAILED},
+           "crawl": {"200": _ok("{success, id, url}: the job exists; the same "
+                                "x-idempotency-key answers the same job")},
+           "batch": {"200": _ok("{success, id, url, invalidURLs?}: the job exists; the same "
+                                "x-idempotency-key answers the same job")}}
+_IDEMPOTENCY = [{"name": "x-idempotency-key", "in": "header", "required": False,
+                 "schema": {"type": "string", "maxLength": 256}}]
 
 
 def _paths(version: str, refs: dict[tuple[str, str], str]) -> dict[str, Any]:
-    common = {"401": _ERROR, "503": _ERROR}
+    common = {"401": _ERROR, "429": {**_ERROR, "description": "Rate or concurrency limit (RATE_LIMITED, "
+                                                          "CONCURRENCY_LIMITED); see Retry-After"},
+              "503": _ERROR}
     paths: dict[str, Any] = {}
     for endpoint, summary in _START.items():
         path = f"/{version}/{'batch/scrape' if endpoint == 'batch' else endpoint}"
@@ -53,9 +61,8 @@ def _paths(version: str, refs: dict[tuple[str, str], str]) -> dict[str, Any]:
             "summary": summary, "operationId": f"{version}_{endpoint}_start",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "$ref": refs[(version, endpoint)]}}}},
-            "responses": {"400": _ERROR, "413": _ERROR, **(_SERVED[endpoint] if endpoint in _SERVED else {
-                "501": {**_ERROR, "description": "Not available yet: job execution on workers is being built"}}),
-                **common}}}
+            **({"parameters": _IDEMPOTENCY} if endpoint in ("crawl", "batch") else {}),
+            "responses": {"400": _ERROR, "413": _ERROR, **_SERVED[endpoint], **common}}}
     for kind, path in (("crawl", "crawl"), ("batch", "batch/scrape")):
         base = f"/{version}/{path}/{{id}}"
         paths[base] = {
