@@ -186,6 +186,11 @@ def v1_crawl(v1: V1FirecrawlApp, site: DemoSite) -> None:
     assert v1.check_crawl_status(started.id).status in ("scraping", "completed")
     cancelled = v1.cancel_crawl(started.id)  # may come after the end: then the API says 409
     assert cancelled.get("status") == "cancelled" or "already" in str(cancelled)
+    page = v1.scrape_url(site.url + "/page/2.html", formats=["markdown", "links"])
+    assert page.markdown and page.metadata["statusCode"] == 200 and page.links
+    batch = v1.batch_scrape_urls([site.url + "/page/3.html", site.url + "/page/4.html"],
+                                 formats=["markdown"], poll_interval=1)
+    assert batch.status == "completed" and len(batch.data) == 2
 
 
 def test_a_crawl_of_a_private_address_fails_with_the_reason(v2: Firecrawl) -> None:
