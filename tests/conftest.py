@@ -136,6 +136,18 @@ def scrapy_crawl(
 T = TypeVar("T")
 
 
+def run_client(redis_url: str, body: Callable[[AsyncRedis], Awaitable[T]]) -> T:
+    """Run *body* with a fresh asyncio Redis client (bytes replies) on its own loop."""
+    async def main() -> T:
+        client = AsyncRedis.from_url(redis_url)
+        try:
+            return await body(client)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
 def run_store(redis_url: str, crawl_id: str, body: Callable[[CrawlStore], Awaitable[T]]) -> T:
     """Run *body* with a fresh CrawlStore for *crawl_id* (its crawl opened) on its own loop."""
     async def main() -> T:

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from statecrawl.api.limits import Limiter, parse_concurrency, parse_rate_limit
 from statecrawl.exceptions import ConfigError
 from tests.api._serve import Serve, http, serve, serve_command, serve_env
-from tests.conftest import ROOT, RedisServer, free_port
+from tests.conftest import ROOT, RedisServer, free_port, run_client
 
 T = TypeVar("T")
 SLOW_SCRAPE = {"url": "http://127.0.0.1:1/", "timeout": 3000}  # nobody serves it: 408 after 3 s
@@ -144,15 +144,6 @@ def test_concurrency_is_limited_across_servers_and_a_slot_is_freed(redis_server:
     assert client.zcard(inflight) == 0
 
 
-def run(redis_url: str, body: Callable[[Redis], Any]) -> Any:
-    async def main() -> Any:
-        client = Redis.from_url(redis_url)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-    return asyncio.run(main())
-
 
 def test_the_limiter_in_redis(redis_url: str) -> None:
     """The script alone: exact GCRA counts, refusals spend nothing, dead requests' leases lapse."""
@@ -185,7 +176,7 @@ def test_the_limiter_in_redis(redis_url: str) -> None:
         assert (await both.enter(who, "g")).code == "RATE_LIMITED"
         assert await client.zcard(Limiter.keys(who)[1]) == 0
 
-    run(redis_url, body)
+    run_client(redis_url, body)
 
 
 @pytest.mark.slow

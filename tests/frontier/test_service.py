@@ -18,6 +18,7 @@ from statecrawl.frontier.service import (
     SERVICE_META_KEY, ServiceClient, new_request_id, read_ticket, send_reply, service_request,
 )
 from statecrawl.frontier.store import CrawlStore
+from tests.conftest import run_client
 
 
 class _Served(Spider):
@@ -27,15 +28,6 @@ class _Served(Spider):
 
     def on_error(self, failure: Any) -> None: ...
 
-
-def _run(redis_url: str, body: Any) -> Any:
-    async def main() -> Any:
-        client = Redis.from_url(redis_url)
-        try:
-            return await body(client)
-        finally:
-            await client.aclose()
-    return asyncio.run(main())
 
 
 def test_a_service_request_is_a_dont_filter_request_for_the_named_methods() -> None:
@@ -90,7 +82,7 @@ def test_the_caller_takes_the_first_reply_and_leaves_nothing(redis_url: str, cra
         await caller.close()
         assert not await client.hexists(k.tokens, caller.writer)
 
-    _run(redis_url, body)
+    run_client(redis_url, body)
 
 
 def test_a_reply_expires_when_nobody_takes_it(redis_url: str, crawl_id: str) -> None:
@@ -100,7 +92,7 @@ def test_a_reply_expires_when_nobody_takes_it(redis_url: str, crawl_id: str) -> 
         assert await send_reply(client, store, "r", b"x", ttl=0.5)
         assert 0 < await client.pttl(store.keys.reply("r")) <= 500
 
-    _run(redis_url, body)
+    run_client(redis_url, body)
 
 
 def test_no_reply_is_none_after_the_timeout_and_each_call_is_enqueued(
@@ -119,4 +111,4 @@ def test_no_reply_is_none_after_the_timeout_and_each_call_is_enqueued(
         assert await client.zcard(caller.store.keys.queue) == 2
         await caller.close()
 
-    _run(redis_url, body)
+    run_client(redis_url, body)
