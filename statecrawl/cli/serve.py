@@ -128,7 +128,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "can read and cancel every job; set --api-key or STATECRAWL_API_KEYS")
     asyncio.run(_ping(url))
     _check_bind(args.host, args.port)
-    scrapers = args.scrape_workers if args.scrape_workers is not None else int(uses_embedded(args))
+    embedded = uses_embedded(args)  # (before our own STATECRAWL_REDIS_URL below)
+    scrapers = args.scrape_workers if args.scrape_workers is not None else int(embedded)
+    jobs = args.crawl_jobs if args.crawl_jobs is not None else 2 * int(embedded)
     os.environ["STATECRAWL_REDIS_URL"] = url  # read by app_from_env in every API process
     os.environ["STATECRAWL_API_KEYS"] = ",".join(keys)
     os.environ["STATECRAWL_API_RATE_LIMIT"] = str(rate)
@@ -150,7 +152,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # so a clean stop exits 0 instead of dying of it
         previous[sig] = signal.signal(sig, lambda signum, frame: stopped.append(signum))
     workers = _start_scrape_workers(url, Path(args.data_dir), scrapers)
-    jobs = args.crawl_jobs if args.crawl_jobs is not None else 2 * int(uses_embedded(args))
     workers += _start_job_supervisor(url, Path(args.data_dir), jobs)
     try:
         uvicorn.run(_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,

@@ -323,7 +323,7 @@ def test_serve_answers_408_when_no_worker_serves_scrapes(redis_server: RedisServ
 @pytest.mark.slow
 def test_serve_on_the_embedded_redis_runs_a_scrape_worker_itself(origin: Origin,
                                                                  tmp_path: Path) -> None:
-    """``statecrawl serve`` alone (no Redis URL) is a working scrape API: one command."""
+    """``statecrawl serve`` alone (no Redis URL) is a working API, scrapes and crawls: one command."""
     from firecrawl import Firecrawl
 
     from statecrawl.cli.main import main as cli
@@ -351,11 +351,16 @@ def test_serve_on_the_embedded_redis_runs_a_scrape_worker_itself(origin: Origin,
         doc = Firecrawl(api_url=url).scrape(origin.url + "/page", formats=["markdown"],
                                             timeout=40000)
         assert doc.markdown is not None and "# Hello scrape" in doc.markdown
+        job = Firecrawl(api_url=url).crawl(origin.url + "/page", limit=3, poll_interval=1,
+                                           timeout=90)  # run by the job workers serve started
+        assert job.status == "completed" and job.data, job
         proc.send_signal(15)
-        assert proc.wait(30) == 0, log.read_text()
+        assert proc.wait(40) == 0, log.read_text()
         output = log.read_text()
         assert "1 scrape worker serving crawl api-scrape" in output and "API stopped" in output
+        assert "crawl jobs served, 2 at once" in output
         assert (data / "logs" / "scrape-worker-1.log").exists()
+        assert f"job {job.id} is completed" in (data / "logs" / "job-workers.log").read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
