@@ -74,7 +74,7 @@ from statecrawl.api.responses import (
     NOT_FOUND, active_body, errors_body, map_body, start_body, status_body, status_url,
 )
 from statecrawl.api.scrape import ScrapeError, ScrapeService
-from statecrawl.api.worker import settle_crawl_job
+from statecrawl.api.worker import expire_crawl_with_job, settle_crawl_job
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.store import CrawlStore
 
@@ -228,8 +228,9 @@ async def _cancel(request: Request) -> Response:
         return JSONResponse(NOT_FOUND, status_code=404)
     if kind == "crawl" and not change.changed:
         return error(409, f"Crawl is already {change.status}", status=change.status)
-    if kind == "crawl":
-        await CrawlStore(store.client, job.id).cancel()  # type: ignore[union-attr]
+    if kind == "crawl" and job is not None:
+        await CrawlStore(store.client, job.id).cancel()
+        await expire_crawl_with_job(store, job.id)
     return JSONResponse({"success": True, "status": change.status})
 
 

@@ -52,6 +52,7 @@ from statecrawl.api.jobs import JobStore, job_ttl
 from statecrawl.api.responses import document_from_page
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
+from statecrawl.sessions.store import DEFAULT_SESSION
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JobDocuments", "JobResult", "RobotsBlocked", "SkipEndedJobs", "crawl_job_outcome", "end_job",
-    "settle_crawl_job",
+    "expire_crawl_with_job", "settle_crawl_job",
 ]
 
 logger = logging.getLogger(__name__)
@@ -106,12 +107,30 @@ def crawl_job_outcome(crawl_state: str | None, docs: int, failed: int) -> tuple[
 async def end_job(store: JobStore, job_id: str, kind: str, status: str,
                   error: str | None = None) -> str | None:
     """End a running job and queue its ``completed`` / ``failed`` webhook (if it has one);
-    returns the job's status now (None: no such job). A cancel sends no webhook."""
+    returns the job's status now (None: no such job). A cancel sends no webhook.
+    A crawl job's crawl keys get the job's expiry (:func:`expire_crawl_with_job`)."""
     change = await store.finish(job_id, status, error)
     if change is not None and change.changed and status in ("completed", "failed"):
         await webhooks.enqueue(store.client, job_id, kind, status,  # type: ignore[arg-type]
                                error=error)
+    if change is not None and kind == "crawl":
+        await expire_crawl_with_job(store, job_id)
     return None if change is None else change.status
+
+
+async def expire_crawl_with_job(store: JobStore, job_id: str) -> None:
+    """Give every key of a crawl job's crawl (frontier, dupefilter, stats, sessions) the job's
+    own expiry, so an API crawl leaves nothing in Redis once its job is gone."""
+    expires = await store.client.hget(store.keys(job_id)[0], "expires_at")
+    if expires is None:
+        return
+    k = CrawlKeys(job_id)
+    sessions = [s.decode(errors="replace") for s in await store.client.hkeys(k.sessions)]
+    names = {*sessions, DEFAULT_SESSION}
+    async with store.client.pipeline(transaction=False) as pipe:
+        for key in (*k.all(), *(k.jar(s) for s in names), *(k.browser(s) for s in names)):
+            pipe.pexpireat(key, int(expires))
+        await pipe.execute()
 
 
 async def settle_crawl_job(store: JobStore, job_id: str) -> str | None:

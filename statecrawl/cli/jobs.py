@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 
 from statecrawl.api.jobs import JobStore, job_ttl
 from statecrawl.api.webhooks import WebhookSender
-from statecrawl.api.worker import end_job, settle_crawl_job
+from statecrawl.api.worker import end_job, expire_crawl_with_job, settle_crawl_job
 from statecrawl.cli.common import say
 from statecrawl.cli.workers import HANGUP_GRACE, worker_command, worker_env
 from statecrawl.frontier.connection import connect
@@ -114,6 +114,8 @@ class JobSupervisor:
                 continue
             del self.children[job_id]
             status = await settle_crawl_job(store, job_id)
+            if status not in (None, "scraping"):  # again: the worker wrote its sessions last
+                await expire_crawl_with_job(store, job_id)
             if code == 0 or status != "scraping":
                 self.failures.pop(job_id, None)
                 say(f"job {job_id}: worker exited ({code}); the job is {status or 'gone'}")

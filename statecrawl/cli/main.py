@@ -234,6 +234,9 @@ async def _list(args: argparse.Namespace) -> list[tuple[str, str, int, int, int]
                 store = CrawlStore(client, raw.decode())
             except (ConfigError, UnicodeDecodeError):
                 continue  # not a crawl id statecrawl wrote
+            if not await store.exists():  # expired with its API job (or deleted): gone
+                await client.srem(CRAWLS_KEY, raw)
+                continue
             try:
                 s = await store.status()
             except (ResponseError, ValueError, UnicodeDecodeError):

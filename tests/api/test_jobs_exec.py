@@ -304,3 +304,22 @@ def test_crawl_headers_reach_the_site_and_are_kept_nowhere(
             assert secret.encode() not in (value or b""), (key, kind)
     finally:
         client.close()
+
+
+def test_a_finished_crawl_jobs_crawl_keys_expire_with_the_job(
+        v2: Firecrawl, site: DemoSite, private_redis: RedisServer) -> None:
+    job = v2.crawl(site.url + "/", limit=5, poll_interval=1, timeout=WAIT)
+    assert job.status == "completed"
+    client = private_redis.client()
+    try:
+        deadline = time.monotonic() + 30  # until the worker has left (its supervisor reaped it)
+        while client.zcard(f"sc:{{{job.id}}}:workers") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # POLL s for the supervisor to notice
+        expires = int(client.hget(f"sc:{{{job.id}}}:job", "expires_at"))
+        keys = list(client.scan_iter(f"sc:{{{job.id}}}:*"))
+        crawl_keys = [k for k in keys if b":job" not in k]
+        assert len(crawl_keys) >= 5  # meta, stats, digests, tokens, workers, a cookie jar ...
+        assert [k for k in crawl_keys if client.pexpiretime(k) != expires] == []
+    finally:
+        client.close()
