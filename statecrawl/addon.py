@@ -14,9 +14,10 @@ class Addon:
     """Wire statecrawl's scheduler, dupefilter and pipelines into a crawler.
 
     ``ADDONS = {"statecrawl.Addon": 0}``. Each setting is set at ``addon``
-    priority, so a project's own settings still win -- except the DNS
-    resolver when ``STATECRAWL_NET_GUARD`` is on (see
-    :func:`statecrawl.net.use_guarded_resolver`).
+    priority, so a project's own settings still win -- except, when
+    ``STATECRAWL_NET_GUARD`` is on, the DNS resolver (see
+    :func:`statecrawl.net.use_guarded_resolver`) and the browser's proxy in
+    the launch options (:func:`statecrawl.net.use_guarded_browser`).
     """
 
     @classmethod
@@ -100,11 +101,22 @@ class Addon:
         settings.setdefault_in_component_priority_dict("EXTENSIONS", SpiderStateCheckpoint, 500)
 
         # The net guard's report and fail-safe (inactive unless STATECRAWL_NET_GUARD):
-        # just above RetryMiddleware, so a refused address is not retried.
-        from statecrawl.net import MIDDLEWARE_PRIORITY, NetGuardMiddleware
+        # just above RetryMiddleware, so a refused address is not retried. With the
+        # guard on, Chromium connects only through the guard's proxy (launch options),
+        # and a browser context's own proxy is relayed through it (after the sessions').
+        from statecrawl.net import (
+            MIDDLEWARE_PRIORITY,
+            RELAY_PRIORITY,
+            BrowserProxyRelay,
+            NetGuardMiddleware,
+            use_guarded_browser,
+        )
 
         settings.setdefault_in_component_priority_dict(
             "DOWNLOADER_MIDDLEWARES", NetGuardMiddleware, MIDDLEWARE_PRIORITY)
+        settings.setdefault_in_component_priority_dict(
+            "DOWNLOADER_MIDDLEWARES", BrowserProxyRelay, RELAY_PRIORITY)
+        use_guarded_browser(settings)
 
         # Kept where a project already lists them (with its own priority).
         # Service replies first: the others never see one (statecrawl.frontier.service).

@@ -22,17 +22,29 @@ middleware decides nothing about addresses. It does three things around it:
   spider's ``custom_settings``, a ``CrawlerRunner`` that installs no
   resolver, a reactorless Scrapy), the first request finds out: the spider
   is closed (``net_guard_unavailable``) and no request is sent.
-* *Naming what the guard does not see.* A request sent through a proxy or
-  rendered in the browser is counted (``statecrawl/net/unguarded/proxy``,
-  ``statecrawl/net/unguarded/browser``) and named once in the log.
+* *The browser's refusals.* Chromium connects through the guard's proxy
+  (:mod:`statecrawl.net.proxy`). Each connection it refuses (a document, a
+  redirect, a script, a ``fetch``, a WebSocket) is counted in
+  ``statecrawl/net/refused/browser`` and logged as a warning; a rendered
+  page whose own document was refused fails with ``AddressRefused`` (not
+  retried) like an HTTP download, counted in ``statecrawl/net/refused``. A
+  rendered request reaching this middleware with no guard proxy running in
+  the process is refused (fail closed).
+* *Naming what the guard does not see.* A request sent through a proxy is
+  counted (``statecrawl/net/unguarded/proxy``) and named once in the log.
+
+:class:`BrowserProxyRelay` (priority 970, after the browser sessions' 960)
+points a browser context's own proxy at the guard's relay to it, so that
+the proxy is checked at connect time as on the HTTP path.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
 
+from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
@@ -40,7 +52,8 @@ from twisted.internet.error import DNSLookupError
 
 from statecrawl.exceptions import AddressRefused
 from statecrawl.frontier._engine import fail_exit
-from statecrawl.net.addresses import ALLOW_SETTING, Allowlist
+from statecrawl.net.addresses import ALLOW_SETTING, Allowlist, Refusal
+from statecrawl.net.proxy import BYPASS, GuardProxy, running_proxy
 from statecrawl.net.resolver import GUARD_SETTING, GuardedResolver
 
 try:  # Scrapy 2.14+ wraps Twisted's DNSLookupError in its own
@@ -54,52 +67,75 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-__all__ = ["MIDDLEWARE_PRIORITY", "NetGuardMiddleware"]
+__all__ = ["MIDDLEWARE_PRIORITY", "RELAY_PRIORITY", "BrowserProxyRelay", "NetGuardMiddleware"]
 
 logger = logging.getLogger(__name__)
 
 #: Just above RetryMiddleware (550), below every other middleware with a process_exception.
 MIDDLEWARE_PRIORITY = 555
+#: After BrowserSessionMiddleware (960), which sets a context's proxy.
+RELAY_PRIORITY = 970
 _UNGUARDED = {
     "proxy": "requests sent through a proxy: the proxy resolves and connects to the target "
              "(only the proxy's own address is checked)",
-    "browser": "pages rendered in the browser: Chromium resolves and connects on its own",
 }
+#: Worker-local: the proxy a request was sent through, kept past the session middleware's
+#: taking ``meta["proxy"]`` back (it answers before this middleware does).
+PROXY_SEEN_KEY = "_statecrawl_net_proxy"
+#: How Chromium reports a connection the guard's SOCKS proxy refused.
+_BROWSER_REFUSED = ("ERR_SOCKS_CONNECTION_FAILED", "ERR_PROXY_CONNECTION_FAILED",
+                    "ERR_TUNNEL_CONNECTION_FAILED")
 
 
 class NetGuardMiddleware:
     """Report refused connections as ``AddressRefused`` (not retried); fail closed without the resolver."""
 
-    def __init__(self, crawler: Crawler, allow: Allowlist) -> None:
+    def __init__(self, crawler: Crawler, allow: Allowlist, proxy: GuardProxy | None = None) -> None:
         self.crawler = crawler
         self.allow = allow
         self.resolver: GuardedResolver | None = None
         self.unavailable: str | None = None  # why the guard cannot work in this process
+        self.proxy = proxy  # the browser's guard (None: rendered requests are refused)
         self._named: set[str] = set()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> NetGuardMiddleware:
         if not crawler.settings.getbool(GUARD_SETTING):
             raise NotConfigured  # off by default: no message (Scrapy logs one as a warning)
-        return cls(crawler, Allowlist.from_settings(crawler.settings))
+        middleware = cls(crawler, Allowlist.from_settings(crawler.settings), running_proxy())
+        if middleware.proxy is not None:
+            from twisted.internet import reactor
+
+            # the proxy's thread calls this: hand each refusal to the reactor's
+            unsubscribe = middleware.proxy.subscribe(
+                lambda refusal: reactor.callFromThread(middleware._browser_refused, refusal))
+            crawler.signals.connect(lambda: unsubscribe(), signal=signals.engine_stopped, weak=False)
+        return middleware
 
     def process_request(self, request: Request) -> None:
         if self.resolver is None and self.unavailable is None:
             self._find_resolver()
         if self.unavailable is not None:
             raise AddressRefused(f"refused: {self.unavailable}")
+        if request.meta.get("playwright") and self.proxy is None:
+            raise AddressRefused(
+                f"refused: {GUARD_SETTING} is on, but the browser is not behind the guard's proxy "
+                "in this process (statecrawl.Addon sets it up; see statecrawl.net.proxy)")
 
     def process_response(self, request: Request, response: Response) -> Response:
-        self._note_unguarded(request, response.meta if response.request is not None else {})
+        self._note_unguarded(request)
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        self._note_unguarded(request, {})
-        if self.resolver is None or not isinstance(exception, _DNS_ERRORS):
+        self._note_unguarded(request)
+        if request.meta.get("playwright"):
+            message = self._browser_refusal(request, exception)
+        elif self.resolver is None or not isinstance(exception, _DNS_ERRORS):
             return
-        message = self._refusal(request)
+        else:
+            message = self._refusal(request)
         if message is None:
-            return  # a real DNS failure: retried as usual
+            return  # a real DNS or network failure: retried as usual
         assert self.crawler.stats is not None
         self.crawler.stats.inc_value("statecrawl/net/refused")
         logger.warning("%(request)s %(refusal)s", {"request": request, "refusal": message},
@@ -110,12 +146,32 @@ class NetGuardMiddleware:
     def _refusal(self, request: Request) -> str | None:
         """Why the resolver refused the host connected to (the request's or its proxy's), or None."""
         assert self.resolver is not None
-        proxy = request.meta.get("proxy")
+        proxy = _proxy_of(request)
         if not proxy:
             refusal = self.resolver.refusal_for(urlparse_cached(request).hostname or "")
             return None if refusal is None else str(refusal)
         refusal = self.resolver.refusal_for(urlsplit(proxy).hostname or "")
         return None if refusal is None else f"{refusal}, for the request's proxy {proxy}"
+
+    def _browser_refusal(self, request: Request, exception: Exception) -> str | None:
+        """Why the guard's proxy refused a rendered page's document (or its proxy), or None."""
+        if self.proxy is None:
+            return None
+        proxy = _proxy_of(request)
+        if proxy:
+            # a refused relay closes the connection: Chromium names no proxy error
+            refusal = self.proxy.refusal_for(urlsplit(proxy).hostname or "")
+            return None if refusal is None else f"{refusal}, for the request's proxy {proxy}"
+        if not any(code in str(exception) for code in _BROWSER_REFUSED):
+            return None
+        refusal = self.proxy.refusal_for(urlparse_cached(request).hostname or "")
+        return None if refusal is None else str(refusal)
+
+    def _browser_refused(self, refusal: Refusal) -> None:
+        """A connection Chromium asked the guard's proxy for was refused (in the reactor's thread)."""
+        assert self.crawler.stats is not None
+        self.crawler.stats.inc_value("statecrawl/net/refused/browser")
+        logger.warning("browser connection %s", refusal, extra={"crawler": self.crawler})
 
     def _find_resolver(self) -> None:
         from twisted.internet import reactor
@@ -140,13 +196,8 @@ class NetGuardMiddleware:
                     "reserved addresses are refused; %s: %s", ALLOW_SETTING, resolver.allow,
                     extra={"crawler": self.crawler})
 
-    def _note_unguarded(self, request: Request, response_meta: dict[str, Any]) -> None:
-        kinds = []
-        if request.meta.get("proxy"):
-            kinds.append("proxy")
-        if request.meta.get("playwright") or response_meta.get("statecrawl_renderer") == "browser":
-            kinds.append("browser")
-        for kind in kinds:
+    def _note_unguarded(self, request: Request) -> None:
+        for kind in ["proxy"] if _proxy_of(request) else []:
             assert self.crawler.stats is not None
             self.crawler.stats.inc_value(f"statecrawl/net/unguarded/{kind}")
             if kind not in self._named:
@@ -165,3 +216,63 @@ class NetGuardMiddleware:
                 lambda f: logger.error("could not close the spider: %s", f.value))
         else:  # pragma: no cover - Scrapy < 2.14
             engine.close_spider(self.crawler.spider, reason)
+
+
+def _proxy_of(request: Request) -> str | None:
+    return request.meta.get("proxy") or request.meta.get(PROXY_SEEN_KEY)
+
+
+class BrowserProxyRelay:
+    """Point a browser context's own proxy at the guard's relay to it (see :mod:`statecrawl.net.proxy`).
+
+    A context created with ``playwright_context_kwargs["proxy"]`` (browser
+    sessions bound to ``STATECRAWL_PROXIES``, or a spider's own) would have
+    Chromium connect to that proxy directly, past the guard's SOCKS proxy.
+    Its ``server`` becomes ``<scheme>://127.0.0.1:<relay port>`` (credentials
+    kept: Playwright answers the upstream's challenges through the relay)
+    and its bypass list ``<-loopback>`` (an entry would be a direct
+    connection). An ``https://`` proxy cannot be relayed (Chromium would check
+    the proxy's certificate against 127.0.0.1): such a request is refused.
+
+    It also notes every request's proxy in ``meta["_statecrawl_net_proxy"]``
+    (worker-local): the session middleware takes ``meta["proxy"]`` back
+    before :class:`NetGuardMiddleware` sees the response or the error.
+    """
+
+    def __init__(self, proxy: GuardProxy) -> None:
+        self.proxy = proxy
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> BrowserProxyRelay:
+        proxy = running_proxy()
+        if not crawler.settings.getbool(GUARD_SETTING) or proxy is None:
+            raise NotConfigured
+        return cls(proxy)
+
+    def process_request(self, request: Request) -> None:
+        if request.meta.get("proxy"):
+            request.meta[PROXY_SEEN_KEY] = request.meta["proxy"]
+        else:
+            request.meta.pop(PROXY_SEEN_KEY, None)
+        kwargs = request.meta.get("playwright_context_kwargs")
+        if not request.meta.get("playwright") or not isinstance(kwargs, dict):
+            return
+        given = kwargs.get("proxy")
+        if not given:
+            return
+        server = str(given.get("server", "") if isinstance(given, dict) else given)
+        parts = urlsplit(server if "://" in server else f"http://{server}")
+        if parts.scheme not in ("http", "socks5") or not parts.hostname:
+            raise AddressRefused(f"refused: the browser context's proxy {parts.scheme}://"
+                                 f"{parts.hostname}:{parts.port} cannot be relayed by "
+                                 f"{GUARD_SETTING} (http:// and socks5:// proxies can)")
+        if (parts.hostname, parts.port) == ("127.0.0.1", self.proxy.port) or server.startswith(
+                tuple(f"{parts.scheme}://127.0.0.1:{p}" for p in self.proxy.relay_ports())):
+            return  # relayed already (a retry of this request)
+        port = parts.port or (1080 if parts.scheme == "socks5" else 80)
+        relay = self.proxy.relay_for(parts.hostname, port)
+        rewritten = dict(given) if isinstance(given, dict) else {}
+        if parts.username and "username" not in rewritten:
+            rewritten.update(username=unquote(parts.username), password=unquote(parts.password or ""))
+        rewritten.update(server=f"{parts.scheme}://127.0.0.1:{relay}", bypass=BYPASS)
+        request.meta["playwright_context_kwargs"] = {**kwargs, "proxy": rewritten}

@@ -46,9 +46,9 @@ What it does not cover
   network), and the *proxy* resolves and connects to the target. Guarding
   the target is then the proxy's job.
 * Pages rendered in Chromium (scrapy-playwright, ``STATECRAWL_RENDER`` =
-  ``browser`` or ``auto``): the browser resolves and connects on its own,
-  subresources included. Out of scope for now; the middleware counts and
-  names such requests.
+  ``browser`` or ``auto``): Chromium connects through the guard's own
+  SOCKS5 proxy instead, which checks the same way
+  (:mod:`statecrawl.net.proxy`).
 * Download handlers that do not connect through Twisted (Scrapy's
   ``httpx`` / ``aiohttp`` handlers, a reactorless Scrapy).
 

@@ -13,8 +13,10 @@ scripted DNS for those names -- the n-th lookup of a host gets the n-th
 answer (the last one repeats); other names go to the system's resolver.
 The scripted answers reach the crawl through Twisted's own ``GAIResolver``
 (its ``getaddrinfo`` parameter), installed as the reactor's resolver before
-Scrapy wraps it with the guarded one: nothing of Scrapy, Twisted or the
-guard is replaced.
+Scrapy wraps it with the guarded one, and, with the guard on, through the
+browser guard proxy's ``getaddrinfo`` parameter (the process's proxy is
+started with it before the add-on asks for it): nothing of Scrapy, Twisted
+or the guard is replaced.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Probe(Spider):
 
     def fetched(self, response: Any) -> None:
         self.outcomes[response.meta["probe_url"]] = {
-            "status": response.status, "url": response.url, "body": response.text[:200]}
+            "status": response.status, "url": response.url, "body": response.text[:4000]}
 
     def failed(self, failure: Failure) -> None:
         request = failure.request  # type: ignore[attr-defined]
@@ -94,6 +96,14 @@ def main(config_path: str) -> None:
         **config.get("settings", {}),
     }
     started = time.monotonic()
+    if config.get("dns") and settings.get("STATECRAWL_NET_GUARD"):
+        from scrapy.settings import Settings
+
+        from statecrawl.net.addresses import Allowlist
+        from statecrawl.net.proxy import shared_proxy
+
+        shared_proxy(Allowlist.from_settings(Settings(settings)),
+                     getaddrinfo=scripted_getaddrinfo(config["dns"]))
     process = CrawlerProcess(settings)
     Probe.custom_settings = config.get("spider_settings", {})
     crawler = process.create_crawler(Probe)
