@@ -13,12 +13,15 @@ A worker that stops normally has already left; the second ``leave`` is a
 no-op. A machine lost whole still needs the heartbeat timeout.
 
 It is started by :func:`statecrawl.frontier.liveness.start_watchdog` as
-``python _watchdog.py`` (not ``-m``, so it does not import Scrapy: it starts
-in ~0.1 s and uses ~20 MB), reads one JSON line of configuration from stdin
-(the Redis URL is never on the command line, where ``ps`` would show its
-password), then blocks reading stdin until EOF. SIGINT and SIGTERM are
-ignored: a Ctrl-C to the process group must not make it leave before the
-worker has drained.
+``python -c BOOTSTRAP``, which runs this file's source, read as the first
+line of stdin (JSON). Not ``-m``, so it imports neither Scrapy nor statecrawl:
+it starts in ~0.1 s and uses ~20 MB. Not ``python _watchdog.py`` either:
+statecrawl may be imported from a zip, where this file has no path of its own
+(scrapyd's egg comes before an editable install on ``sys.path``). It then
+reads one JSON line of configuration, the Lua it runs included (the Redis
+URL is never on the command line, where ``ps`` would show its password), and
+blocks reading stdin until EOF. SIGINT and SIGTERM are ignored: a Ctrl-C to
+the process group must not make it leave before the worker has drained.
 """
 
 from __future__ import annotations
@@ -27,11 +30,8 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 
 import redis
-
-LUA = Path(__file__).resolve().parent / "lua"
 
 #: How long to keep trying to reach Redis after the worker died.
 RETRY_FOR = 60.0
@@ -41,7 +41,7 @@ class Leaver:
     """Runs leave.lua for the worker; connects and loads the script up front."""
 
     def __init__(self, config: dict[str, object]) -> None:
-        source = (LUA / "requeue_owned.lua").read_text() + (LUA / "leave.lua").read_text()
+        source = str(config["script"])  # requeue_owned.lua + leave.lua
         self.keys, self.worker = config["keys"], str(config["worker"])
         self.client = redis.Redis.from_url(
             str(config["url"]), socket_timeout=5, socket_connect_timeout=5)

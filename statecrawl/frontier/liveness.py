@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from importlib import resources
 from typing import TYPE_CHECKING
 
 import redis
@@ -42,6 +42,15 @@ if TYPE_CHECKING:
 __all__ = ["HeartbeatThread", "Liveness", "listen_for_work", "start_watchdog"]
 
 logger = logging.getLogger(__name__)
+
+#: ``python -c`` program of the watchdog process: run the watchdog's source, the first line of
+#: its stdin (JSON). It needs no file, so it starts when statecrawl is imported from a zip
+#: (a scrapyd egg); ``_watchdog.py`` in it names the process in ``ps``. The worker's current
+#: directory, which ``-c`` puts first on ``sys.path``, is taken off: a ``json.py`` or
+#: ``redis.py`` there must not be what the watchdog imports.
+_WATCHDOG_BOOTSTRAP = ("import sys; getattr(sys.flags, 'safe_path', 0) or sys.path.pop(0); import json; "
+                       "exec(compile(json.loads(sys.stdin.buffer.readline()), "
+                       "'statecrawl/frontier/_watchdog.py', 'exec'))")
 
 
 class HeartbeatThread(threading.Thread):
@@ -106,13 +115,15 @@ def start_watchdog(url: str, keys: CrawlKeys, worker: str) -> subprocess.Popen[b
     process dies, by any signal, the watchdog reads EOF and gives the
     worker's leases back.
     """
+    program = resources.files("statecrawl.frontier").joinpath("_watchdog.py").read_text()
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve().parent / "_watchdog.py")],
+        [sys.executable, "-c", _WATCHDOG_BOOTSTRAP],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
     )
     assert proc.stdin is not None
-    config = {"url": url, "keys": heartbeat_keys(keys), "worker": worker}
-    proc.stdin.write(json.dumps(config).encode() + b"\n")
+    config = {"url": url, "keys": heartbeat_keys(keys), "worker": worker,
+              "script": script_source("requeue_owned.lua") + script_source("leave.lua")}
+    proc.stdin.write(json.dumps(program).encode() + b"\n" + json.dumps(config).encode() + b"\n")
     proc.stdin.flush()
     return proc
 

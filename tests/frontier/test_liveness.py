@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import subprocess
+import sys
 import time
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -12,6 +17,7 @@ import redis
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.liveness import HeartbeatThread
 from statecrawl.frontier.store import CrawlStore, PendingItem, PendingRequest
+from tests.conftest import ROOT
 from tests.conftest import run_store as run
 
 
@@ -94,6 +100,44 @@ def test_leave_gives_back_every_lease_the_worker_holds(redis_url: str, crawl_id:
 
     n, s = run(redis_url, crawl_id, body)
     assert n == 2 and (s["queued"], s["in_flight"], s["workers"]) == (3, 0, 0)
+
+
+_START_WATCHDOG_AND_EXIT = """
+import os, sys
+import statecrawl.frontier.liveness as liveness
+from statecrawl.frontier.keys import CrawlKeys
+assert liveness.__file__.startswith(sys.argv[1]), liveness.__file__
+liveness.start_watchdog(sys.argv[2], CrawlKeys(sys.argv[3]), "w")
+os._exit(0)  # as a worker dies: no leave of its own
+"""
+
+
+def test_watchdog_starts_when_statecrawl_is_imported_from_a_zip(redis_url: str, crawl_id: str,
+                                                                tmp_path: Path) -> None:
+    """As under scrapyd, whose egg comes before an editable install on ``sys.path``:
+    ``_watchdog.py`` has no path of its own there, and the worker's leases must still
+    come back when it dies."""
+    zipped = tmp_path / "statecrawl.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        for path in sorted((ROOT / "statecrawl").rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                z.write(path, path.relative_to(ROOT).as_posix())
+
+    async def lease_two(store: CrawlStore) -> None:
+        await store.commit("w", dedupe="set", requests=[req(u) for u in "abc"])
+        await store.lease("w", 2, check_finished=False)
+
+    run(redis_url, crawl_id, lease_two)
+    env = {**os.environ, "PYTHONPATH": str(zipped)}
+    subprocess.run([sys.executable, "-c", _START_WATCHDOG_AND_EXIT, str(zipped), redis_url, crawl_id],
+                   cwd=tmp_path, env=env, check=True, timeout=60)
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 15
+    while client.hlen(CrawlKeys(crawl_id).leases) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.hlen(CrawlKeys(crawl_id).leases) == 0
+    assert client.hget(CrawlKeys(crawl_id).stats, "reclaimed") == b"2"
+    client.close()
 
 
 def test_heartbeat_thread_beats_while_the_event_loop_is_blocked(redis_server: Any, crawl_id: str) -> None:
