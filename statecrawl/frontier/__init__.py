@@ -14,7 +14,10 @@ its output lives here, with what it needs to reach Redis:
   ``deadletter``;
 * ``liveness`` + ``_watchdog`` (heartbeat, reclaim of dead workers),
   ``_engine`` (the few hooks into Scrapy's engine);
-* ``connection``, ``embedded`` (the local Redis), ``redis_errors``.
+* ``connection``, ``embedded`` (the local Redis), ``redis_errors``;
+* ``_scrapy_redis`` (scrapy-redis' connection settings, ``SCHEDULER_PERSIST``
+  and ``SCHEDULER_FLUSH_ON_START``) and ``start_urls`` (a scrapy-redis
+  spider's pushed start URLs, taken while the worker is busy).
 
 It imports nothing from the other subpackages; they import from it.
 """

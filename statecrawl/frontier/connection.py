@@ -6,9 +6,15 @@ gets its Redis from here, so the rules are decided once:
 * **Which Redis.** ``STATECRAWL_REDIS_URL`` wins over ``REDIS_URL`` (the one
   shared name users already set for other tools), settings win over the
   environment, and an empty string counts as unset so ``REDIS_URL=`` in a
-  ``.env`` file does not point statecrawl at nothing. With no URL at all the
-  embedded local Redis (:mod:`statecrawl.frontier.embedded`) is used, so a first crawl
-  works without any setup and can still be resumed.
+  ``.env`` file does not point statecrawl at nothing. scrapy-redis' own
+  settings (``REDIS_URL``, ``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_DB``,
+  ``REDIS_PARAMS``) are read as scrapy-redis reads them
+  (:func:`statecrawl.frontier._scrapy_redis.scrapy_redis_url`), so the
+  frontier is on the server its spiders and pipeline use. With no URL at all
+  the embedded local Redis (:mod:`statecrawl.frontier.embedded`) is used, so
+  a first crawl works without any setup and can still be resumed -- except
+  in a scrapy-redis project, which uses scrapy-redis' default server
+  (``redis://localhost:6379/0``), as its spiders and pipeline do.
 * **Fail early and clearly.** :func:`connect` PINGs before returning, so a
   wrong URL surfaces as one :class:`~statecrawl.exceptions.RedisUnavailable`
   saying where it tried and how to fix it, not as a traceback from the
@@ -38,6 +44,11 @@ from redis.retry import Retry
 
 from statecrawl.exceptions import ConfigError, RedisUnavailable
 from statecrawl.frontier import embedded
+from statecrawl.frontier._scrapy_redis import (
+    SCRAPY_REDIS_DEFAULT_URL,
+    scrapy_redis_url,
+    uses_scrapy_redis,
+)
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -48,7 +59,9 @@ __all__ = [
     "connect",
     "connect_sync",
     "redact_url",
+    "resolve_redis",
     "redis_url_from_settings",
+    "redis_url_source",
     "resolve_redis_url",
 ]
 
@@ -68,25 +81,47 @@ _REDACTED = "***"
 _SECRET_QUERY_KEYS = frozenset({"password", "pass", "pwd"})
 
 
-def redis_url_from_settings(settings: BaseSettings | Mapping[str, Any]) -> str | None:
-    """Return the configured Redis URL, or ``None`` when the user set none.
+def redis_url_source(
+    settings: BaseSettings | Mapping[str, Any], spider: object = None
+) -> tuple[str, str] | None:
+    """(the Redis URL configured, where it comes from), or ``None`` when none is.
 
     Settings are checked before the environment so a project or ``-s`` option
-    overrides a stray ``REDIS_URL`` exported in the shell.
+    overrides a stray ``REDIS_URL`` exported in the shell: the
+    ``STATECRAWL_REDIS_URL`` setting, then scrapy-redis' settings, then the
+    ``STATECRAWL_REDIS_URL`` and ``REDIS_URL`` environment variables, then,
+    when *settings* or *spider* use scrapy-redis, scrapy-redis' default server.
     """
-    for name in URL_SETTINGS:
-        value = settings.get(name)
-        if value:
-            return str(value)
+    value = settings.get("STATECRAWL_REDIS_URL")
+    if value:
+        return str(value), "the STATECRAWL_REDIS_URL setting"
+    url = scrapy_redis_url(settings)
+    if url is not None:
+        names = [n for n in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PARAMS")
+                 if settings.get(n)]
+        return url, f"the {'/'.join(names)} setting{'s' if len(names) > 1 else ''}"
     for name in URL_SETTINGS:
         value = os.environ.get(name)
         if value:
-            return value
+            return value, f"the {name} environment variable"
+    if uses_scrapy_redis(settings, spider):
+        return SCRAPY_REDIS_DEFAULT_URL, ("scrapy-redis' default: this project uses scrapy-redis, "
+                                          "and sets no Redis")
     return None
 
 
+def redis_url_from_settings(
+    settings: BaseSettings | Mapping[str, Any], spider: object = None
+) -> str | None:
+    """Return the configured Redis URL, or ``None`` when the user set none (see
+    :func:`redis_url_source`)."""
+    found = redis_url_source(settings, spider)
+    return None if found is None else found[0]
+
+
 def resolve_redis_url(
-    settings: BaseSettings | Mapping[str, Any], data_dir: str | Path | None = None
+    settings: BaseSettings | Mapping[str, Any], data_dir: str | Path | None = None,
+    spider: object = None,
 ) -> str:
     """Return the Redis URL to use, starting the embedded Redis when none is set.
 
@@ -94,11 +129,19 @@ def resolve_redis_url(
     ``.statecrawl``) is where the embedded server keeps its socket and AOF;
     it is ignored when a URL is configured.
     """
-    url = redis_url_from_settings(settings)
-    if url is not None:
-        return url
+    return resolve_redis(settings, data_dir, spider)[0]
+
+
+def resolve_redis(
+    settings: BaseSettings | Mapping[str, Any], data_dir: str | Path | None = None,
+    spider: object = None,
+) -> tuple[str, str]:
+    """:func:`resolve_redis_url`, with where the URL comes from (for the log)."""
+    found = redis_url_source(settings, spider)
+    if found is not None:
+        return found
     chosen = data_dir or settings.get("STATECRAWL_DATA_DIR") or DEFAULT_DATA_DIR
-    return embedded.ensure_embedded_redis(chosen)
+    return embedded.ensure_embedded_redis(chosen), f"the embedded Redis (data dir {chosen})"
 
 
 def redact_url(url: str) -> str:

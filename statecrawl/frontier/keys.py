@@ -14,6 +14,10 @@ key                            type    contents
                                        meta is gone or holds another one),
                                        ``state`` (running / finished / cancelled),
                                        ``created_at``, ``finished_at`` (unix s),
+                                       ``forgotten_at`` (unix s: its dupefilter
+                                       was deleted when it finished, under
+                                       ``SCHEDULER_PERSIST=False``; dropped when
+                                       it runs again),
                                        ``spider``, ``start_url``, ``limit``
                                        (max requests admitted, 0 = none),
                                        ``args`` (JSON of the spider arguments),

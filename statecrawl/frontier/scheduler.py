@@ -47,9 +47,11 @@ from scrapy.utils.misc import build_from_crawler, load_object
 from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier._engine import on_stop, wake, watch_completed
 from statecrawl.frontier._leasing import LeasingMixin
+from statecrawl.frontier._scrapy_redis import is_scrapy_redis_spider
 from statecrawl.frontier.redis_errors import Outage, is_transient, retry_outage
 from statecrawl.frontier.scope import FetchScope
 from statecrawl.frontier.serialize import request_to_json
+from statecrawl.frontier.start_urls import StartUrlFeed
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 from statecrawl.frontier.store import CommitResult, PendingRequest
 
@@ -61,6 +63,10 @@ if TYPE_CHECKING:
 __all__ = ["LEASE_META_KEY", "Scheduler"]
 
 logger = logging.getLogger(__name__)
+
+_AGAIN = ("To crawl it again from the start, run with -s SCHEDULER_FLUSH_ON_START=True (deletes "
+          "its frontier and dupefilter; items are kept) or under another crawl id "
+          "(-s STATECRAWL_CRAWL_ID=...)")
 
 #: ``request.meta`` key holding the lease id of a request this worker leased.
 LEASE_META_KEY = "_statecrawl_lease"
@@ -108,6 +114,8 @@ class Scheduler(LeasingMixin, BaseScheduler):
         self._urgent = False
         self._leasing = False  # the refill loop has a lease call in flight
         self._local_dupes = 0  # not yet added to the stats
+        self._feed: StartUrlFeed | None = None  # a scrapy-redis spider's start URLs
+        self._joined_finished = False  # the crawl was finished when this worker joined
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Scheduler:
@@ -166,12 +174,38 @@ class Scheduler(LeasingMixin, BaseScheduler):
         except (*RETRY_ERRORS, CrawlStateLost) as exc:
             self._open_error = self.state.open_failed(exc)
             return
-        if status["queued"] or status["in_flight"] or status["done"]:
+        if status["state"] == "finished" and not status["forgotten"]:
+            self._joined_finished = True
+            logger.info("statecrawl: crawl %r is already finished (%d pages done): pages it "
+                        "has seen are not fetched again (start requests included; URLs pushed "
+                        "to a scrapy-redis spider's key excepted). %s",
+                        store.crawl_id, status["done"], _AGAIN)
+        elif status["queued"] or status["in_flight"] or status["done"]:
             logger.info(
                 "statecrawl: joining crawl %r (%d queued, %d in flight, %d done)",
                 store.crawl_id, status["queued"], status["in_flight"], status["done"],
             )
         self._refill()
+        if (is_scrapy_redis_spider(self.spider)
+                and self.crawler.settings.get("STATECRAWL_DEDUPE_START_REQUESTS") is None):
+            # Its start requests are entries popped once from its key, i.e. URLs someone
+            # pushed: fetched even if seen (dont_filter), as scrapy-redis does.
+            self.dedupe_start_requests = False
+        self._feed = StartUrlFeed.for_spider(self.crawler, self.spider, hungry=self._hungry,
+                                             schedule=self._schedule_start)
+        if self._feed is not None:
+            self._feed.start()
+
+    def _hungry(self) -> bool:
+        """About to run out: few leased requests left and none of ours waiting to be committed."""
+        return self._short() and not self.state.queued_requests and not self._closing
+
+    def _schedule_start(self, request: Request) -> None:
+        engine = self.crawler.engine
+        if self._closing or engine is None or engine.spider is None:
+            self.enqueue_request(request)  # stopping: committed with the last flush
+        else:
+            engine.crawl(request)
 
     async def _open_dupefilter(self) -> None:
         d = self.df.open()  # type: ignore[attr-defined]
@@ -189,6 +223,8 @@ class Scheduler(LeasingMixin, BaseScheduler):
         another worker may be fetching them already.
         """
         if self._draining is None:
+            if self._feed is not None:
+                self._feed.stop()
             self.state.stop.start()
             self._closing = True
             self._wakeup.set()  # the refill loop stops at its next step
@@ -224,6 +260,13 @@ class Scheduler(LeasingMixin, BaseScheduler):
     async def _close(self, reason: str) -> None:
         self._count_local_dupes()
         self.state.stop.start()
+        if self._feed is not None:  # a read in flight hands its requests over first
+            await self._feed.wait_stopped(max(1.0, self.state.stop.left(5)))
+        store = self.state.store
+        if (reason == "finished" and self._joined_finished and store is not None
+                and not self.crawler.stats.get_value("statecrawl/leased")):
+            logger.warning("statecrawl: nothing to do: crawl %r was already finished and this "
+                           "run found nothing new. %s", store.crawl_id, _AGAIN)
         if self.state.store is not None:
             await self.state.flush()  # output first: acks of finished requests land
         self._drain()
@@ -253,10 +296,10 @@ class Scheduler(LeasingMixin, BaseScheduler):
         # and it does not count against the crawl's limit again.
         lease_id = request.meta.get(LEASE_META_KEY)
         again = lease_id is not None and self._open_leases.get(lease_id) == request.url
-        filter_ = not request.dont_filter or (
-            self.dedupe_start_requests and bool(request.meta.get("is_start_request"))
-            and not again
-        )
+        start = bool(request.meta.get("is_start_request")) and not again
+        filter_ = not request.dont_filter or (self.dedupe_start_requests and start)
+        # a start request fetched even if seen is still recorded: links back to it are dupes
+        record = start and not filter_ and self._redis_dedupe
         fp = self.crawler.request_fingerprinter.fingerprint(request)
         if filter_ and self._redis_dedupe:
             if fp in self._sent:
@@ -269,13 +312,14 @@ class Scheduler(LeasingMixin, BaseScheduler):
             stats.inc_value("statecrawl/request_unserializable")
             self.state.count("requests_unserializable")
             return False
-        if filter_ and self._redis_dedupe:
+        if (filter_ and self._redis_dedupe) or record:
             if len(self._sent) >= self._sent_max:
                 self._sent.clear()
             self._sent.add(fp)
         aux = bool(request.meta.get("statecrawl_aux"))  # robots.txt, sitemaps: not pages
         self.state.add_request(
-            PendingRequest(fp, filter_, -request.priority, body, counted=not (again or aux)))
+            PendingRequest(fp, filter_, -request.priority, body, counted=not (again or aux),
+                           record=record))
         if request.meta.get("retry_times"):
             self.state.count("retried")
         self._finished = False
@@ -286,8 +330,12 @@ class Scheduler(LeasingMixin, BaseScheduler):
     def next_request(self) -> Request | None:
         if not self._buffer:
             self._refill()
+            if self._feed is not None:
+                self._feed.poke()
             return None
         lease_id, request = self._buffer.popleft()
+        if self._feed is not None and self._short():
+            self._feed.poke()
         request.meta[LEASE_META_KEY] = lease_id
         self._open_leases[lease_id] = request.url
         if self._short():

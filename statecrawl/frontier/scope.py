@@ -23,7 +23,7 @@ that port.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import SplitResult, urlsplit
@@ -118,6 +118,8 @@ class FetchScope:
         if isinstance(scope, Scope):
             return cls([scope.rule])
         domains = getattr(spider, "allowed_domains", None)
+        if isinstance(domains, Iterator):  # e.g. filter(...): read once, for Scrapy's offsite too
+            domains = spider.allowed_domains = list(domains)
         if domains:
             return cls.from_domains(domains)
         return None

@@ -45,7 +45,8 @@ from statecrawl.frontier._commit import (
     take,
 )
 from statecrawl.frontier._engine import fail_exit, hangup_stops_gracefully
-from statecrawl.frontier.connection import connect, resolve_redis_url
+from statecrawl.frontier._scrapy_redis import Lifecycle, warn_if_split
+from statecrawl.frontier.connection import connect, redact_url, resolve_redis
 from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier.liveness import Liveness
 from statecrawl.frontier.redis_errors import retry_outage
@@ -163,11 +164,17 @@ class WorkerState:
 
     async def _connect(self) -> None:
         settings = self.crawler.settings
-        url = await asyncio.to_thread(resolve_redis_url, settings)
+        spider = self.crawler.spider
+        url, source = await asyncio.to_thread(resolve_redis, settings, None, spider)
+        logger.info("statecrawl: worker %s uses Redis %s (from %s)", self.worker_id,
+                    redact_url(url), source)
+        warn_if_split(settings, spider, url, redact_url(url))
         self.client = await connect(url, name=f"statecrawl:{self.worker_id}")
         self.url = url
         store = CrawlStore(self.client, crawl_id_for(self.crawler))
-        spider = self.crawler.spider
+        self.lifecycle = Lifecycle.from_settings(settings, spider, self.worker_timeout)
+        await retry_outage("flushing the crawl", lambda: self.lifecycle.before_open(
+            store, self.worker_id), logger)
         await retry_outage("joining the crawl", lambda: store.open_crawl(
             spider=spider.name if spider else "?",
             start_url=getattr(spider, "start_url", None),
@@ -239,6 +246,11 @@ class WorkerState:
         return bool(self._requests or self._items or self._acks) or (
             self._flusher is not None and not self._flusher.done()
         )
+
+    @property
+    def queued_requests(self) -> int:
+        """Requests written here and not committed yet."""
+        return len(self._requests)
 
     @property
     def commit_coming(self) -> bool:
@@ -374,12 +386,15 @@ class WorkerState:
         for listener in self.forgotten_listeners:
             listener()
 
-    async def _close(self) -> None:
+    async def _close(self, reason: str = "") -> None:
         if self.store is None:
             return
         self.stop.start()
         try:
             await self.flush()
+            if self.fatal_reason is None:  # SCHEDULER_PERSIST=False: forget a finished crawl
+                await self.lifecycle.on_close(self.store, self.worker_id, reason,
+                                              max(1.0, self.stop.left(5)))
             # Stop beating first: a beat after leave() would register this
             # worker again, as a ghost that others later declare dead.
             if self._liveness is not None:

@@ -53,11 +53,12 @@ class PendingRequest:
     score: int  # -priority
     body: bytes  # request JSON
     counted: bool = True  # counts against the crawl's limit (not robots.txt, sitemaps, retries)
+    record: bool = False  # not deduplicated, but recorded as seen (a pushed start URL)
 
     @property
     def flags(self) -> int:
-        """commit.lua's flags: 1 = deduplicate, 2 = not counted against the limit."""
-        return (1 if self.filter else 0) | (0 if self.counted else 2)
+        """commit.lua's flags: 1 = deduplicate, 2 = not counted against the limit, 4 = record."""
+        return (1 if self.filter else 0) | (0 if self.counted else 2) | (4 if self.record else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +157,8 @@ class CrawlStore:
         self._release = client.register_script(requeue + script_source("release.lua"))
         self._leave = client.register_script(requeue + script_source("leave.lua"))
         self._reconcile = client.register_script(requeue + script_source("reconcile.lua"))
+        self._flush = client.register_script(script_source("flush_crawl.lua"))
+        self._forget = client.register_script(script_source("forget_finished.lua"))
 
     def _commit_script(self, dedupe: str) -> AsyncScript:
         script = self._commits.get(dedupe)
@@ -295,6 +298,24 @@ class CrawlStore:
         """Forget *worker*, giving back any lease it still holds; returns how many."""
         return int(await self._leave(keys=heartbeat_keys(self.keys), args=[worker]))
 
+    async def flush(self, worker: str, timeout: float) -> int:
+        """Delete the crawl's state (not its items or sessions) if no other worker is live
+        (heartbeat within *timeout* s), and register *worker*; returns the other live workers."""
+        k = self.keys
+        return int(await self._flush(
+            keys=[k.workers, k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.digests, k.bloom,
+                  k.stats, k.tokens, k.spider_state],
+            args=[worker, int(timeout * 1000)]))
+
+    async def forget_finished(self, worker: str, timeout: float) -> str:
+        """Delete a finished crawl's dupefilter and frontier remnants, if *worker* is its last;
+        ``forgotten``, ``running`` (not finished) or ``others`` (other workers live)."""
+        k = self.keys
+        return _text(await self._forget(
+            keys=[k.meta, k.queue, k.leases, k.workers, k.stats, k.seq, k.reqs, k.tokens, k.seen,
+                  k.digests, k.bloom],
+            args=[worker, int(timeout * 1000)]))
+
     async def exists(self) -> bool:
         return bool(await self.client.exists(self.keys.meta))
 
@@ -329,6 +350,7 @@ class CrawlStore:
             "limit": int(meta.get("limit") or 0),
             "created_at": float(meta["created_at"]) if "created_at" in meta else None,
             "finished_at": float(meta["finished_at"]) if "finished_at" in meta else None,
+            "forgotten": "forgotten_at" in meta,
             "stats": {a.decode(): int(b) for a, b in stats.items()},
         }
 

@@ -46,7 +46,7 @@ from scrapy import signals
 from scrapy.exceptions import IgnoreRequest
 
 from statecrawl.exceptions import SecretKeyError
-from statecrawl.frontier.connection import connect, resolve_redis_url
+from statecrawl.frontier.connection import connect
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState, crawl_id_for
 from statecrawl.sessions._book import (
     DEFAULTS,
@@ -150,9 +150,9 @@ class Sessions:
         return self.store
 
     async def _connect(self) -> None:
-        await WorkerState.of(self.crawler).open()  # the crawl exists and is registered
-        url = await asyncio.to_thread(resolve_redis_url, self.crawler.settings)
-        self.client = await connect(url, name=f"statecrawl:{self.worker_id}:sessions")
+        state = WorkerState.of(self.crawler)
+        await state.open()  # the crawl exists and is registered; its Redis is ours
+        self.client = await connect(state.url, name=f"statecrawl:{self.worker_id}:sessions")
         seconds, micros = await self.client.time()
         self.started_at = seconds * 1000 + micros // 1000
         self.store = SessionStore(self.client, crawl_id_for(self.crawler), self.sealer,

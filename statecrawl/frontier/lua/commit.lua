@@ -31,7 +31,8 @@
 -- KEYS: meta seq queue reqs leases seen items failed stats tokens
 -- ARGV: worker token want epoch
 --       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
---       n_requests {fingerprint flags score json}*   flags: 1 = dedupe, 2 = not counted
+--       n_requests {fingerprint flags score json}*   flags: 1 = dedupe, 2 = not counted,
+--                                                     4 = record as seen (without dedupe)
 --       n_items {key failed(0|1) json}*
 --       n_acks {request_id}*
 -- Returns {enqueued, duplicates, limit_dropped, acked, id1, json1, id2, json2, ...}
@@ -65,10 +66,12 @@ local n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   local fp, flags, score, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   i = i + 4
-  local counts = flags < 2
+  local counts = flags % 4 < 2
   local new = true
   if flags % 2 == 1 then
     new = seen_add(fp)
+  elseif flags >= 4 then
+    seen_add(fp)  -- enqueued even if seen, and recorded: links back to it are duplicates
   end
   if not new then
     duplicates = duplicates + 1

@@ -4,7 +4,7 @@
 local function mark_running(meta)
   if redis.call('HGET', meta, 'state') == 'finished' then
     redis.call('HSET', meta, 'state', 'running')
-    redis.call('HDEL', meta, 'finished_at')
+    redis.call('HDEL', meta, 'finished_at', 'forgotten_at')
   end
 end
 
