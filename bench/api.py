@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/api.py [--quick] [--json PATH] [--scrapes N] [--pages M]
         [--crawl-pages N] [--job-workers P] [--jobs-per-worker K] [--status-docs N] [--gets N]
-        [--server auto|nginx|python]
+        [--server auto|nginx|python] [--only FIGURE ...]
 
 Everything runs on this machine: a private ``redis-server`` on a free port,
 the demo site (nginx when installed, else its Python server; ``--server``),
@@ -26,7 +26,8 @@ one ``statecrawl serve --scrape-workers 0`` and two ``statecrawl worker
    Markdown documents (written with ``JobStore``), first page and last page.
 
 Each figure comes from one run on a possibly shared machine: read the load
-average printed with them. ``--quick`` shrinks every size.
+average printed with them. ``--quick`` shrinks every size; ``--only`` runs
+some figures alone (``latency``, ``throughput``, ``status``, ``crawl``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,12 @@ from redis.asyncio import Redis
 
 from _common import free_port, start_redis  # noqa: E402  (bench/ is on sys.path as a script)
 from _crawls import api_crawl, statecrawl_crawl
-from _procs import ROOT, Procs, base_env, cpu_seconds, percentile, statecrawl_argv, wait_http, wait_log
+from _procs import ROOT, Procs, base_env, cpu_seconds, descendants, percentile, statecrawl_argv, wait_http, wait_log
 from throughput import start_site
 from statecrawl.api import JobStore, parse_request
 from statecrawl.content.markdown import to_markdown
 
+FIGURES = ("latency", "throughput", "status", "crawl")
 SIZES = {"scrapes": (200, 30), "pages": (600, 120), "crawl_pages": (3000, 300),
          "status_docs": (10_000, 1000), "gets": (50, 10)}  # (default, --quick)
 CONCURRENCY = 32
@@ -119,15 +121,21 @@ async def _scrape_all(api: str, urls: list[str]) -> tuple[float, list[float], in
         return time.perf_counter() - started, latencies, failures
 
 
-def scrape_throughput(api: str, urls: list[str], cpu_pids: dict[str, list[int]]) -> dict[str, Any]:
-    """Pages/s of *urls* scraped by CONCURRENCY clients; CPU ms/page of each group of *cpu_pids*."""
+def scrape_throughput(api: str, urls: list[str], cpu_pids: dict[str, list[int]],
+                      site_pids: list[int]) -> dict[str, Any]:
+    """Pages/s of *urls* scraped by CONCURRENCY clients; CPU ms/page of each group of *cpu_pids*,
+    and, apart (they are not the API's cost), of the site's *site_pids* and of the clients."""
     cpu0 = {name: cpu_seconds(pids) for name, pids in cpu_pids.items()}
+    site0, client0 = cpu_seconds(site_pids), time.process_time()
     seconds, latencies, failures = asyncio.run(_scrape_all(api, urls))
     cpu = {name: 1000 * (cpu_seconds(pids) - cpu0[name]) / len(urls) for name, pids in cpu_pids.items()}
+    others = {"site": 1000 * (cpu_seconds(site_pids) - site0) / len(urls),
+              "clients": 1000 * (time.process_time() - client0) / len(urls)}
     return {"pages": len(urls), "failures": failures, "seconds": round(seconds, 2),
             "pages_per_s": round(len(urls) / seconds, 1), "latency": ms(latencies),
             "cpu_ms_per_page": round(sum(cpu.values()), 2),
-            "cpu_ms_per_page_by_process": {name: round(v, 2) for name, v in cpu.items()}}
+            "cpu_ms_per_page_by_process": {name: round(v, 2) for name, v in cpu.items()},
+            "cpu_ms_per_page_outside": {name: round(v, 2) for name, v in others.items()}}
 
 
 def scrapy_list(urls: list[str], tmp: Path) -> dict[str, Any]:
@@ -233,24 +241,29 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     try:
         api = start_api(procs, redis_url, tmp)
         print(f"API at {api}, 2 scrape workers, Redis {redis_url}", flush=True)
-        figures["scrape_latency"] = scrape_overhead(api, f"{site}/page/10.html", args.scrapes)
-        print(f"1. scrape latency: {figures['scrape_latency']}", flush=True)
-        urls = [f"{site}/page/{i}.html" for i in range(1, args.pages + 1)]
-        cpu_pids = {"api": procs.pids("serve"), "redis": [redis_proc.pid],
-                    "workers": procs.pids("scrape-worker-1", "scrape-worker-2")}
-        figures["scrape_throughput"] = {"api": scrape_throughput(api, urls, cpu_pids),
-                                        "scrapy": scrapy_list(urls, tmp)}
-        print(f"2. scrape throughput: {figures['scrape_throughput']}", flush=True)
-        figures["status_pages"] = status_pages(api, redis_url, args.status_docs, args.gets)
-        print(f"4. status pages: {figures['status_pages']}", flush=True)
-        procs.stop("scrape-worker-1", "scrape-worker-2")  # the crawls get the CPU to themselves
-        through_api = api_crawl(api, f"{site}/", args.crawl_pages, procs, redis_url, tmp,
-                                args.job_workers, args.jobs_per_worker)
-        plain = statecrawl_crawl(f"{site}/", args.crawl_pages, 2, procs, redis_url, tmp)
-        figures["crawl"] = {"api": through_api, "statecrawl": plain}
-        if figures["crawl"]["api"].get("error") == "501":
-            print("crawl through the API: not available (501)", flush=True)
-        print(f"3. crawl: {figures['crawl']}", flush=True)
+        if "latency" in args.only:
+            figures["scrape_latency"] = scrape_overhead(api, f"{site}/page/10.html", args.scrapes)
+            print(f"1. scrape latency: {figures['scrape_latency']}", flush=True)
+        if "throughput" in args.only:
+            urls = [f"{site}/page/{i}.html" for i in range(1, args.pages + 1)]
+            cpu_pids = {"api": procs.pids("serve"), "redis": [redis_proc.pid],
+                        "workers": procs.pids("scrape-worker-1", "scrape-worker-2")}
+            site_pids = [site_proc.pid, *descendants(site_proc.pid)]
+            figures["scrape_throughput"] = {"api": scrape_throughput(api, urls, cpu_pids, site_pids),
+                                            "scrapy": scrapy_list(urls, tmp)}
+            print(f"2. scrape throughput: {figures['scrape_throughput']}", flush=True)
+        if "status" in args.only:
+            figures["status_pages"] = status_pages(api, redis_url, args.status_docs, args.gets)
+            print(f"4. status pages: {figures['status_pages']}", flush=True)
+        if "crawl" in args.only:
+            procs.stop("scrape-worker-1", "scrape-worker-2")  # the crawls get the CPU to themselves
+            through_api = api_crawl(api, f"{site}/", args.crawl_pages, procs, redis_url, tmp,
+                                    args.job_workers, args.jobs_per_worker)
+            plain = statecrawl_crawl(f"{site}/", args.crawl_pages, 2, procs, redis_url, tmp)
+            figures["crawl"] = {"api": through_api, "statecrawl": plain}
+            if figures["crawl"]["api"].get("error") == "501":
+                print("crawl through the API: not available (501)", flush=True)
+            print(f"3. crawl: {figures['crawl']}", flush=True)
     finally:
         procs.stop_all()
         site_proc.terminate()
@@ -275,44 +288,54 @@ def ratio(a: float, b: float) -> str:
 
 
 def table(f: dict[str, Any], args: argparse.Namespace) -> str:
-    lat, thr, st, cr = f["scrape_latency"], f["scrape_throughput"], f["status_pages"], f["crawl"]
-    a, s = thr["api"], thr["scrapy"]
-    rows = [
-        ("POST /v2/scrape p50 / p95", f"{lat['api']['p50_ms']:.1f} / {lat['api']['p95_ms']:.1f} ms", ""),
-        ("direct GET + to_markdown p50 / p95",
-         f"{lat['direct']['p50_ms']:.1f} / {lat['direct']['p95_ms']:.1f} ms", ""),
-        ("scrape overhead p50 / p95", f"{lat['overhead_p50_ms']:.1f} / {lat['overhead_p95_ms']:.1f} ms",
-         f"target p50 <= 20 ms: {'met' if lat['overhead_p50_ms'] <= 20 else 'NOT met'}"),
-        (f"scrape throughput, {a['pages']} pages, {CONCURRENCY} clients",
-         f"{a['pages_per_s']:.1f} pages/s ({a['failures']} failed)",
-         f"{ratio(a['pages_per_s'], s['pages_per_s'])} scrapy (target >= 0.8x)"),
-        ("  plain scrapy, 1 process", f"{s['pages_per_s']:.1f} pages/s", ""),
-        ("  CPU ms/page: API+workers+redis / scrapy",
-         f"{a['cpu_ms_per_page']:.2f} / {s['cpu_ms_per_page']:.2f}",
-         " ".join(f"{k} {v:.2f}" for k, v in a["cpu_ms_per_page_by_process"].items())),
-        ("  scrape latency under load p50 / p95",
-         f"{a['latency']['p50_ms']:.1f} / {a['latency']['p95_ms']:.1f} ms", ""),
-    ]
-    api, sc = cr["api"], cr["statecrawl"]
-    base = sc.get("pages_per_s", math.nan)
-    if not api.get("available"):
-        shown = "not available (501)" if api.get("error") == "501" else f"failed: {api.get('error')}"
-        rows.append((f"crawl through the API, {args.crawl_pages} pages", shown, ""))
-    elif "error" in api:
-        rows.append((f"crawl through the API, {args.crawl_pages} pages", f"failed: {api['error']}", ""))
-    else:
-        rows.append((f"crawl through the API, {args.crawl_pages} pages",
-                     f"{api['pages_per_s']:.1f} pages/s ({api['wall_pages_per_s']:.1f} wall)",
-                     f"{ratio(api['pages_per_s'], base)} statecrawl crawl (target >= 0.95x)"))
-    rows.append((f"  statecrawl crawl --workers 2, {args.crawl_pages} pages",
-                 f"{base:.1f} pages/s ({sc.get('wall_pages_per_s', math.nan):.1f} wall)",
-                 f"{sc.get('done')} done, state {sc.get('state')}"))
-    rows.append((f"JobStore.add, {st['documents']} docs of ~{st['avg_markdown_bytes'] // 1024} KB",
-                 f"{st['write_docs_per_s']} docs/s", "batches of 100, one client"))
-    for which in ("first", "last"):
-        page = st[which]
-        rows.append((f"GET /v2/crawl/{{id}} at {st['documents']} docs, {which} page p50 / p95",
-                     f"{page['p50_ms']:.1f} / {page['p95_ms']:.1f} ms", f"{page['bytes'] // 1024} KiB"))
+    rows: list[tuple[str, str, str]] = []
+    if "scrape_latency" in f:
+        lat = f["scrape_latency"]
+        rows += [
+            ("POST /v2/scrape p50 / p95", f"{lat['api']['p50_ms']:.1f} / {lat['api']['p95_ms']:.1f} ms", ""),
+            ("direct GET + to_markdown p50 / p95",
+             f"{lat['direct']['p50_ms']:.1f} / {lat['direct']['p95_ms']:.1f} ms", ""),
+            ("scrape overhead p50 / p95", f"{lat['overhead_p50_ms']:.1f} / {lat['overhead_p95_ms']:.1f} ms",
+             f"target p50 <= 20 ms: {'met' if lat['overhead_p50_ms'] <= 20 else 'NOT met'}"),
+        ]
+    if "scrape_throughput" in f:
+        a, s = f["scrape_throughput"]["api"], f["scrape_throughput"]["scrapy"]
+        rows += [
+            (f"scrape throughput, {a['pages']} pages, {CONCURRENCY} clients",
+             f"{a['pages_per_s']:.1f} pages/s ({a['failures']} failed)",
+             f"{ratio(a['pages_per_s'], s['pages_per_s'])} scrapy (target >= 0.8x)"),
+            ("  plain scrapy, 1 process", f"{s['pages_per_s']:.1f} pages/s", ""),
+            ("  CPU ms/page: API+workers+redis / scrapy",
+             f"{a['cpu_ms_per_page']:.2f} / {s['cpu_ms_per_page']:.2f}",
+             " ".join(f"{k} {v:.2f}" for k, v in a["cpu_ms_per_page_by_process"].items())),
+            ("  CPU ms/page outside the API: site, clients",
+             " / ".join(f"{v:.2f}" for v in a["cpu_ms_per_page_outside"].values()), ""),
+            ("  scrape latency under load p50 / p95",
+             f"{a['latency']['p50_ms']:.1f} / {a['latency']['p95_ms']:.1f} ms", ""),
+        ]
+    if "crawl" in f:
+        api, sc = f["crawl"]["api"], f["crawl"]["statecrawl"]
+        base = sc.get("pages_per_s", math.nan)
+        if not api.get("available"):
+            shown = "not available (501)" if api.get("error") == "501" else f"failed: {api.get('error')}"
+            rows.append((f"crawl through the API, {args.crawl_pages} pages", shown, ""))
+        elif "error" in api:
+            rows.append((f"crawl through the API, {args.crawl_pages} pages", f"failed: {api['error']}", ""))
+        else:
+            rows.append((f"crawl through the API, {args.crawl_pages} pages",
+                         f"{api['pages_per_s']:.1f} pages/s ({api['wall_pages_per_s']:.1f} wall)",
+                         f"{ratio(api['pages_per_s'], base)} statecrawl crawl (target >= 0.95x)"))
+        rows.append((f"  statecrawl crawl --workers 2, {args.crawl_pages} pages",
+                     f"{base:.1f} pages/s ({sc.get('wall_pages_per_s', math.nan):.1f} wall)",
+                     f"{sc.get('done')} done, state {sc.get('state')}"))
+    if "status_pages" in f:
+        st = f["status_pages"]
+        rows.append((f"JobStore.add, {st['documents']} docs of ~{st['avg_markdown_bytes'] // 1024} KB",
+                     f"{st['write_docs_per_s']} docs/s", "batches of 100, one client"))
+        for which in ("first", "last"):
+            page = st[which]
+            rows.append((f"GET /v2/crawl/{{id}} at {st['documents']} docs, {which} page p50 / p95",
+                         f"{page['p50_ms']:.1f} / {page['p95_ms']:.1f} ms", f"{page['bytes'] // 1024} KiB"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{name:<{width}}  {value:<34} {note}".rstrip() for name, value, note in rows]
     errors = ", ".join(f"{name}: {len(found)}" for name, found in f["log_errors"].items())
@@ -334,6 +357,8 @@ def main() -> int:
                         help="--jobs of each job worker (default 1)")
     parser.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--only", nargs="+", choices=FIGURES, default=list(FIGURES), metavar="FIGURE",
+                        help=f"run only these figures ({', '.join(FIGURES)}; default all)")
     args = parser.parse_args()
     for name, (default, quick) in SIZES.items():
         if getattr(args, name) is None:

@@ -56,6 +56,7 @@ class LeasingMixin:
     _must_reconcile: bool
     _urgent: bool
     _leasing: bool
+    _drained: bool
     _quarantining: set[asyncio.Task[None]]
     _lease_outage: Outage
     _on_recovered: Callable[[], None]
@@ -64,7 +65,8 @@ class LeasingMixin:
         """(requests the next commit should lease, whether the buffer runs short)."""
         if self._closing or self._must_reconcile or self._leasing or self.state.fatal_reason:
             return 0, False
-        return max(0, self.prefetch - len(self._buffer)), self._short()
+        # a service crawl's drained frontier has nothing to lease: commits need not hurry
+        return max(0, self.prefetch - len(self._buffer)), self._short() and not self._drained
 
     def _short(self) -> bool:
         return len(self._buffer) <= self.prefetch // 2
@@ -129,19 +131,28 @@ class LeasingMixin:
                 self._idle = False
                 poll = 0.005
                 wake(self.crawler.engine)
-                if self.state.commit_coming:
-                    return  # that commit tops the buffer up
-                continue
-            if state == "finished" and check:
+                if not (self.service and len(pairs) < want):
+                    if self.state.commit_coming:
+                        return  # that commit tops the buffer up
+                    continue
+            elif state == "finished" and check:
                 self._finished = True
                 wake(self.crawler.engine)
                 return
-            if not self._idle and self._open_leases:
+            elif not self.service and not self._idle and self._open_leases:
                 return  # our own in-flight requests will kick us when they commit
+            if self.service:
+                # The frontier is drained. New work is announced on its channel (the first
+                # request into an empty frontier publishes; so do reclaims): wait for that,
+                # polling only as a safety net. Meanwhile this loop stays up, so a worker
+                # short of requests neither leases nor hurries its commits for nothing.
+                poll, self._drained = self.idle_poll_max, True
             try:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=poll)
             except asyncio.TimeoutError:
                 pass
+            finally:
+                self._drained = False
             poll = min(poll * 2, self.idle_poll_max)
 
     async def _reconcile(self) -> bool:

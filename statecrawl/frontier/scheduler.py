@@ -24,11 +24,14 @@ worker close with reason ``cancelled``.
 
 *Service mode* (``STATECRAWL_SERVICE = True``, bool, default ``False``): the
 crawl never finishes. An idle worker neither marks it finished nor closes
-when the frontier is empty; it waits (woken by the frontier's pub/sub
-channel on enqueue, else polling up to ``STATECRAWL_IDLE_POLL_MAX``) until
-the crawl is cancelled or the worker is stopped by a signal. Leases,
-reclaim and commits are unchanged. The ``scrape`` spider's crawl (the API's
-scrapes, :mod:`statecrawl.frontier.service`) runs this way.
+when the frontier is empty; it waits until the crawl is cancelled or the
+worker is stopped by a signal. Once a lease finds the frontier drained, a
+service worker waits for work to be announced on the frontier's pub/sub
+channel (the first request into an empty frontier publishes), polling every
+``STATECRAWL_IDLE_POLL_MAX`` only as a safety net: it does not lease again
+each time it runs short, nor hurry its commits, for a frontier it knows is
+empty. Reclaim and commits are unchanged. The ``scrape`` spider's crawl (the
+API's scrapes, :mod:`statecrawl.frontier.service`) runs this way.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
         self._must_reconcile = False
         self._urgent = False
         self._leasing = False  # the refill loop has a lease call in flight
+        self._drained = False  # service mode: the refill loop waits for work to be announced
         self._local_dupes = 0  # not yet added to the stats
         self._feed: StartUrlFeed | None = None  # a scrapy-redis spider's start URLs
         self._joined_finished = False  # the crawl was finished when this worker joined
@@ -384,6 +388,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
         # give back leases we hold in Redis without knowing (next refill pass).
         self._sent.clear()
         self._must_reconcile = True
+        self._wakeup.set()  # a refill loop waiting for work reconciles now
         self._refill()
 
     def _on_forgotten(self) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Request
 from scrapy.http import FormRequest, JsonRequest, XmlRpcRequest
 from scrapy.http.request import NO_CALLBACK
+from w3lib.url import safe_url_string
 
 from statecrawl.exceptions import SerializationError
 from statecrawl.frontier._request_schema import (
@@ -56,6 +57,7 @@ __all__ = [
     "PRIVATE_META_PREFIX",
     "SCRAPY_PRIVATE_CALLBACKS",
     "dumps",
+    "get_request_json",
     "json_type",
     "loads",
     "request_from_json",
@@ -196,9 +198,9 @@ def _method_name(spider: Spider | None, func: Any, field: str) -> str | None:
 _warned_worker_only: set[str] = set()
 
 
-def _stored_meta(request: Request) -> dict[str, Any]:
+def _stored_meta(request_meta: dict[str, Any]) -> dict[str, Any]:
     meta = {}
-    for key, value in request.meta.items():
+    for key, value in request_meta.items():
         if key.startswith(PRIVATE_META_PREFIX) or key in _TRANSIENT_META:
             continue
         if key in WORKER_ONLY_META:
@@ -240,7 +242,7 @@ def request_to_json(request: Request, spider: Spider | None) -> bytes:
         "dont_filter": request.dont_filter,
         "encoding": request.encoding,
         "flags": list(request.flags),
-        "meta": _stored_meta(request),
+        "meta": _stored_meta(request.meta),
         "cb_kwargs": request.cb_kwargs,
     }
     if request.body:
@@ -255,6 +257,40 @@ def request_to_json(request: Request, spider: Spider | None) -> bytes:
     return body
 
 
+#: Spider attribute: {name: bound method} of the callbacks resolved so far. Handing Scrapy
+#: the same bound method for every request matters: Scrapy checks each callback for a
+#: generator ``return value`` by parsing its source (``is_generator_with_return_value``),
+#: cached only while that very method object lives -- a fresh one per request re-parsed it
+#: every time (~1.5 ms a page). Kept on the spider, so it goes with it.
+_BOUND_ATTR = "_statecrawl_callbacks"
+
+
+def get_request_json(url: str, *, callback: str | None, errback: str | None,
+                     meta: dict[str, Any] | None = None, priority: int = 0,
+                     dont_filter: bool = False) -> bytes:
+    """What :func:`request_to_json` stores for ``Request(url, meta=meta, priority=priority,
+    dont_filter=dont_filter)`` whose callback and errback are the spider methods named
+    *callback* and *errback*, built without the Request (an API process enqueues one per
+    scrape, for a spider it does not run: the names are checked by the worker that reads
+    it back). Raises SerializationError as :func:`request_to_json` does."""
+    if not isinstance(url, str):
+        raise SerializationError(f"request.url: expected a string, got {json_type(url)}")
+    meta = dict(meta or {})
+    if not meta.get("verbatim_url"):  # as Request._set_url does
+        url = safe_url_string(url, "utf-8")
+    doc: dict[str, Any] = {
+        "v": _FORMAT, "url": check_url(url), "method": "GET", "cls": "Request",
+        "callback": callback, "errback": errback, "headers": {},
+        "priority": check_priority(priority), "dont_filter": dont_filter, "encoding": "utf-8",
+        "flags": [], "meta": _stored_meta(meta), "cb_kwargs": {},
+    }
+    body = dumps(doc, "request")
+    check_meta(doc["meta"])
+    if len(body) > MAX_REQUEST_BYTES:
+        raise SerializationError(f"request: {len(body)} bytes as JSON, over {MAX_REQUEST_BYTES}")
+    return body
+
+
 def _spider_method(spider: Spider | None, name: Any, field: str) -> Any:
     if name is None:
         return None
@@ -264,9 +300,16 @@ def _spider_method(spider: Spider | None, name: Any, field: str) -> Any:
         raise SerializationError(f"request.{field}: {str(name)[:60]!r} needs a spider to resolve")
     if not isinstance(name, str) or not _resolvable(spider, name):
         raise SerializationError(f"request.{field}: {str(name)[:60]!r} is not a public method name")
-    method = getattr(spider, name, None)
-    if not callable(method) or getattr(method, "__self__", None) is not spider:
-        raise SerializationError(f"request.{field}: spider {spider.name!r} has no method {name!r}")
+    bound: dict[str, Any] | None = spider.__dict__.get(_BOUND_ATTR)
+    if bound is None:
+        bound = {}
+        setattr(spider, _BOUND_ATTR, bound)
+    method = bound.get(name)
+    if method is None:
+        method = getattr(spider, name, None)
+        if not callable(method) or getattr(method, "__self__", None) is not spider:
+            raise SerializationError(f"request.{field}: spider {spider.name!r} has no method {name!r}")
+        bound[name] = method
     return method
 
 

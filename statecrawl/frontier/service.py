@@ -10,17 +10,21 @@ scrape endpoint, :mod:`statecrawl.api.scrape`) makes one call with
    e.g. headers for the target site, sealed by the caller -- or ``""``),
    expiring with the caller's timeout;
 2. it enqueues the request into the frontier with the ordinary commit script
-   (one ``dont_filter`` request: the same URL asked twice is fetched twice);
+   (one ``dont_filter`` request: the same URL asked twice is fetched twice),
+   in the same round trip as 1 (a pipeline) once the script is loaded;
 3. it waits for the reply with ``BLPOP sc:{id}:reply:<rid>``, in slices, never
-   past its timeout; then it deletes the ticket and the reply list.
+   past its timeout. With no reply, it deletes the ticket and the reply list
+   (a reply may land just after the deadline); with one, there is nothing to
+   delete: the worker deleted the ticket as it pushed the reply, and the
+   list, emptied by the ``BLPOP``, is gone.
 
 The worker that leases the request reads the ticket (:func:`read_ticket`;
 gone means the caller gave up: the request is skipped) and, once it has the
 result, pushes the reply (:func:`send_reply`, ``reply.lua``: only while the
-ticket exists, with a ``PEXPIRE``) *before* the request's lease is
-acknowledged: the push is awaited inside the item pipeline, and a lease is
-acknowledged only after its callback's output has been through the
-pipelines.
+ticket exists, deleting it, with a ``PEXPIRE`` on the list) *before* the
+request's lease is acknowledged: the push is awaited inside the item
+pipeline, and a lease is acknowledged only after its callback's output has
+been through the pipelines.
 
 **Delivered once.** The frontier leases a request to one worker at a time
 and re-leases it only when that worker is declared dead (its leases are
@@ -29,16 +33,17 @@ reclaimed) or gives it back. So:
 * a worker killed before its push: nothing was written; the lease is
   reclaimed, another worker fetches the page and pushes the reply;
 * a worker killed after its push, before its ack: the caller may already
-  have the reply; the re-fetch pushes a second one, or none if the caller
-  already deleted the ticket (``reply.lua`` checks it, atomically);
-* a worker declared dead while still alive: both may push.
+  have the reply; the push deleted the ticket, so the re-leased request is
+  skipped unfetched (or, fetched, pushes nothing: ``reply.lua`` checks the
+  ticket and deletes it atomically);
+* a worker declared dead while still alive: both may fetch, one pushes.
 
-In every case at least one reply is pushed while the caller waits (if any
-worker serves the crawl within the timeout), and the caller takes exactly
-one: the first ``BLPOP`` it gets, after which it deletes the list; a late
-duplicate finds no ticket, or lands in a list nobody reads that expires
-after ``STATECRAWL_SERVICE_REPLY_TTL``. A caller killed while waiting leaves
-a ticket and maybe a reply, both expiring by themselves.
+In every case one reply is pushed while the caller waits (if any worker
+serves the crawl within the timeout), and the caller takes it with its
+``BLPOP``; a reply pushed after the caller gave up lands in a list nobody
+reads, which the caller deletes or which expires after
+``STATECRAWL_SERVICE_REPLY_TTL``. A caller killed while waiting leaves a
+ticket and maybe a reply, both expiring by themselves.
 """
 
 from __future__ import annotations
@@ -52,9 +57,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from statecrawl.exceptions import CrawlStateLost
-from statecrawl.frontier.serialize import dumps, loads, request_to_json
+from statecrawl.frontier.serialize import get_request_json
 from statecrawl.frontier.store import CrawlStore, PendingRequest, script_source
 
 __all__ = [
@@ -76,6 +82,10 @@ def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
+def _pending(body: bytes, priority: int) -> PendingRequest:
+    return PendingRequest(hashlib.sha1(body).digest(), False, -priority, body)
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
 
@@ -87,12 +97,8 @@ def service_request(url: str, *, callback: str, errback: str | None, meta: dict[
     *callback* / *errback* name methods of the worker's spider (checked there when the
     request is read back, like every stored request); *meta* must be plain JSON.
     """
-    from scrapy import Request  # the format is serialize's: build it the same way
-
-    doc = loads(request_to_json(Request(url, meta=meta, dont_filter=True, priority=priority),
-                                None), "request")
-    doc["callback"], doc["errback"] = callback, errback
-    return dumps(doc, "request")
+    return get_request_json(url, callback=callback, errback=errback, meta=meta,
+                            priority=priority, dont_filter=True)
 
 
 async def read_ticket(client: Redis, store: CrawlStore, request_id: str) -> bytes | None:
@@ -131,8 +137,7 @@ class ServiceClient:
         """Enqueue the requests *bodies* (built with :func:`service_request` and the same
         *priority*) in one commit; :meth:`call` waits on one, a batch on none (its results
         go elsewhere, e.g. into an API job)."""
-        requests = [PendingRequest(hashlib.sha1(body).digest(), False, -priority, body)
-                    for body in bodies]
+        requests = [_pending(body, priority) for body in bodies]
         for attempt in (1, 2):
             if not self._opened:
                 await self.store.open_crawl(spider=self.spider)
@@ -156,17 +161,42 @@ class ServiceClient:
         ticket, reply = k.ticket(request_id), k.reply(request_id)
         socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
         wait_slice = min(_WAIT_SLICE, socket_timeout / 2) if socket_timeout else _WAIT_SLICE
-        await self.client.set(ticket, secret, px=max(1, int(timeout * 1000)))
+        replied = False
         try:
-            await self.enqueue([body])
+            await self._ticket_and_enqueue(ticket, secret, max(1, int(timeout * 1000)), body)
             # Redis reads a BLPOP timeout in whole ms, and 0 means forever: stop before that
             while (left := deadline - loop.time()) >= 0.002:
                 popped = await self.client.blpop([reply], timeout=min(left, wait_slice))
                 if popped is not None:
+                    replied = True
                     return _bytes(popped[1])
             return None
         finally:
-            await self.client.delete(ticket, reply)
+            if not replied:  # else the worker deleted the ticket, and BLPOP emptied the list
+                await self.client.delete(ticket, reply)
+
+    async def _ticket_and_enqueue(self, ticket: str, secret: bytes, ttl_ms: int,
+                                  body: bytes) -> None:
+        """Write the ticket and enqueue *body*: in one round trip once the crawl is open here
+        (the commit script loaded), else (or if Redis lost the script or the crawl) one by one."""
+        if self._opened:
+            script, keys, args = self.store.commit_call(self.writer, dedupe="none",
+                                                        requests=[_pending(body, 0)])
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(ticket, secret, px=ttl_ms)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                written, committed = await pipe.execute(raise_on_error=False)
+            if isinstance(written, Exception):
+                raise written
+            if not isinstance(committed, Exception):
+                return
+            if str(committed).startswith("SCLOST"):  # the crawl was deleted: open it again
+                self._opened = False
+            elif not isinstance(committed, NoScriptError):  # (Redis restarted: load it)
+                raise committed
+        else:
+            await self.client.set(ticket, secret, px=ttl_ms)
+        await self.enqueue([body])
 
     async def close(self) -> None:
         """Forget this caller's commit-replay record (``tokens`` field)."""

@@ -27,7 +27,8 @@ from statecrawl.frontier.serialize import dumps, loads
 
 __all__ = [
     "DEDUPE_MODES", "CommitResult", "CrawlStore", "Heartbeat", "PendingItem", "PendingRequest",
-    "error_item", "error_item_data", "heartbeat_keys", "item_key", "new_token", "script_source",
+    "commit_result", "error_item", "error_item_data", "heartbeat_keys", "item_key", "new_token",
+    "script_source",
 ]
 
 #: Dupefilter modes of the commit script (``lua/dedupe_<mode>.lua``); see
@@ -100,6 +101,12 @@ def _text(value: bytes | str) -> str:
 def _bytes(value: bytes | str) -> bytes:
     # results replayed from the tokens hash come back through cjson as str
     return value.encode() if isinstance(value, str) else value
+
+
+def commit_result(out: Sequence[Any]) -> CommitResult:
+    """The reply of the commit script (:meth:`CrawlStore.commit_call`) as a CommitResult."""
+    leased = tuple((_text(out[i]), _bytes(out[i + 1])) for i in range(4, len(out), 2))
+    return CommitResult(int(out[0]), int(out[1]), int(out[2]), int(out[3]), leased)
 
 
 def item_key(item: dict[str, Any], body: bytes) -> str:
@@ -238,6 +245,18 @@ class CrawlStore:
         *token* is a no-op that returns the first result (the same leases).
         *counters* are added to the crawl's stats hash in the same step.
         """
+        script, keys, args = self.commit_call(worker, dedupe=dedupe, requests=requests,
+                                              items=items, acks=acks, token=token,
+                                              counters=counters, want=want)
+        return commit_result(await self.run_checked(script, keys, args))
+
+    def commit_call(
+        self, worker: str, *, dedupe: str, requests: Sequence[PendingRequest] = (),
+        items: Sequence[PendingItem] = (), acks: Sequence[str] = (), token: str | None = None,
+        counters: Mapping[str, int] | None = None, want: int = 0,
+    ) -> tuple[AsyncScript, list[str], list[Any]]:
+        """The script, keys and arguments of :meth:`commit` (for a caller that pipelines
+        it with other commands; :func:`commit_result` reads its reply)."""
         k = self.keys
         counters = counters or {}
         args: list[Any] = [worker, token or new_token(), max(0, want), self._epoch(),
@@ -252,14 +271,9 @@ class CrawlStore:
             args += [it.key, "1" if it.failed else "0", it.body]
         args.append(len(acks))
         args += acks
-        out = await self.run_checked(
-            self._commit_script(dedupe),
-            [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
-             k.tokens],
-            args,
-        )
-        leased = tuple((_text(out[i]), _bytes(out[i + 1])) for i in range(4, len(out), 2))
-        return CommitResult(int(out[0]), int(out[1]), int(out[2]), int(out[3]), leased)
+        keys = [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
+                k.tokens]
+        return self._commit_script(dedupe), keys, args
 
     async def max_value_bytes(self) -> int | None:
         """Redis' ``proto-max-bulk-len`` (its largest value), or None where CONFIG is refused."""

@@ -13,8 +13,9 @@ download:
   :mod:`statecrawl.sessions.passthrough`, the request's own header values
   are put back before the response or error travels through the middlewares
   that may schedule a copy (retry, redirect), so the headers never reach
-  the frontier; they live in the ticket alone, which the caller deletes as
-  soon as it has its reply (and which expires with the caller's timeout).
+  the frontier; they live in the ticket alone, which the worker deletes as
+  it pushes the reply (the caller, if it gives up first; it expires with the
+  caller's timeout anyway).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from statecrawl.exceptions import SerializationError
 from statecrawl.frontier.scope import FetchScope, Scope
 from statecrawl.frontier.serialize import (
     dumps,
+    get_request_json,
     loads,
     request_from_json,
     request_to_json,
@@ -79,6 +80,37 @@ def test_private_meta_keys_are_not_stored() -> None:
 def test_non_json_meta_is_an_error_naming_the_field(bad: dict, where: str) -> None:
     with pytest.raises(SerializationError, match=where.replace(".", r"\.")):
         request_to_json(Request("http://example.com/", meta=bad), SPIDER)
+
+
+@pytest.mark.parametrize("url", [
+    "https://e.com/a", "http://e.com", "HTTP://E.com/a b?q=é#frag", " https://e.com/x ",
+    "https://bücher.example/pfad?x=1&y=%41", "http://e.com/%zz/[v]/\\/|"])
+@pytest.mark.parametrize(("meta", "priority", "dont_filter"), [
+    ({}, 0, True), ({"statecrawl_service": "r1", "opts": {"f": ["markdown"], "t": None}}, -5, False),
+    ({"_statecrawl_lease": "x", "download_slot": "s", "depth": 2}, 7, True),
+    ({"verbatim_url": True}, 0, True)])
+def test_get_request_json_is_what_request_to_json_stores(
+        url: str, meta: dict, priority: int, dont_filter: bool) -> None:
+    request = Request(url, meta=meta, priority=priority, dont_filter=dont_filter)
+    try:
+        stored = loads(request_to_json(request, SPIDER), "request")
+    except SerializationError:  # (a verbatim URL with spaces): refused by both
+        with pytest.raises(SerializationError):
+            get_request_json(url, callback="parse", errback=None, meta=meta)
+        return
+    stored["callback"], stored["errback"] = "parse", None
+    assert get_request_json(url, callback="parse", errback=None, meta=meta, priority=priority,
+                            dont_filter=dont_filter) == dumps(stored, "request")
+
+
+@pytest.mark.parametrize(("url", "meta"), [
+    ("ftp://e.com/", {}), ("https://e.com/" + "a" * 70_000, {}), ("https://e.com/", {"x": float("nan")}),
+    ("https://e.com/", {"depth": "deep"})])
+def test_get_request_json_refuses_what_request_to_json_does(url: str, meta: dict) -> None:
+    with pytest.raises(SerializationError):
+        request_to_json(Request(url, meta=meta), SPIDER)
+    with pytest.raises(SerializationError):
+        get_request_json(url, callback="parse", errback=None, meta=meta)
 
 
 def test_callback_that_is_not_a_spider_method_is_refused() -> None:

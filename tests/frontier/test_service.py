@@ -71,9 +71,9 @@ def test_the_caller_takes_the_first_reply_and_leaves_nothing(redis_url: str, cra
 
         reply, _ = await asyncio.gather(caller.call(request_id, raw, b"sealed", 5.0), serve())
         assert reply == b"reply 0" and got["ticket"] == b"sealed"
-        # the second push landed before the caller was done (then deleted with the list),
-        # or after (then refused: the ticket was gone); the caller took one reply either way
-        assert got["pushed"][0] is True
+        # the first push deleted the ticket: the second (a re-fetch after a death) is refused,
+        # so the list held one reply, which the caller took
+        assert got["pushed"] == [True, False]
         k = worker_store.keys
         assert not await client.exists(k.ticket(request_id), k.reply(request_id))
         # a reply pushed after the caller is done finds no ticket: nothing is written
@@ -109,6 +109,41 @@ def test_no_reply_is_none_after_the_timeout_and_each_call_is_enqueued(
             assert 0.29 < loop.time() - started < 1.0
             assert await read_ticket(client, caller.store, request_id) is None  # deleted
         assert await client.zcard(caller.store.keys.queue) == 2
+        await caller.close()
+
+    run_client(redis_url, body)
+
+
+def test_a_call_survives_redis_losing_the_script_or_the_crawl(redis_url: str, crawl_id: str) -> None:
+    """The ticket and the request go in one pipeline once the crawl is open; a Redis that
+    forgot the commit script (restart) or the crawl (flush) costs the slow path, no call."""
+    async def body(client: Redis) -> None:
+        caller = ServiceClient(client, crawl_id, spider="served")
+        worker_store = CrawlStore(client, crawl_id)
+
+        async def one() -> None:
+            request_id = new_request_id()
+            raw = service_request("https://e.com/", callback="parse", errback=None,
+                                  meta={SERVICE_META_KEY: request_id})
+
+            async def serve() -> None:
+                while not await client.exists(worker_store.keys.meta):
+                    await asyncio.sleep(0.01)
+                await worker_store.open_crawl(spider="served")
+                await _worker(worker_store, client, 1, got)
+
+            got: dict[str, Any] = {}
+            reply, _ = await asyncio.gather(caller.call(request_id, raw, b"s", 5.0), serve())
+            assert reply == b"reply 0" and got["ticket"] == b"s" and got["id"] == request_id
+            k = worker_store.keys
+            assert not await client.exists(k.ticket(request_id), k.reply(request_id))
+
+        await one()  # opens the crawl, loads the script
+        await one()  # the pipelined path
+        await client.script_flush()
+        await one()
+        await client.delete(*worker_store.keys.all())  # the crawl is gone (flushed, deleted)
+        await one()
         await caller.close()
 
     run_client(redis_url, body)
