@@ -50,7 +50,9 @@ def test_two_workers_share_a_1000_page_crawl(redis_server: RedisServer, big_site
 
 def test_late_worker_joins_and_both_exit(redis_server: RedisServer, crawl_id: str,
                                          tmp_path: Path) -> None:
-    with DemoSite(pages=150, delay=0.01) as slow:
+    # 150 pages x 0.2 s / 4 at a time: ~7.5 s, so the crawl is still running when the second
+    # worker joins (with 0.01 s a fast machine finished it first: "already finished")
+    with DemoSite(pages=150, delay=0.2) as slow:
         args = ["-a", f"url={slow.url}/", "-a", f"crawl_id={crawl_id}", "-s", "CONCURRENT_REQUESTS=4"]
         first = scrapy_crawl(args, worker_env(redis_server.url, tmp_path / "a"), wait=False)
         time.sleep(2.0)
