@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 
     from statecrawl.frontier.store import CrawlStore
 
-__all__ = ["SCRAPY_REDIS_DEFAULT_URL", "Lifecycle", "is_scrapy_redis_spider",
+__all__ = ["SCRAPY_REDIS_DEFAULT_URL", "Lifecycle", "is_scrapy_redis_spider", "say_joined",
+           "say_nothing_new",
            "scrapy_redis_url", "uses_scrapy_redis", "warn_if_split"]
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,31 @@ def warn_if_split(settings: BaseSettings, spider: object, url: str, shown: str) 
             "settings (never the environment) and, with none set, use %s. Set REDIS_URL in the "
             "settings (e.g. REDIS_URL = os.environ.get('REDIS_URL')) so both use one Redis",
             shown, SCRAPY_REDIS_DEFAULT_URL)
+
+
+_AGAIN = ("To crawl it again from the start, run with -s SCHEDULER_FLUSH_ON_START=True (deletes "
+          "its frontier and dupefilter; items are kept) or under another crawl id "
+          "(-s STATECRAWL_CRAWL_ID=...)")
+
+
+def say_joined(crawl_id: str, status: Mapping[str, Any]) -> bool:
+    """Log what a worker joins (*status*: :meth:`CrawlStore.status`); True if the crawl was
+    already finished, and not forgotten: then the log says how to crawl it again."""
+    if status["state"] == "finished" and not status["forgotten"]:
+        logger.info("statecrawl: crawl %r is already finished (%d pages done): pages it has seen "
+                    "are not fetched again (start requests included; URLs pushed to a "
+                    "scrapy-redis spider's key excepted). %s", crawl_id, status["done"], _AGAIN)
+        return True
+    if status["queued"] or status["in_flight"] or status["done"]:
+        logger.info("statecrawl: joining crawl %r (%d queued, %d in flight, %d done)",
+                    crawl_id, status["queued"], status["in_flight"], status["done"])
+    return False
+
+
+def say_nothing_new(crawl_id: str) -> None:
+    """A run that joined a finished crawl and leased nothing: say why nothing happened."""
+    logger.warning("statecrawl: nothing to do: crawl %r was already finished and this run "
+                   "found nothing new. %s", crawl_id, _AGAIN)
 
 
 @dataclass(frozen=True)

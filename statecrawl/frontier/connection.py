@@ -29,6 +29,7 @@ gets its Redis from here, so the rules are decided once:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ from statecrawl.frontier._scrapy_redis import (
     SCRAPY_REDIS_DEFAULT_URL,
     scrapy_redis_url,
     uses_scrapy_redis,
+    warn_if_split,
 )
 
 if TYPE_CHECKING:
@@ -63,7 +65,10 @@ __all__ = [
     "redis_url_from_settings",
     "redis_url_source",
     "resolve_redis_url",
+    "worker_redis",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Setting / environment variable names holding the Redis URL, highest priority first.
 URL_SETTINGS: tuple[str, ...] = ("STATECRAWL_REDIS_URL", "REDIS_URL")
@@ -142,6 +147,15 @@ def resolve_redis(
         return found
     chosen = data_dir or settings.get("STATECRAWL_DATA_DIR") or DEFAULT_DATA_DIR
     return embedded.ensure_embedded_redis(chosen), f"the embedded Redis (data dir {chosen})"
+
+
+def worker_redis(settings: BaseSettings, spider: object, worker_id: str) -> str:
+    """The Redis a worker uses (:func:`resolve_redis`), said once in the log, with a warning
+    when scrapy-redis' own components would use another one."""
+    url, source = resolve_redis(settings, None, spider)
+    logger.info("statecrawl: worker %s uses Redis %s (from %s)", worker_id, redact_url(url), source)
+    warn_if_split(settings, spider, url, redact_url(url))
+    return url
 
 
 def redact_url(url: str) -> str:

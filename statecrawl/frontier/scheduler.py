@@ -50,7 +50,7 @@ from scrapy.utils.misc import build_from_crawler, load_object
 from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier._engine import on_stop, wake, watch_completed
 from statecrawl.frontier._leasing import LeasingMixin
-from statecrawl.frontier._scrapy_redis import is_scrapy_redis_spider
+from statecrawl.frontier._scrapy_redis import is_scrapy_redis_spider, say_joined, say_nothing_new
 from statecrawl.frontier.redis_errors import Outage, is_transient, retry_outage
 from statecrawl.frontier.scope import FetchScope
 from statecrawl.frontier.serialize import request_to_json
@@ -66,10 +66,6 @@ if TYPE_CHECKING:
 __all__ = ["LEASE_META_KEY", "Scheduler"]
 
 logger = logging.getLogger(__name__)
-
-_AGAIN = ("To crawl it again from the start, run with -s SCHEDULER_FLUSH_ON_START=True (deletes "
-          "its frontier and dupefilter; items are kept) or under another crawl id "
-          "(-s STATECRAWL_CRAWL_ID=...)")
 
 #: ``request.meta`` key holding the lease id of a request this worker leased.
 LEASE_META_KEY = "_statecrawl_lease"
@@ -178,17 +174,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
         except (*RETRY_ERRORS, CrawlStateLost) as exc:
             self._open_error = self.state.open_failed(exc)
             return
-        if status["state"] == "finished" and not status["forgotten"]:
-            self._joined_finished = True
-            logger.info("statecrawl: crawl %r is already finished (%d pages done): pages it "
-                        "has seen are not fetched again (start requests included; URLs pushed "
-                        "to a scrapy-redis spider's key excepted). %s",
-                        store.crawl_id, status["done"], _AGAIN)
-        elif status["queued"] or status["in_flight"] or status["done"]:
-            logger.info(
-                "statecrawl: joining crawl %r (%d queued, %d in flight, %d done)",
-                store.crawl_id, status["queued"], status["in_flight"], status["done"],
-            )
+        self._joined_finished = say_joined(store.crawl_id, status)
         self._refill()
         if (is_scrapy_redis_spider(self.spider)
                 and self.crawler.settings.get("STATECRAWL_DEDUPE_START_REQUESTS") is None):
@@ -269,9 +255,8 @@ class Scheduler(LeasingMixin, BaseScheduler):
         store = self.state.store
         if (reason == "finished" and self._joined_finished and store is not None
                 and not self.crawler.stats.get_value("statecrawl/leased")):
-            logger.warning("statecrawl: nothing to do: crawl %r was already finished and this "
-                           "run found nothing new. %s", store.crawl_id, _AGAIN)
-        if self.state.store is not None:
+            say_nothing_new(store.crawl_id)
+        if store is not None:
             await self.state.flush()  # output first: acks of finished requests land
         self._drain()
         assert self._draining is not None

@@ -45,8 +45,8 @@ from statecrawl.frontier._commit import (
     take,
 )
 from statecrawl.frontier._engine import fail_exit, hangup_stops_gracefully
-from statecrawl.frontier._scrapy_redis import Lifecycle, warn_if_split
-from statecrawl.frontier.connection import connect, redact_url, resolve_redis
+from statecrawl.frontier._scrapy_redis import Lifecycle
+from statecrawl.frontier.connection import connect, worker_redis
 from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier.liveness import Liveness
 from statecrawl.frontier.redis_errors import retry_outage
@@ -165,10 +165,7 @@ class WorkerState:
     async def _connect(self) -> None:
         settings = self.crawler.settings
         spider = self.crawler.spider
-        url, source = await asyncio.to_thread(resolve_redis, settings, None, spider)
-        logger.info("statecrawl: worker %s uses Redis %s (from %s)", self.worker_id,
-                    redact_url(url), source)
-        warn_if_split(settings, spider, url, redact_url(url))
+        url = await asyncio.to_thread(worker_redis, settings, spider, self.worker_id)
         self.client = await connect(url, name=f"statecrawl:{self.worker_id}")
         self.url = url
         store = CrawlStore(self.client, crawl_id_for(self.crawler))
