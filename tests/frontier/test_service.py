@@ -54,22 +54,31 @@ async def _worker(store: CrawlStore, client: Redis, replies: int, got: dict[str,
     got["id"] = request_id
 
 
+async def _served_call(caller: ServiceClient, worker_store: CrawlStore, client: Redis,
+                       secret: bytes, replies: int) -> tuple[str, bytes | None, dict[str, Any]]:
+    """One call, served by a worker that opens the crawl once the caller made it and pushes
+    *replies* replies: (request id, the reply the caller took, what the worker saw)."""
+    request_id = new_request_id()
+    raw = service_request("https://e.com/", callback="parse", errback=None,
+                          meta={SERVICE_META_KEY: request_id})
+    got: dict[str, Any] = {}
+
+    async def serve() -> None:
+        while not await client.exists(worker_store.keys.meta):
+            await asyncio.sleep(0.01)
+        await worker_store.open_crawl(spider="served")
+        await _worker(worker_store, client, replies, got)
+
+    reply, _ = await asyncio.gather(caller.call(request_id, raw, secret, 5.0), serve())
+    return request_id, reply, got
+
+
 def test_the_caller_takes_the_first_reply_and_leaves_nothing(redis_url: str, crawl_id: str) -> None:
     async def body(client: Redis) -> None:
         caller = ServiceClient(client, crawl_id, spider="served")
         worker_store = CrawlStore(client, crawl_id)
-        got: dict[str, Any] = {}
-        request_id = new_request_id()
-        raw = service_request("https://e.com/", callback="parse", errback=None,
-                              meta={SERVICE_META_KEY: request_id})
-
-        async def serve() -> None:
-            while not await client.exists(worker_store.keys.meta):
-                await asyncio.sleep(0.01)
-            await worker_store.open_crawl(spider="served")
-            await _worker(worker_store, client, 2, got)  # a re-fetch after a death: two replies
-
-        reply, _ = await asyncio.gather(caller.call(request_id, raw, b"sealed", 5.0), serve())
+        # the worker pushes twice: a re-fetch after a death
+        request_id, reply, got = await _served_call(caller, worker_store, client, b"sealed", 2)
         assert reply == b"reply 0" and got["ticket"] == b"sealed"
         # the first push deleted the ticket: the second (a re-fetch after a death) is refused,
         # so the list held one reply, which the caller took
@@ -122,18 +131,7 @@ def test_a_call_survives_redis_losing_the_script_or_the_crawl(redis_url: str, cr
         worker_store = CrawlStore(client, crawl_id)
 
         async def one() -> None:
-            request_id = new_request_id()
-            raw = service_request("https://e.com/", callback="parse", errback=None,
-                                  meta={SERVICE_META_KEY: request_id})
-
-            async def serve() -> None:
-                while not await client.exists(worker_store.keys.meta):
-                    await asyncio.sleep(0.01)
-                await worker_store.open_crawl(spider="served")
-                await _worker(worker_store, client, 1, got)
-
-            got: dict[str, Any] = {}
-            reply, _ = await asyncio.gather(caller.call(request_id, raw, b"s", 5.0), serve())
+            request_id, reply, got = await _served_call(caller, worker_store, client, b"s", 1)
             assert reply == b"reply 0" and got["ticket"] == b"s" and got["id"] == request_id
             k = worker_store.keys
             assert not await client.exists(k.ticket(request_id), k.reply(request_id))
