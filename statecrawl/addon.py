@@ -129,3 +129,14 @@ class Addon:
                                                        cookies + 16)
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", MarkdownFiles, 800)
         settings.setdefault_in_component_priority_dict("ITEM_PIPELINES", RedisItemStore, 900)
+
+        # One politeness budget per host for the whole fleet (statecrawl.frontier.hosts):
+        # DOWNLOAD_DELAY and AutoThrottle take their fleet-wide meaning, and the
+        # middleware that holds each request until its slot sits last before the
+        # downloader.
+        from statecrawl.frontier.hosts import prepare_settings
+        from statecrawl.frontier.politeness import PolitenessMiddleware
+
+        prepare_settings(settings)
+        settings.setdefault_in_component_priority_dict(
+            "DOWNLOADER_MIDDLEWARES", PolitenessMiddleware, 990)

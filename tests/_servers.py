@@ -4,19 +4,22 @@
 used one per hit (the last one repeats), or ``HANG`` (accept, read the
 request, never answer). Every request is recorded with its headers, so a test
 can assert what reached the server -- and that a server standing in for a
-metadata endpoint received nothing.
+metadata endpoint received nothing -- and the time it arrived (``times``),
+for tests of what rate a site sees. :func:`links_page` makes a page that
+links to n others, the start of a small site.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["HANG", "Reply", "ScriptedServer"]
+__all__ = ["HANG", "Reply", "ScriptedServer", "gaps", "links_page"]
 
 HANG = "hang"
 
@@ -26,6 +29,20 @@ class Reply:
     status: int = 200
     body: bytes = b"<html><head><title>ok</title></head><body><p>ok</p></body></html>"
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "text/html"})
+    delay: float = 0.0  # seconds before answering
+
+
+def links_page(n: int, prefix: str = "/p/") -> Reply:
+    """A page linking to ``<prefix>0`` ... ``<prefix><n-1>``."""
+    links = "".join(f'<a href="{prefix}{i}">page {i}</a> ' for i in range(n))
+    return Reply(body=f"<html><head><title>home</title></head><body><p>{links}</p></body>"
+                      "</html>".encode())
+
+
+def gaps(times: list[float]) -> list[float]:
+    """The intervals between consecutive arrival times."""
+    ordered = sorted(times)
+    return [b - a for a, b in zip(ordered, ordered[1:])]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -34,7 +51,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         site = self.server.site
         path = self.path.split("?")[0]
+        arrived = time.time()
         with site.lock:
+            site.times.append((arrived, path))
             site.requests.append((path, {k.lower(): v for k, v in self.headers.items()}))
             hit = site.hits[path]
             site.hits[path] += 1
@@ -44,6 +63,13 @@ class _Handler(BaseHTTPRequestHandler):
             site.release.wait(60)
             return
         assert isinstance(reply, Reply)
+        if reply.delay:
+            with site.lock:
+                site.active += 1
+                site.max_active = max(site.max_active, site.active)
+            time.sleep(reply.delay)
+            with site.lock:
+                site.active -= 1
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
@@ -76,6 +102,8 @@ class ScriptedServer:
         self.lock = threading.Lock()
         self.hits: defaultdict[str, int] = defaultdict(int)
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.times: list[tuple[float, str]] = []  # (time.time() it arrived, path)
+        self.active = self.max_active = 0  # requests inside a Reply's delay: now, at most
         self.release = threading.Event()  # lets hanging handlers go at stop
         self.host = host
         self._server = (_Server6 if ":" in host else _Server)((host, port), _Handler)

@@ -10,6 +10,7 @@
     statecrawl export CRAWL_ID --out DIR       pages.jsonl + Markdown files from Redis
     statecrawl cancel CRAWL_ID                 stop every worker of a crawl
     statecrawl list                            crawls in this Redis
+    statecrawl hosts CRAWL_ID [--delay S] [--concurrency N] [--host H]   a polite crawl's hosts
     statecrawl serve [--port 3002] [--workers N] [--api-key KEY]   the HTTP API
     statecrawl redis status|stop               the embedded Redis
 
@@ -48,6 +49,7 @@ from statecrawl.cli.common import error as _error
 from statecrawl.cli.common import one_line as _one_line
 from statecrawl.cli.common import open_store, redis_url, tolerant_stdio
 from statecrawl.cli.crawl import SPIDER, cmd_crawl, default_crawl_id
+from statecrawl.cli.hosts import add_parser as add_hosts_parser
 from statecrawl.cli.jobs import run_jobs
 from statecrawl.cli.serve import add_parser as add_serve_parser
 from statecrawl.cli.workers import run_worker, worker_command, worker_env
@@ -340,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", parents=common, help="list the crawls in this Redis")
     p.set_defaults(func=cmd_list)
+
+    add_hosts_parser(sub, common, _count)
 
     add_serve_parser(sub, common, _count)
 

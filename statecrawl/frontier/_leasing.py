@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier._engine import wake
+from statecrawl.frontier.hosts import parse_slot
+from statecrawl.frontier.politeness import SLOT_META_KEY, hosts_of
 from statecrawl.frontier.redis_errors import Outage, is_transient
 from statecrawl.frontier.serialize import request_from_json
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
@@ -182,16 +184,22 @@ class LeasingMixin:
                            "to it", released)
         return True
 
-    def _accept(self, pairs: list[tuple[str, bytes]], *, front: bool = False) -> None:
-        self.crawler.stats.inc_value("statecrawl/leased", len(pairs))
+    def _accept(self, leased: list[tuple[str, bytes]], *, front: bool = False) -> None:
+        self.crawler.stats.inc_value("statecrawl/leased", len(leased))
+        # a polite crawl's leases carry their slot (statecrawl.frontier.hosts)
+        clock = hosts_of(self.crawler).clock
+        slots = [parse_slot(lease, clock) for lease, _ in leased]
+        pairs = [(lease_id, body) for (lease_id, _), (_, body) in zip(slots, leased)]
         accepted: list[tuple[str, Request]] = []
         try:
-            for lease_id, body in pairs:
+            for (lease_id, slot), (_, body) in zip(slots, leased):
                 try:
                     request = request_from_json(body, self.spider, self.scope)
                 except SerializationError as exc:
                     self._quarantine(lease_id, str(exc))
                     continue
+                if slot is not None:
+                    request.meta[SLOT_META_KEY] = slot
                 accepted.append((lease_id, request))
         except Exception:  # noqa: BLE001 - never strand a batch of leases under a live worker
             logger.exception("statecrawl: could not take %d leased requests; giving them back",

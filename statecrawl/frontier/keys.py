@@ -8,7 +8,10 @@ can touch them atomically. ``<crawl_id>`` matches ``[A-Za-z0-9._-]{1,64}``.
 key                            type    contents
 =============================  ======  ==========================================
 ``sc:crawls``                  SET     ids of every crawl in this Redis
-``sc:{id}:meta``               HASH    ``epoch`` (a random token set when the
+``sc:{id}:meta``               HASH    ``polite`` (``1``: leases follow the
+                                       fleet-wide politeness budget, keys
+                                       ``hostq``/``ready``/``hosts``; never
+                                       unset once set), ``epoch`` (a random token set when the
                                        crawl is created: leases and commits
                                        carry it, and fail with ``SCLOST`` when
                                        meta is gone or holds another one),
@@ -34,13 +37,45 @@ key                            type    contents
                                        (members of equal score sort by bytes).
                                        Also a pub/sub channel: a message means
                                        "work appeared" (enqueue into an empty
-                                       frontier, or a reclaim)
+                                       frontier, or a reclaim), or is
+                                       ``backoff <host> <until ms>`` (a polite
+                                       crawl's host answered 429/503)
 ``sc:{id}:reqs``               HASH    request id -> request JSON
                                        (:mod:`statecrawl.frontier.serialize`), for every
                                        queued or leased request; deleted on ack
 ``sc:{id}:leases``             HASH    request id -> ``"<worker> <score>"`` for
                                        every request a worker has popped and
-                                       not yet acknowledged (the in-flight set)
+                                       not yet acknowledged (the in-flight set);
+                                       ``"<worker> <score> <host>"`` in a
+                                       polite crawl
+``sc:{id}:hostq``              ZSET    a polite crawl's per-host queues
+                                       (:mod:`statecrawl.frontier.hosts`; then
+                                       ``queue`` is only the intake, sorted
+                                       into ``hostq`` by each lease): all
+                                       scores 0, member = ``"<host> <priority>
+                                       <id>"`` (priority: -priority + 2^31 as
+                                       10 digits), so a host's head is one
+                                       ``ZRANGEBYLEX``
+``sc:{id}:ready``              ZSET    a polite crawl's hosts with queued
+                                       requests -> the time each may next be
+                                       served (ms, Redis clock); a host at its
+                                       concurrency cap is parked a minute
+                                       ahead until one of its leases ends
+``sc:{id}:hosts``              HASH    the politeness budget, per host
+                                       (hostname, lowercase): ``<host>`` ->
+                                       its next allowed time (ms, Redis
+                                       clock); ``<host>|n`` requests in
+                                       flight; ``<host>|d`` / ``<host>|c``
+                                       operator overrides of the delay (ms) /
+                                       cap on requests in flight;
+                                       ``<host>|r`` robots.txt's Crawl-delay
+                                       (ms); ``<host>|a`` AutoThrottle's delay
+                                       (ms); ``<host>|b`` 429/503 answers in a
+                                       row. The crawl's own: ``*|d``, ``*|c``,
+                                       ``*|h`` (lease horizon, ms), ``*|at``
+                                       (AutoThrottle target concurrency, 0 =
+                                       off), ``*|as`` / ``*|am`` (its start /
+                                       largest delay, ms)
 ``sc:{id}:workers``            ZSET    worker id -> last heartbeat (ms, Redis
                                        clock); written by each worker's
                                        heartbeat thread and on every lease. A
@@ -238,7 +273,7 @@ items) also deletes the lease and the ``reqs`` entry, in that order,
 atomically. A request whose worker dies stays in ``leases`` under that
 worker's id; putting such leases back into ``queue`` needs only the worker id
 (issue 3: reclaim).
-The crawl is finished when ``queue`` and ``leases`` are both empty.
+The crawl is finished when ``queue``, ``leases`` (and ``hostq``) are empty.
 """
 
 from __future__ import annotations
@@ -281,6 +316,9 @@ class CrawlKeys:
     queue = property(lambda self: self.prefix + "queue")
     reqs = property(lambda self: self.prefix + "reqs")
     leases = property(lambda self: self.prefix + "leases")
+    hostq = property(lambda self: self.prefix + "hostq")
+    ready = property(lambda self: self.prefix + "ready")
+    hosts = property(lambda self: self.prefix + "hosts")
     workers = property(lambda self: self.prefix + "workers")
     seen = property(lambda self: self.prefix + "seen")
     digests = property(lambda self: self.prefix + "digests")
@@ -320,4 +358,4 @@ class CrawlKeys:
         return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
                 self.seen, self.digests, self.bloom, self.items, self.failed, self.dead, self.stats,
                 self.tokens, self.render_hosts, self.sessions, self.pool, self.session_seq,
-                self.login, self.login_lock, self.spider_state]
+                self.login, self.login_lock, self.spider_state, self.hostq, self.ready, self.hosts]

@@ -75,7 +75,7 @@ class HeartbeatThread(threading.Thread):
     def run(self) -> None:
         client = redis.Redis.from_url(self.url, socket_timeout=max(1.0, self.interval * 5),
                                       socket_connect_timeout=2.0)
-        script = client.register_script(script_source("heartbeat.lua"))
+        script = client.register_script(script_source("host_done.lua", "heartbeat.lua"))
         keys = heartbeat_keys(self.keys)
         failing = False
         last = time.monotonic()
@@ -122,7 +122,7 @@ def start_watchdog(url: str, keys: CrawlKeys, worker: str) -> subprocess.Popen[b
     )
     assert proc.stdin is not None
     config = {"url": url, "keys": heartbeat_keys(keys), "worker": worker,
-              "script": script_source("requeue_owned.lua") + script_source("leave.lua")}
+              "script": script_source("host_done.lua", "requeue_owned.lua", "leave.lua")}
     proc.stdin.write(json.dumps(program).encode() + b"\n" + json.dumps(config).encode() + b"\n")
     proc.stdin.flush()
     return proc

@@ -18,6 +18,8 @@ crawl's stats, shown by ``statecrawl status``) with the next commit.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import TYPE_CHECKING
 
 from scrapy.downloadermiddlewares.robotstxt import (
@@ -26,12 +28,16 @@ from scrapy.downloadermiddlewares.robotstxt import (
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.httpobj import urlparse_cached
 
+from statecrawl.frontier.state import RETRY_ERRORS
+
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
     from scrapy.robotstxt import RobotParser
 
 __all__ = ["RobotsTxtMiddleware"]
+
+logger = logging.getLogger(__name__)
 
 
 class RobotsTxtMiddleware(_ScrapyRobotsTxt):
@@ -61,6 +67,7 @@ class RobotsTxtMiddleware(_ScrapyRobotsTxt):
         pending = self._fetching[netloc] = asyncio.get_running_loop().create_future()
         try:
             parser = await super().robot_parser(request)
+            await self._crawl_delay(request, parser)  # before any waiter goes on
         except BaseException as exc:
             pending.set_exception(exc)
             pending.exception()  # retrieved: the waiters re-raise it
@@ -70,3 +77,28 @@ class RobotsTxtMiddleware(_ScrapyRobotsTxt):
         finally:
             del self._fetching[netloc]
         return parser
+
+    async def _crawl_delay(self, request: Request, parser: RobotParser | None) -> None:
+        """A polite crawl honours robots.txt's Crawl-delay, for the whole fleet."""
+        from statecrawl.frontier.politeness import hosts_of
+
+        rp = getattr(parser, "rp", None)  # Protego, Scrapy's default parser
+        hosts = hosts_of(self._crawler)
+        if rp is None or hosts.store is None or not hosts.polite:
+            return
+        agent = self._robotstxt_useragent or request.headers.get(b"User-Agent",
+                                                                 self._default_useragent)
+        try:
+            delay = rp.crawl_delay(agent.decode() if isinstance(agent, bytes) else agent)
+        except Exception:  # noqa: BLE001 - another parser's API; the delay is optional
+            return
+        if delay:
+            host = urlparse_cached(request).hostname or ""
+            try:
+                await hosts.store.crawl_delay(host, float(delay))
+            except RETRY_ERRORS as exc:
+                logger.warning("statecrawl: could not record %s's Crawl-delay (%s)", host, exc)
+            else:
+                hosts.rules_changed[host] = time.time()
+                logger.info("statecrawl: robots.txt of %s asks for Crawl-delay %ss: the fleet "
+                            "keeps it", host, delay)

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
@@ -120,6 +120,7 @@ class WorkerState:
         self.work_listeners: list[Callable[[str], None]] = []  # work appeared in the frontier
         self.forgotten_listeners: list[Callable[[], None]] = []  # this worker was declared dead
         self.recovered_listeners: list[Callable[[], None]] = []  # Redis answers again after errors
+        self.open_hooks: list[Callable[[CrawlStore], Awaitable[None]]] = []  # before leasing
         # How many requests to lease with the next commit, and whether the
         # scheduler is short of them (then the commit goes at once).
         self.lease_demand: Callable[[], tuple[int, bool]] | None = None
@@ -179,6 +180,8 @@ class WorkerState:
             args=getattr(spider, "crawl_args", None),
             expect_epoch=settings.get("STATECRAWL_CRAWL_EPOCH") or None,
         ), logger)
+        for hook in self.open_hooks:
+            await retry_outage("configuring the crawl", lambda: hook(store), logger)
         self.store = store
         bulk = await store.max_value_bytes()
         if bulk is not None:  # Redis refuses values over this; leave room for the rest

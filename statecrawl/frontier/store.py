@@ -39,9 +39,11 @@ DEDUPE_MODES = ("none", "set", "exact", "bloom")
 LIVE_WORKER_WINDOW = 15.0
 
 
-def script_source(name: str) -> str:
-    """The text of ``statecrawl/frontier/lua/<name>``."""
-    return resources.files("statecrawl.frontier").joinpath("lua", name).read_text()
+def script_source(*names: str) -> str:
+    """The text of ``statecrawl/frontier/lua/<name>``, for each name in turn (a script
+    after the snippets it uses)."""
+    lua = resources.files("statecrawl.frontier").joinpath("lua")
+    return "".join(lua.joinpath(name).read_text() for name in names)
 
 
 
@@ -91,7 +93,7 @@ def new_token() -> str:
 
 def heartbeat_keys(k: CrawlKeys) -> list[str]:
     """KEYS of heartbeat.lua and leave.lua (shared with the heartbeat thread's client)."""
-    return [k.queue, k.leases, k.workers, k.stats, k.tokens]
+    return [k.queue, k.leases, k.workers, k.stats, k.tokens, k.ready, k.hosts]
 
 
 def _text(value: bytes | str) -> str:
@@ -153,14 +155,13 @@ class CrawlStore:
         self.crawl_id = crawl_id
         self.epoch: str | None = None
         self._quarantine = client.register_script(
-            script_source("dead_letter.lua") + script_source("quarantine.lua"))
+            script_source("dead_letter.lua", "host_done.lua", "quarantine.lua"))
         self._open_crawl = client.register_script(script_source("open_crawl.lua"))
         self._commits: dict[str, AsyncScript] = {}  # one script per dupefilter mode
-        take = script_source("take_leases.lua")
-        self._lease = client.register_script(take + script_source("lease.lua"))
-
-        self._heartbeat = client.register_script(script_source("heartbeat.lua"))
-        requeue = script_source("requeue_owned.lua")
+        self._lease = client.register_script(
+            script_source("take_leases.lua", "polite.lua", "lease.lua"))
+        self._heartbeat = client.register_script(script_source("host_done.lua", "heartbeat.lua"))
+        requeue = script_source("host_done.lua", "requeue_owned.lua")
         self._release = client.register_script(requeue + script_source("release.lua"))
         self._leave = client.register_script(requeue + script_source("leave.lua"))
         self._reconcile = client.register_script(requeue + script_source("reconcile.lua"))
@@ -172,8 +173,8 @@ class CrawlStore:
         if script is None:
             if dedupe not in DEDUPE_MODES:
                 raise ValueError(f"unknown dupefilter mode {dedupe!r}")
-            source = (script_source(f"dedupe_{dedupe}.lua") + script_source("take_leases.lua")
-                      + script_source("commit.lua"))
+            source = script_source(f"dedupe_{dedupe}.lua", "take_leases.lua", "polite.lua",
+                                   "host_done.lua", "commit.lua")
             script = self._commits[dedupe] = self.client.register_script(source)
         return script
 
@@ -227,7 +228,8 @@ class CrawlStore:
         """
         k = self.keys
         out = await self.run_checked(
-            self._lease, [k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens],
+            self._lease, [k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens,
+                          k.hostq, k.ready, k.hosts],
             [worker, n, "1" if check_finished else "0", token or new_token(), self._epoch()],
         )
         state = _text(out[0])
@@ -272,7 +274,7 @@ class CrawlStore:
         args.append(len(acks))
         args += acks
         keys = [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
-                k.tokens]
+                k.tokens, k.hostq, k.ready, k.hosts]
         return self._commit_script(dedupe), keys, args
 
     async def max_value_bytes(self) -> int | None:
@@ -287,7 +289,7 @@ class CrawlStore:
         """Move *worker*'s leased request *request_id* to the dead-letter list; False if not its."""
         k = self.keys
         return bool(await self._quarantine(
-            keys=[k.leases, k.reqs, k.dead, k.stats],
+            keys=[k.leases, k.reqs, k.dead, k.stats, k.ready, k.hosts],
             args=[worker, request_id, error[:1024], DEAD_LETTER_MAX, DATA_MAX]))
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
@@ -295,7 +297,8 @@ class CrawlStore:
         if not ids:
             return 0
         k = self.keys
-        return int(await self._release(keys=[k.queue, k.leases, k.stats], args=[worker, *ids]))
+        return int(await self._release(keys=[k.queue, k.leases, k.stats, k.ready, k.hosts],
+                                       args=[worker, *ids]))
 
     async def heartbeat(self, worker: str, timeout: float) -> Heartbeat:
         """Record *worker* as alive and reclaim the leases of workers silent for *timeout* s."""
@@ -306,7 +309,8 @@ class CrawlStore:
     async def reconcile(self, worker: str, known: Sequence[str]) -> int:
         """Give back every lease of *worker* in Redis that is not in *known*."""
         k = self.keys
-        return int(await self._reconcile(keys=[k.queue, k.leases, k.stats], args=[worker, *known]))
+        return int(await self._reconcile(keys=[k.queue, k.leases, k.stats, k.ready, k.hosts],
+                                         args=[worker, *known]))
 
     async def leave(self, worker: str) -> int:
         """Forget *worker*, giving back any lease it still holds; returns how many."""
@@ -318,7 +322,7 @@ class CrawlStore:
         k = self.keys
         return int(await self._flush(
             keys=[k.workers, k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.digests, k.bloom,
-                  k.stats, k.tokens, k.spider_state],
+                  k.stats, k.tokens, k.spider_state, k.hostq, k.ready, k.hosts],
             args=[worker, int(timeout * 1000)]))
 
     async def forget_finished(self, worker: str, timeout: float) -> str:
@@ -327,7 +331,7 @@ class CrawlStore:
         k = self.keys
         return _text(await self._forget(
             keys=[k.meta, k.queue, k.leases, k.workers, k.stats, k.seq, k.reqs, k.tokens, k.seen,
-                  k.digests, k.bloom],
+                  k.digests, k.bloom, k.hostq, k.ready],
             args=[worker, int(timeout * 1000)]))
 
     async def exists(self) -> bool:
@@ -341,18 +345,20 @@ class CrawlStore:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hgetall(k.meta)
             pipe.zcard(k.queue)
+            pipe.zcard(k.hostq)
             pipe.hlen(k.leases)
             pipe.hlen(k.items)
             pipe.scard(k.failed)
             pipe.scard(k.seen)
             pipe.zcount(k.workers, now_ms - int(LIVE_WORKER_WINDOW * 1000), "+inf")
             pipe.hgetall(k.stats)
-            meta, queued, in_flight, done, failed, seen, workers, stats = await pipe.execute()
+            meta, queued, host_queued, in_flight, done, failed, seen, workers, stats = (
+                await pipe.execute())
         meta = {a.decode(): b.decode() for a, b in meta.items()}
         return {
             "crawl_id": self.crawl_id,
             "state": meta.get("state", "unknown"),
-            "queued": queued,
+            "queued": queued + host_queued,
             "in_flight": in_flight,
             "done": done,
             "failed": failed,

@@ -11,7 +11,7 @@
 --
 -- The dupefilter is a prepended snippet (dedupe_<mode>.lua) defining
 -- make_dedupe(seen_key, meta_key) -> function(fingerprint) -> true if new;
--- take_leases.lua is prepended too.
+-- take_leases.lua, polite.lua and host_done.lua are prepended too.
 --
 -- A commit is applied at most once: the worker's last commit token and its
 -- result are kept in the tokens hash (a worker has one commit in flight at a
@@ -28,7 +28,7 @@
 -- stats counts those that do (crawls begun before it existed start from
 -- `enqueued`).
 --
--- KEYS: meta seq queue reqs leases seen items failed stats tokens
+-- KEYS: meta seq queue reqs leases seen items failed stats tokens hostq ready hosts
 -- ARGV: worker token want epoch
 --       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
 --       n_requests {fingerprint flags score json}*   flags: 1 = dedupe, 2 = not counted,
@@ -38,6 +38,7 @@
 -- Returns {enqueued, duplicates, limit_dropped, acked, id1, json1, id2, json2, ...}
 local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local hostq, ready, hosts = KEYS[11], KEYS[12], KEYS[13]
 local worker, token, want, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local i = 5
 
@@ -55,7 +56,7 @@ for _ = 1, n_counters do
   redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-local was_empty = redis.call('ZCARD', queue) == 0
+local was_empty = redis.call('ZCARD', queue) == 0 and redis.call('ZCARD', hostq) == 0
 
 local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
 local admitted = tonumber(redis.call('HGET', stats, 'admitted')
@@ -111,6 +112,7 @@ for _ = 1, n do
   if lease and string.sub(lease, 1, #worker + 1) == worker .. ' ' then
     redis.call('HDEL', leases, id)
     redis.call('HDEL', reqs, id)
+    host_done(ready, hosts, lease)
     acked = acked + 1
   end
 end
@@ -127,7 +129,7 @@ if acked > 0 then redis.call('HINCRBY', stats, 'acked', acked) end
 if was_empty and enqueued > 0 then redis.call('PUBLISH', queue, 'work') end
 local result = {enqueued, duplicates, limit_dropped, acked}
 if want > 0 and redis.call('HGET', meta, 'state') ~= 'cancelled' then
-  take_leases(meta, queue, reqs, leases, stats, worker, want, result)
+  take_any(meta, queue, reqs, leases, stats, hostq, ready, hosts, worker, want, result)
 end
 redis.call('HSET', tokens, worker, token .. ' ' .. cjson.encode(result))
 return result

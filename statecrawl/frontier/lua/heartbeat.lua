@@ -7,10 +7,12 @@
 -- Publishes on the queue channel when it reclaimed anything, so idle
 -- workers lease at once.
 --
--- KEYS: queue leases workers stats tokens
+-- KEYS: queue leases workers stats tokens ready hosts
 -- ARGV: worker timeout_ms
 -- Returns {caller_was_registered(0|1), reclaimed, dead_worker...}
+-- (host_done.lua is prepended.)
 local queue, leases, workers, stats, tokens = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ready, hosts = KEYS[6], KEYS[7]
 local worker, timeout = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -30,7 +32,8 @@ for j = 1, #all, 2 do
   local sp = string.find(value, ' ', 1, true)
   if sp and is_dead[string.sub(value, 1, sp - 1)] then
     redis.call('HDEL', leases, all[j])
-    redis.call('ZADD', queue, string.sub(value, sp + 1), all[j])
+    redis.call('ZADD', queue, lease_score(string.sub(value, sp + 1)), all[j])
+    host_done(ready, hosts, value)
     reclaimed = reclaimed + 1
   end
 end

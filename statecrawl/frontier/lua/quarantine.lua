@@ -4,7 +4,7 @@
 -- lost without a trace nor handed to the next worker. Only the lease's owner
 -- can do it. (statecrawl/deadletter.py describes the dead letter.)
 --
--- KEYS: leases reqs dead stats
+-- KEYS: leases reqs dead stats ready hosts
 -- ARGV: worker request_id error max_entries max_data
 -- Returns 1 if quarantined, 0 if the lease is not the worker's (any more).
 -- (dead_letter.lua is prepended.)
@@ -20,5 +20,6 @@ push_dead_letter(dead, stats, cjson.encode({
   at = tonumber(t[1]) + tonumber(t[2]) / 1e6, data = string.sub(body, 1, max_data),
 }), max_entries, 'request')
 redis.call('HDEL', leases, id)
+host_done(KEYS[5], KEYS[6], lease)
 redis.call('HDEL', reqs, id)
 return 1

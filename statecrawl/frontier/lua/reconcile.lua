@@ -5,10 +5,10 @@
 -- worker is alive), and the crawl would never finish. This gives back every
 -- lease the worker holds in Redis that it did not list as known.
 --
--- KEYS: queue leases stats
+-- KEYS: queue leases stats ready hosts
 -- ARGV: worker {known_request_id}*
 -- Returns the number given back. (requeue_owned.lua is prepended.)
 local known = {}
 for j = 2, #ARGV do known[ARGV[j]] = true end
-return requeue_owned(KEYS[1], KEYS[2], KEYS[3], ARGV[1], function(id) return not known[id] end,
-  'released')
+return requeue_owned(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1],
+  function(id) return not known[id] end, 'released')

@@ -1,0 +1,260 @@
+"""One politeness budget per host for the whole fleet.
+
+Scrapy's ``DOWNLOAD_DELAY``, AutoThrottle and per-domain concurrency hold per
+process: N workers give every site N times the load. In a *polite* crawl the
+budget lives in Redis and is enforced where requests are leased, so it holds
+however many workers run:
+
+* **Where.** ``queue`` becomes the intake; each lease sorts what is in it into
+  per-host queues (``hostq``) and serves the hosts of ``ready`` (host -> its
+  next allowed time on the Redis clock) that are due within a short horizon,
+  earliest first (``lua/polite.lua``). A host that is waiting is never looked
+  at and never stalls another; leases and commits keep their one round trip.
+* **Slots.** Each polite lease carries a *slot*: the time (Redis clock) its
+  request may be sent. The host's next allowed time moves on by its delay at
+  once, so the slots of one host are at least its delay apart across the
+  fleet. :class:`~statecrawl.frontier.politeness.PolitenessMiddleware` holds
+  the request until its slot (translated to the worker's clock by
+  :class:`RedisClock`); a request that missed its slot by more than
+  ``STATECRAWL_HOST_LATE`` (its worker was descheduled, the host backed off
+  meanwhile) takes a new one (``lua/host_slot.lua``) instead of being sent.
+* **Delay** of a host: the largest of its override (``statecrawl hosts
+  --delay``, ``STATECRAWL_HOST_BUDGETS``) or the crawl's delay
+  (``STATECRAWL_HOST_DELAY``, else ``DOWNLOAD_DELAY``), robots.txt's
+  ``Crawl-delay`` and, with AutoThrottle on, the delay AutoThrottle's rule
+  computes from the latencies all workers report (``lua/host_observe.lua``).
+* **Concurrency**: at most ``STATECRAWL_HOST_CONCURRENCY`` requests of a host
+  leased at once, fleet-wide (0: no cap). ``CONCURRENT_REQUESTS_PER_DOMAIN``
+  keeps Scrapy's per-process meaning; in a polite crawl each worker raises it
+  to ``CONCURRENT_REQUESTS`` so that Scrapy's slot never delays a request past
+  its fleet slot.
+* **Backoff.** A 429 or 503 with ``Retry-After``, or the second in a row
+  without, moves the host's next time past the wait for every worker and
+  announces it on the frontier's channel (``lua/host_backoff.lua``).
+
+The budget is the crawl's: the first worker's settings set it
+(``lua/polite_config.lua``) and ``statecrawl hosts`` changes it while the crawl
+runs. Keys: ``hostq``, ``ready``, ``hosts`` (:mod:`statecrawl.frontier.keys`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from statecrawl.exceptions import ConfigError
+from statecrawl.frontier.store import script_source
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from scrapy.settings import BaseSettings
+
+    from statecrawl.frontier.keys import CrawlKeys
+
+__all__ = ["Budget", "HostBudgetStore", "RedisClock", "parse_slot", "prepare_settings"]
+
+#: The largest Crawl-delay honoured (s); robots.txt files asking for more get this.
+MAX_CRAWL_DELAY = 60.0
+
+
+def _mode(settings: BaseSettings) -> str:
+    mode = str(settings.get("STATECRAWL_POLITENESS") or "auto").lower()
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"STATECRAWL_POLITENESS must be auto, on or off, not {mode!r}")
+    return mode
+
+
+def prepare_settings(settings: BaseSettings) -> None:
+    """The add-on's part: give ``DOWNLOAD_DELAY`` and AutoThrottle their fleet-wide meaning.
+
+    Unless ``STATECRAWL_POLITENESS`` is ``off``, a ``DOWNLOAD_DELAY`` becomes
+    the crawl's host delay (when ``STATECRAWL_HOST_DELAY`` is not set) and is
+    zeroed for Scrapy's per-process slots, and Scrapy's AutoThrottle extension
+    gives way to the fleet's (``STATECRAWL_AUTOTHROTTLE`` follows
+    ``AUTOTHROTTLE_ENABLED`` unless set).
+    """
+    if _mode(settings) == "off":
+        return
+    delay = settings.getfloat("DOWNLOAD_DELAY")
+    if delay > 0:
+        priority = settings.getpriority("DOWNLOAD_DELAY") or 0
+        if settings.get("STATECRAWL_HOST_DELAY") is None:
+            settings.set("STATECRAWL_HOST_DELAY", delay, priority)
+        settings.set("DOWNLOAD_DELAY", 0.0, priority)
+    if settings.get("STATECRAWL_AUTOTHROTTLE") is None:
+        settings.set("STATECRAWL_AUTOTHROTTLE", settings.getbool("AUTOTHROTTLE_ENABLED"), "addon")
+    if settings.getbool("STATECRAWL_AUTOTHROTTLE"):
+        from scrapy.extensions.throttle import AutoThrottle
+
+        settings.set_in_component_priority_dict("EXTENSIONS", AutoThrottle, None)
+
+
+def _overrides(settings: BaseSettings) -> list[tuple[str, str, int]]:
+    out: list[tuple[str, str, int]] = []
+    for host, conf in settings.getdict("STATECRAWL_HOST_BUDGETS").items():
+        if not isinstance(conf, dict) or not set(conf) <= {"delay", "concurrency"}:
+            raise ConfigError(f"STATECRAWL_HOST_BUDGETS[{host!r}] must be a dict with 'delay' "
+                              "(s) and/or 'concurrency'")
+        if "delay" in conf:
+            out.append((str(host).lower(), "d", int(float(conf["delay"]) * 1000)))
+        if "concurrency" in conf:
+            out.append((str(host).lower(), "c", int(conf["concurrency"])))
+    return out
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A worker's politeness settings (the crawl's budget, if it is the first worker)."""
+
+    delay: float = 0.0  # s between two requests of one host, fleet-wide
+    concurrency: int = 0  # requests of one host leased at once, fleet-wide; 0 = no cap
+    horizon: float = 0.5  # a lease takes slots up to this far ahead
+    late: float = 0.005  # a request later than its slot by more takes a new slot
+    autothrottle: bool = False
+    at_target: float = 1.0
+    at_start: float = 5.0
+    at_max: float = 60.0
+    backoff: float = 1.0  # first wait after two 429/503 in a row without Retry-After
+    backoff_max: float = 300.0
+    overrides: list[tuple[str, str, int]] = field(default_factory=list)
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> Budget | None:
+        """The budget, or None when this worker asks for no politeness (the crawl may still be
+        polite: then its leases carry slots all the same)."""
+        mode = _mode(settings)
+        if mode == "off":
+            return None
+        delay = settings.getfloat("STATECRAWL_HOST_DELAY") if settings.get(
+            "STATECRAWL_HOST_DELAY") is not None else settings.getfloat("DOWNLOAD_DELAY")
+        budget = cls(
+            delay=max(0.0, delay),
+            concurrency=max(0, settings.getint("STATECRAWL_HOST_CONCURRENCY")),
+            horizon=max(0.05, settings.getfloat("STATECRAWL_HOST_HORIZON", 0.5)),
+            late=max(0.0, settings.getfloat("STATECRAWL_HOST_LATE", 0.005)),
+            autothrottle=settings.getbool("STATECRAWL_AUTOTHROTTLE"),
+            at_target=max(0.1, settings.getfloat("AUTOTHROTTLE_TARGET_CONCURRENCY", 1.0)),
+            at_start=settings.getfloat("AUTOTHROTTLE_START_DELAY", 5.0),
+            at_max=settings.getfloat("AUTOTHROTTLE_MAX_DELAY", 60.0),
+            backoff=max(0.0, settings.getfloat("STATECRAWL_HOST_BACKOFF", 1.0)),
+            backoff_max=max(0.0, settings.getfloat("STATECRAWL_HOST_BACKOFF_MAX", 300.0)),
+            overrides=_overrides(settings),
+        )
+        asked = (budget.delay > 0 or budget.concurrency > 0 or budget.autothrottle
+                 or budget.overrides)
+        return budget if mode == "on" or asked else None
+
+    def config_args(self) -> list[Any]:
+        """ARGV of polite_config.lua."""
+        args: list[Any] = [int(self.delay * 1000), self.concurrency, int(self.horizon * 1000),
+                           self.at_target if self.autothrottle else 0, int(self.at_start * 1000),
+                           int(self.at_max * 1000)]
+        for host, name, value in self.overrides:
+            args += [host, name, value]
+        return args
+
+
+class RedisClock:
+    """The Redis clock on this worker's clock.
+
+    ``offset`` is the smallest (local receive time - Redis time) seen over
+    the last two 30 s windows: the smallest is the one least delayed in
+    transit, and the windows let it follow clock drift.
+    """
+
+    WINDOW = 30.0
+
+    def __init__(self) -> None:
+        self._current: float | None = None
+        self._previous: float | None = None
+        self._window_start = 0.0
+
+    def observe(self, redis_ms: int) -> None:
+        local = time.time()
+        seen = local - redis_ms / 1000
+        if local - self._window_start > self.WINDOW:
+            self._previous, self._current, self._window_start = self._current, None, local
+        if self._current is None or seen < self._current:
+            self._current = seen
+
+    @property
+    def offset(self) -> float:
+        values = [v for v in (self._current, self._previous) if v is not None]
+        return min(values) if values else 0.0
+
+    def local(self, redis_ms: int) -> float:
+        """A Redis time (ms) as a local ``time.time()``."""
+        return redis_ms / 1000 + self.offset
+
+
+def parse_slot(lease: str, clock: RedisClock) -> tuple[str, tuple[str, float, float] | None]:
+    """A leased id as (request id, (host, local send time, local time granted) or None).
+
+    A polite lease's id is ``"<id> <at> <now> <host>"`` (``lua/polite.lua``).
+    """
+    if " " not in lease:
+        return lease, None
+    parts = lease.split(" ", 3)
+    at, now = int(parts[1]), int(parts[2])
+    clock.observe(now)
+    return parts[0], (parts[3] if len(parts) > 3 else "", clock.local(at), clock.local(now))
+
+
+class HostBudgetStore:
+    """The politeness scripts of one crawl (see the module docstring)."""
+
+    def __init__(self, client: Redis, keys: CrawlKeys) -> None:
+        self.client, self.keys = client, keys
+        self._config = client.register_script(script_source("polite_config.lua"))
+        self._slot = client.register_script(script_source("polite.lua", "host_slot.lua"))
+        self._backoff = client.register_script(script_source("polite.lua", "host_backoff.lua"))
+        self._observe = client.register_script(script_source("host_observe.lua"))
+
+    async def configure(self, budget: Budget) -> tuple[float, int, float, float]:
+        """Make the crawl polite with *budget* unless it has a budget already; returns the
+        crawl's (delay s, concurrency, horizon s, AutoThrottle target concurrency or 0)."""
+        out = await self._config(keys=[self.keys.meta, self.keys.hosts], args=budget.config_args())
+        delay, conc, horizon, target = (float(v) if v is not None else 0.0 for v in out)
+        return delay / 1000, int(conc), horizon / 1000, target
+
+    async def is_polite(self) -> bool:
+        return await self.client.hget(self.keys.meta, "polite") in (b"1", "1")
+
+    async def slot(self, host: str) -> tuple[int, int]:
+        """A new slot for *host*: (at, now), ms on the Redis clock."""
+        at, now = await self._slot(keys=[self.keys.hosts, self.keys.ready], args=[host])
+        return int(at), int(now)
+
+    async def backoff(self, host: str, retry_after: float | None, base: float,
+                      largest: float) -> tuple[int, int, int]:
+        """Record a 429/503 of *host*; returns (backed off until or 0, now, answers in a row)."""
+        retry = -1 if retry_after is None else int(retry_after * 1000)
+        until, now, level = await self._backoff(
+            keys=[self.keys.hosts, self.keys.ready, self.keys.queue],
+            args=[host, retry, int(base * 1000), int(largest * 1000)])
+        return int(until), int(now), int(level)
+
+    async def observe(self, seen: dict[str, list[float]]) -> None:
+        """Report {host: [answers not 429/503, answers 200, latency sum s, answers]}."""
+        args: list[Any] = []
+        for host, (ok, n200, latency, n) in seen.items():
+            args += [host, int(ok), int(n200), int(latency / max(n, 1) * 1000)]
+        if args:
+            await self._observe(keys=[self.keys.hosts], args=args)
+
+    async def crawl_delay(self, host: str, seconds: float) -> None:
+        """robots.txt's Crawl-delay for *host* (at most :data:`MAX_CRAWL_DELAY`)."""
+        ms = int(min(max(seconds, 0.0), MAX_CRAWL_DELAY) * 1000)
+        await self.client.hset(self.keys.hosts, f"{host}|r", ms)
+
+    async def set_override(self, host: str, *, delay: float | None = None,
+                           concurrency: int | None = None) -> None:
+        """Change the budget of *host* (``*``: the crawl's) while the crawl runs."""
+        mapping: dict[str, int] = {}
+        if delay is not None:
+            mapping[f"{host}|d"] = int(delay * 1000)
+        if concurrency is not None:
+            mapping[f"{host}|c"] = int(concurrency)
+        if mapping:
+            await self.client.hset(self.keys.hosts, mapping=mapping)  # type: ignore[arg-type]
