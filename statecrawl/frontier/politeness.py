@@ -13,12 +13,15 @@
   AutoThrottle's rule needs, and the answers that end a backoff.
 
 Requests without a slot (a crawl that is not polite, robots.txt fetched by
-Scrapy's middleware) pass untouched.
+Scrapy's middleware) pass untouched. A spider may ask for a budget of its own
+with a ``host_budget`` attribute, ``{"delay": s, "concurrency": n}`` (the
+``job`` spider does, from an API crawl's ``delay`` and ``maxConcurrency``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import logging
 import time
@@ -112,6 +115,9 @@ class PolitenessMiddleware:
         self.store = self.hosts.store = HostBudgetStore(store.client, store.keys)
         if self._on_message not in self.state.work_listeners:
             self.state.work_listeners.append(self._on_message)
+        asked = getattr(self.crawler.spider, "host_budget", None)  # e.g. an API job's delay
+        if asked:
+            self.budget = dataclasses.replace(self.budget or Budget(), **asked)
         if self.budget is not None:
             delay, conc, horizon, target = await self.store.configure(self.budget)
             logger.info(

@@ -21,7 +21,11 @@ request field                   here
                                 ``skip``: not read; ``only``: no link is followed
 ``ignoreQueryParameters``       links are followed without their query string
 ``ignoreRobotsTxt``             robots.txt is not obeyed
-``delay``                       seconds between two requests (this worker's)
+``delay``                       seconds between two requests of a host, for
+                                all the job's workers together (its politeness
+                                budget, :mod:`statecrawl.frontier.hosts`)
+``maxConcurrency``              requests of a host in flight at once, for all
+                                the job's workers together
 ``scrapeOptions``               formats, ``onlyMainContent``, ``includeTags``,
                                 ``excludeTags``, ``waitFor`` (renders in Chromium),
                                 ``timeout`` (per page), ``headers`` (read from the
@@ -144,8 +148,9 @@ class JobSpider(SiteSpider):
                              "exclude_tags": options.exclude_tags}
         self.api_formats = options.format_names
         self.unsupported = unsupported_formats(options)
-        if job.delay:
-            self.download_delay = job.delay  # read by Scrapy's downloader slots
+        # the job's politeness budget, fleet-wide (read by PolitenessMiddleware)
+        self.host_budget = {name: value for name, value in (
+            ("delay", job.delay), ("concurrency", job.max_concurrency)) if value}
         self.timeout = options.timeout / 1000 if options.timeout else None
 
     @classmethod

@@ -323,3 +323,26 @@ def test_a_finished_crawl_jobs_crawl_keys_expire_with_the_job(
         assert [k for k in crawl_keys if client.pexpiretime(k) != expires] == []
     finally:
         client.close()
+
+
+def test_a_crawls_delay_and_max_concurrency_hold_for_all_its_workers(
+        v2: Firecrawl, private_redis: RedisServer) -> None:
+    from tests._servers import Reply, ScriptedServer, gaps, links_page
+
+    with ScriptedServer({"/": [links_page(3)], "/robots.txt": [Reply(404)]}) as origin:
+        job = v2.crawl(origin.url + "/", delay=1, max_concurrency=1, poll_interval=1,
+                       timeout=WAIT)  # the SDK takes whole seconds
+        times = [t for t, path in origin.times if path != "/robots.txt"]
+    assert job.status == "completed" and len(job.data) == 4
+    assert len(times) == 4 and min(gaps(times)) >= 1 - 0.005, sorted(gaps(times))[:2]
+    client = private_redis.client()
+    try:  # the crawl's budget, kept with its keys, which expire with the job
+        hosts = f"sc:{{{job.id}}}:hosts"
+        assert client.hmget(hosts, "*|d", "*|c") == [b"1000", b"1"]
+        deadline = time.monotonic() + 30
+        while client.pexpiretime(hosts) < 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        expires = int(client.hget(f"sc:{{{job.id}}}:job", "expires_at"))
+        assert client.pexpiretime(hosts) == expires
+    finally:
+        client.close()
