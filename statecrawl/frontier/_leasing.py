@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier._engine import wake
 from statecrawl.frontier.hosts import parse_slot
-from statecrawl.frontier.politeness import SLOT_META_KEY, hosts_of
+from statecrawl.frontier._buffer import SLOT_META_KEY, LeaseBuffer
+from statecrawl.frontier.politeness import hosts_of
 from statecrawl.frontier.redis_errors import Outage, is_transient
 from statecrawl.frontier.serialize import request_from_json
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
@@ -48,7 +48,7 @@ class LeasingMixin:
     prefetch: int
     idle_poll_max: float
     service: bool
-    _buffer: deque[tuple[str, Request]]
+    _buffer: LeaseBuffer
     _open_leases: dict[str, str]
     _refill_task: asyncio.Task[None] | None
     _wakeup: asyncio.Event
@@ -206,10 +206,7 @@ class LeasingMixin:
                              len(pairs))
             self._give_back([lease_id for lease_id, _ in pairs])
             return
-        if front:
-            self._buffer.extendleft(reversed(accepted))
-        else:
-            self._buffer.extend(accepted)
+        self._buffer.extend(accepted, front=front)
 
     def _quarantine(self, lease_id: str, error: str) -> None:
         """A stored request that cannot be rebuilt: to the dead-letter list, not to the engine."""

@@ -18,6 +18,8 @@ however many workers run:
   :class:`RedisClock`); a request that missed its slot by more than
   ``STATECRAWL_HOST_LATE`` (its worker was descheduled, the host backed off
   meanwhile) takes a new one (``lua/host_slot.lua``) instead of being sent.
+  Slots are the delay plus ``STATECRAWL_HOST_LATE`` apart, so a request sent
+  that late still leaves the whole delay before the next.
 * **Delay** of a host: the largest of its override (``statecrawl hosts
   --delay``, ``STATECRAWL_HOST_BUDGETS``) or the crawl's delay
   (``STATECRAWL_HOST_DELAY``, else ``DOWNLOAD_DELAY``), robots.txt's
@@ -149,39 +151,47 @@ class Budget:
         """ARGV of polite_config.lua."""
         args: list[Any] = [int(self.delay * 1000), self.concurrency, int(self.horizon * 1000),
                            self.at_target if self.autothrottle else 0, int(self.at_start * 1000),
-                           int(self.at_max * 1000)]
+                           int(self.at_max * 1000), int(self.late * 1000)]
         for host, name, value in self.overrides:
             args += [host, name, value]
         return args
 
 
 class RedisClock:
-    """The Redis clock on this worker's clock.
+    """The Redis clock on this worker's clock, NTP-style.
 
-    ``offset`` is the smallest (local receive time - Redis time) seen over
-    the last two 30 s windows: the smallest is the one least delayed in
-    transit, and the windows let it follow clock drift.
+    :meth:`sync` asks Redis for ``TIME`` up to :attr:`SAMPLES` times and keeps
+    the sample with the shortest round trip: Redis read its clock within that
+    round trip, so the offset is known to half of it, however busy the
+    worker's event loop was for the other samples. A new estimate replaces
+    the last only when it is at least as sure, or the last is over
+    :attr:`KEEP` seconds old (clocks drift).
     """
 
-    WINDOW = 30.0
+    SAMPLES = 20
+    GOOD = 0.001  # a round trip this short ends the sampling
+    KEEP = 120.0
 
     def __init__(self) -> None:
-        self._current: float | None = None
-        self._previous: float | None = None
-        self._window_start = 0.0
+        self.offset = 0.0  # local time.time() - Redis time, s
+        self.error = float("inf")  # half the round trip of the sample it comes from, s
+        self._at = 0.0  # time.monotonic() of that sample
 
-    def observe(self, redis_ms: int) -> None:
-        local = time.time()
-        seen = local - redis_ms / 1000
-        if local - self._window_start > self.WINDOW:
-            self._previous, self._current, self._window_start = self._current, None, local
-        if self._current is None or seen < self._current:
-            self._current = seen
-
-    @property
-    def offset(self) -> float:
-        values = [v for v in (self._current, self._previous) if v is not None]
-        return min(values) if values else 0.0
+    async def sync(self, client: Redis) -> None:
+        best: tuple[float, float] | None = None
+        for _ in range(self.SAMPLES):
+            sent = time.time()
+            sec, usec = await client.time()
+            back = time.time()
+            sample = ((back - sent) / 2, (sent + back) / 2 - (sec + usec / 1e6))
+            if best is None or sample[0] < best[0]:
+                best = sample
+            if best[0] * 2 <= self.GOOD:
+                break
+        assert best is not None
+        if best[0] <= self.error or time.monotonic() - self._at > self.KEEP:
+            self.error, self.offset = best
+            self._at = time.monotonic()
 
     def local(self, redis_ms: int) -> float:
         """A Redis time (ms) as a local ``time.time()``."""
@@ -197,7 +207,6 @@ def parse_slot(lease: str, clock: RedisClock) -> tuple[str, tuple[str, float, fl
         return lease, None
     parts = lease.split(" ", 3)
     at, now = int(parts[1]), int(parts[2])
-    clock.observe(now)
     return parts[0], (parts[3] if len(parts) > 3 else "", clock.local(at), clock.local(now))
 
 

@@ -75,7 +75,9 @@ key                            type    contents
                                        ``*|h`` (lease horizon, ms), ``*|at``
                                        (AutoThrottle target concurrency, 0 =
                                        off), ``*|as`` / ``*|am`` (its start /
-                                       largest delay, ms)
+                                       largest delay, ms), ``*|l`` (the
+                                       lateness a worker may send with, ms,
+                                       added to every delay)
 ``sc:{id}:workers``            ZSET    worker id -> last heartbeat (ms, Redis
                                        clock); written by each worker's
                                        heartbeat thread and on every lease. A

@@ -7,7 +7,9 @@
 * holds each request that came with a slot until the slot's time, and sends
   it only if it is not late by more than ``STATECRAWL_HOST_LATE`` and its host
   was not backed off meanwhile; otherwise it takes a new slot (a round trip,
-  only then);
+  only then). :meth:`PolitenessMiddleware.hold` does it, called by
+  statecrawl's download handler right before the download (the closest point
+  to the wire), or by the middleware itself under any other handler;
 * backs a host off fleet-wide on a 429 or 503 (``Retry-After`` honoured);
 * reports, at most once a second, what it saw of each host: the latencies
   AutoThrottle's rule needs, and the answers that end a backoff.
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING
 from scrapy import signals
 from scrapy.utils.httpobj import urlparse_cached
 
+from statecrawl.frontier._buffer import SLOT_META_KEY
 from statecrawl.frontier.hosts import Budget, HostBudgetStore, RedisClock
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 
@@ -40,16 +43,16 @@ if TYPE_CHECKING:
 
     from statecrawl.frontier.store import CrawlStore
 
-__all__ = ["SLOT_META_KEY", "PolitenessMiddleware", "hosts_of"]
+__all__ = ["SLOT_META_KEY", "PolitenessMiddleware", "hosts_of", "politeness_of"]
 
 logger = logging.getLogger(__name__)
 
-#: ``request.meta`` key (worker-local, never stored) of a leased request's slot:
-#: ``(host, local time.time() at which it may be sent, local time it was granted)``.
-SLOT_META_KEY = "_statecrawl_slot"
 
 #: Answers that back a host off.
 BACKOFF_CODES = (429, 503)
+#: Seconds between two syncs of the worker's idea of the Redis clock (every 2 s
+#: while it is known to no better than a millisecond).
+CLOCK_SYNC_INTERVAL = 30.0
 #: Slots a request may take before it is sent anyway (counted as ``polite_gave_up``).
 MAX_SLOTS = 20
 
@@ -91,6 +94,11 @@ def hosts_of(crawler: Crawler) -> HostsOfCrawler:
     return hosts
 
 
+def politeness_of(crawler: Crawler) -> PolitenessMiddleware | None:
+    """The crawler's PolitenessMiddleware, if it has one."""
+    return getattr(crawler, "_statecrawl_politeness", None)
+
+
 class PolitenessMiddleware:
     """See the module docstring."""
 
@@ -102,10 +110,15 @@ class PolitenessMiddleware:
         self.store: HostBudgetStore | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # statecrawl's download handler (statecrawl.render.browser) holds each request
+        # until its slot just before the download, after every middleware; any other
+        # handler leaves that to this middleware.
+        self.handler_holds = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> PolitenessMiddleware:
         mw = cls(crawler, Budget.from_settings(crawler.settings))
+        crawler._statecrawl_politeness = mw  # type: ignore[attr-defined]  # for the handler
         mw.state.open_hooks.append(mw._configure)  # before the worker's first lease
         crawler.signals.connect(mw.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(mw.spider_closed, signal=signals.spider_closed)
@@ -118,6 +131,7 @@ class PolitenessMiddleware:
         asked = getattr(self.crawler.spider, "host_budget", None)  # e.g. an API job's delay
         if asked:
             self.budget = dataclasses.replace(self.budget or Budget(), **asked)
+        await self.hosts.clock.sync(store.client)
         if self.budget is not None:
             delay, conc, horizon, target = await self.store.configure(self.budget)
             logger.info(
@@ -152,12 +166,20 @@ class PolitenessMiddleware:
     # -- slots ------------------------------------------------------------------
 
     async def process_request(self, request: Request) -> None:
+        slot = request.meta.get(SLOT_META_KEY)
+        if slot is None:
+            return
+        if self._reporter is None:  # made polite by a worker that joined later
+            self._start_polite()
+        if not self.handler_holds:  # else the download handler holds it, closer to the wire
+            await self.hold(request)
+
+    async def hold(self, request: Request) -> None:
+        """Wait for the request's slot; take a new one if it was missed or the host backed off."""
         slot = request.meta.pop(SLOT_META_KEY, None)
         if slot is None:
             return
         host, at, granted = slot
-        if self._reporter is None:  # made polite by a worker that joined later
-            self._start_polite()
         stats = self.crawler.stats
         if granted < self.hosts.rules_changed.get(host, 0.0):
             at = await self._new_slot(host, "polite/delay_changed")
@@ -168,7 +190,6 @@ class PolitenessMiddleware:
             wait = at - time.time()
             if wait > 0:
                 stats.inc_value("statecrawl/polite/waited")
-                await asyncio.sleep(wait)
                 while (rest := at - time.time()) > 0:
                     await asyncio.sleep(rest)
             if self.hosts.backed_off.get(host, 0.0) > at:
@@ -185,11 +206,10 @@ class PolitenessMiddleware:
         assert self.store is not None
         for attempt in range(10):
             try:
-                at, now = await self.store.slot(host)
+                at, _ = await self.store.slot(host)
             except RETRY_ERRORS:
                 await asyncio.sleep(min(0.1 * 2 ** attempt, 2.0))
                 continue
-            self.hosts.clock.observe(now)
             return self.hosts.clock.local(at)
         raise RuntimeError("statecrawl: Redis gives no slot for " + host)
 
@@ -226,7 +246,6 @@ class PolitenessMiddleware:
         except RETRY_ERRORS as exc:
             logger.warning("statecrawl: could not back %s off in Redis (%s)", host, exc)
             return
-        self.hosts.clock.observe(now)
         if until:
             self.crawler.stats.inc_value("statecrawl/polite/backoffs")
             self.hosts.backed_off[host] = self.hosts.clock.local(until)
@@ -241,9 +260,18 @@ class PolitenessMiddleware:
                                           self.hosts.clock.local(int(until)))
 
     async def _report_loop(self) -> None:
+        synced = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
             await self._report()
+            clock = self.hosts.clock
+            every = CLOCK_SYNC_INTERVAL if clock.error <= clock.GOOD else 2.0
+            if time.monotonic() - synced > every and self.store is not None:
+                synced = time.monotonic()
+                try:
+                    await self.hosts.clock.sync(self.store.client)
+                except RETRY_ERRORS as exc:
+                    logger.debug("statecrawl: clock sync failed (%s)", exc)
 
     async def _report(self) -> None:
         seen, self.hosts.seen = self.hosts.seen, {}

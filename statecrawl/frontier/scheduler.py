@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import time
 from typing import TYPE_CHECKING
 
 from scrapy import signals
@@ -48,6 +48,7 @@ from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler, load_object
 
 from statecrawl.exceptions import CrawlStateLost, SerializationError
+from statecrawl.frontier._buffer import LeaseBuffer
 from statecrawl.frontier._engine import on_stop, wake, watch_completed
 from statecrawl.frontier._leasing import LeasingMixin
 from statecrawl.frontier._scrapy_redis import is_scrapy_redis_spider, say_joined, say_nothing_new
@@ -90,7 +91,9 @@ class Scheduler(LeasingMixin, BaseScheduler):
         self.service = service  # never finishes: idle workers wait for work (module docstring)
         self.state = WorkerState.of(crawler)
         self.spider: Spider | None = None
-        self._buffer: deque[tuple[str, Request]] = deque()
+        self._buffer = LeaseBuffer()
+        self._due_timer: asyncio.TimerHandle | None = None  # wakes the engine for a slot
+        self._due_at = 0.0
         # Fingerprints this worker has already sent to Redis. Only a cache:
         # the crawl's `seen` set decides; this spares serializing and sending
         # the same link again (most links of a site are repeats).
@@ -317,12 +320,18 @@ class Scheduler(LeasingMixin, BaseScheduler):
         return True
 
     def next_request(self) -> Request | None:
-        if not self._buffer:
+        ready = self._buffer.pop_ready(time.time())
+        if ready is None:
+            if self._buffer:  # polite requests wait for their slots (statecrawl.frontier._buffer)
+                self._wake_at(self._buffer.next_due())
+                if self._short():
+                    self._refill()
+                return None
             self._refill()
             if self._feed is not None:
                 self._feed.poke()
             return None
-        lease_id, request = self._buffer.popleft()
+        lease_id, request = ready
         if self._feed is not None and self._short():
             self._feed.poke()
         request.meta[LEASE_META_KEY] = lease_id
@@ -332,6 +341,21 @@ class Scheduler(LeasingMixin, BaseScheduler):
         self.crawler.stats.inc_value("scheduler/dequeued/redis")
         self.crawler.stats.inc_value("scheduler/dequeued")
         return request
+
+    def _wake_at(self, when: float | None) -> None:
+        """Have the engine ask again at *when* (a ``time.time()``)."""
+        if when is None or (self._due_timer is not None and self._due_at <= when
+                            and not self._due_timer.cancelled()):
+            return
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        self._due_at = when
+        self._due_timer = asyncio.get_running_loop().call_later(
+            max(0.0, when - time.time()), self._on_due)
+
+    def _on_due(self) -> None:
+        self._due_timer = None
+        wake(self.crawler.engine)
 
     # -- completion, idleness ------------------------------------------------------
 

@@ -21,6 +21,7 @@ else Playwright's own download. ``playwright install`` needs the internet;
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 import logging
 import shutil
@@ -29,6 +30,8 @@ from urllib.parse import urlsplit
 
 from scrapy.exceptions import DownloadTimeoutError
 from scrapy_playwright.handler import ScrapyPlaywrightDownloadHandler
+
+from statecrawl.frontier.politeness import politeness_of
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -153,6 +156,17 @@ class BrowserHandler(ScrapyPlaywrightDownloadHandler):
         self._idle.set()
         self._launched = False
         self._launching = asyncio.Lock()
+
+    if inspect.iscoroutinefunction(ScrapyPlaywrightDownloadHandler.download_request):
+        # A polite crawl's request waits for its slot here, after every middleware,
+        # so nothing but the connection stands between its slot and the wire
+        # (statecrawl.frontier.politeness).
+        async def download_request(self, request: Request) -> Response:
+            polite = politeness_of(self._crawler)
+            if polite is not None:
+                polite.handler_holds = True
+                await polite.hold(request)
+            return await super().download_request(request)
 
     async def _maybe_launch_in_thread(self) -> None:
         """At engine start: nothing yet (see :meth:`_download_request`)."""

@@ -36,13 +36,14 @@ local function now_ms()
 end
 
 -- A host's budget: its next allowed time, delay (the largest of its override
--- or the crawl's delay, robots.txt's Crawl-delay and AutoThrottle's), cap on
+-- or the crawl's delay, robots.txt's Crawl-delay and AutoThrottle's, plus the
+-- lateness a worker may send with), cap on
 -- requests in flight (0 = none) and requests in flight now.
 local function host_conf(hosts, host, cache)
   local c = cache[host]
   if c then return c end
   local v = redis.call('HMGET', hosts, host, host .. '|d', host .. '|r', host .. '|a',
-    host .. '|c', host .. '|n', '*|d', '*|c', '*|at', '*|as')
+    host .. '|c', host .. '|n', '*|d', '*|c', '*|at', '*|as', '*|l')
   local delay = tonumber(v[2]) or tonumber(v[7]) or 0
   local robots = tonumber(v[3]) or 0
   if robots > delay then delay = robots end
@@ -50,6 +51,9 @@ local function host_conf(hosts, host, cache)
     local auto = tonumber(v[4]) or tonumber(v[10]) or 0
     if auto > delay then delay = auto end
   end
+  -- a worker may send up to `*|l` ms after its slot (STATECRAWL_HOST_LATE): slots
+  -- are that much further apart, so the next request still comes a delay later
+  if delay > 0 then delay = delay + (tonumber(v[11]) or 0) end
   c = {next = tonumber(v[1]) or 0, delay = math.floor(delay), n = tonumber(v[6]) or 0,
        cap = tonumber(v[5]) or tonumber(v[8]) or 0}
   cache[host] = c

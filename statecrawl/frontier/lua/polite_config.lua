@@ -3,11 +3,12 @@
 -- while the crawl runs). Per-host overrides from settings are set the same way.
 --
 -- KEYS: meta hosts
--- ARGV: delay_ms concurrency horizon_ms at_target at_start_ms at_max_ms {host field value}*
+-- ARGV: delay_ms concurrency horizon_ms at_target at_start_ms at_max_ms late_ms
+--       {host field value}*
 -- Returns the crawl's budget: {delay_ms, concurrency, horizon_ms, at_target}.
 local meta, hosts = KEYS[1], KEYS[2]
 redis.call('HSET', meta, 'polite', '1')
-local names = {'*|d', '*|c', '*|h', '*|at', '*|as', '*|am'}
+local names = {'*|d', '*|c', '*|h', '*|at', '*|as', '*|am', '*|l'}
 for i, name in ipairs(names) do redis.call('HSETNX', hosts, name, ARGV[i]) end
 for i = #names + 1, #ARGV, 3 do
   redis.call('HSETNX', hosts, ARGV[i] .. '|' .. ARGV[i + 1], ARGV[i + 2])
