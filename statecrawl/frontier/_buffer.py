@@ -10,9 +10,11 @@ and still reaches :class:`~statecrawl.frontier.politeness.PolitenessMiddleware`
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ class LeaseBuffer:
         self._plain: deque[tuple[str, Request]] = deque()
         self._timed: list[tuple[float, int, str, Request]] = []  # heap by slot time
         self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def __len__(self) -> int:
         return len(self._plain) + len(self._timed)
@@ -76,3 +80,18 @@ class LeaseBuffer:
     def next_due(self) -> float | None:
         """When the earliest polite request may go to the engine (``time.time()``), if any."""
         return self._timed[0][0] - SLOT_LEAD if self._timed else None
+
+    def call_when_due(self, callback: Callable[[], None]) -> None:
+        """Call *callback* once, when the earliest polite request may go to the engine."""
+        when = self.next_due()
+        if when is None or (self._timer is not None and self._timer_at <= when):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = asyncio.get_running_loop().call_later(
+            max(0.0, when - time.time()), self._fire, callback)
+
+    def _fire(self, callback: Callable[[], None]) -> None:
+        self._timer = None
+        callback()

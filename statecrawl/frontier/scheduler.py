@@ -92,8 +92,6 @@ class Scheduler(LeasingMixin, BaseScheduler):
         self.state = WorkerState.of(crawler)
         self.spider: Spider | None = None
         self._buffer = LeaseBuffer()
-        self._due_timer: asyncio.TimerHandle | None = None  # wakes the engine for a slot
-        self._due_at = 0.0
         # Fingerprints this worker has already sent to Redis. Only a cache:
         # the crawl's `seen` set decides; this spares serializing and sending
         # the same link again (most links of a site are repeats).
@@ -323,7 +321,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
         ready = self._buffer.pop_ready(time.time())
         if ready is None:
             if self._buffer:  # polite requests wait for their slots (statecrawl.frontier._buffer)
-                self._wake_at(self._buffer.next_due())
+                self._buffer.call_when_due(lambda: wake(self.crawler.engine))
                 if self._short():
                     self._refill()
                 return None
@@ -341,21 +339,6 @@ class Scheduler(LeasingMixin, BaseScheduler):
         self.crawler.stats.inc_value("scheduler/dequeued/redis")
         self.crawler.stats.inc_value("scheduler/dequeued")
         return request
-
-    def _wake_at(self, when: float | None) -> None:
-        """Have the engine ask again at *when* (a ``time.time()``)."""
-        if when is None or (self._due_timer is not None and self._due_at <= when
-                            and not self._due_timer.cancelled()):
-            return
-        if self._due_timer is not None:
-            self._due_timer.cancel()
-        self._due_at = when
-        self._due_timer = asyncio.get_running_loop().call_later(
-            max(0.0, when - time.time()), self._on_due)
-
-    def _on_due(self) -> None:
-        self._due_timer = None
-        wake(self.crawler.engine)
 
     # -- completion, idleness ------------------------------------------------------
 
