@@ -24,7 +24,8 @@ machine can be later than it arrived; as root, the script also captures the
 request packets on the loopback device (``tcpdump``) and gives the shortest
 gap on the wire, which nginx's scheduling cannot blur.
 Each statecrawl worker's ``statecrawl/polite/*`` stats are summed and printed
-(slots waited for, missed and taken again). ``bench/throughput.py`` gives the
+(slots waited for, missed and taken again), with the Redis round trips per
+page (commits, lease calls, new slots). ``bench/throughput.py`` gives the
 cost with no delay set. Needs nginx (``apt-get install nginx-light``).
 """
 
@@ -75,8 +76,13 @@ def crawl(urls: list[str], workers: int, redis_url: str, *settings: str) -> dict
         raise RuntimeError("a worker failed:\n" + "\n".join(e[-2000:] for e in errors))
     stats: dict[str, int] = {}
     for log in errors:
-        for m in re.finditer(r"'statecrawl/polite/(\w+)': (\d+)", log):
-            stats[m[1]] = stats.get(m[1], 0) + int(m[2])
+        for m in re.finditer(r"'statecrawl/(polite/\w+|commits|lease_calls|leased)': (\d+)", log):
+            name = m[1].removeprefix("polite/")
+            stats[name] = stats.get(name, 0) + int(m[2])
+    if stats.get("leased"):  # Redis round trips per page: commits, leases, new slots
+        trips = sum(stats.get(k, 0) for k in ("commits", "lease_calls", "late", "backed_off",
+                                               "delay_changed"))
+        stats["trips_per_page"] = round(trips / stats["leased"], 2)  # type: ignore[assignment]
     return stats
 
 

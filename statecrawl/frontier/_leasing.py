@@ -105,6 +105,7 @@ class LeasingMixin:
                 return
             token = token or new_token()
             self._leasing = True
+            self.crawler.stats.inc_value("statecrawl/lease_calls")
             try:
                 state, pairs = await store.lease(
                     self.state.worker_id, want, check_finished=check, token=token)

@@ -125,3 +125,18 @@ def test_a_killed_worker_neither_loses_pages_nor_breaks_the_budget(
                      "--delay", "2", "--concurrency", "3"]) == 0
     assert "override 2s" in capsys.readouterr().out
     assert client.hget(KEY.format(crawl_id, "hosts"), "127.0.0.1|c") == b"3"
+
+
+def test_autothrottle_is_one_delay_per_host_for_the_fleet(redis_server: RedisServer, crawl_id: str,
+                                                          tmp_path: Path) -> None:
+    # every page takes 0.3 s: with a target concurrency of 1, AutoThrottle's rule moves the
+    # host's delay from its 0.05 s start towards 0.3 s, from what both workers report
+    script = {"/": [links_page(10)], "/robots.txt": [Reply(404)], "*": [Reply(delay=0.3)]}
+    with ScriptedServer(script) as site:  # type: ignore[arg-type]
+        logs = _workers(2, site.url, crawl_id, redis_server, tmp_path, "AUTOTHROTTLE_ENABLED=True",
+                        "AUTOTHROTTLE_START_DELAY=0.05", "AUTOTHROTTLE_TARGET_CONCURRENCY=1")
+    assert all("AutoThrottle on (target 1)" in log for log in logs)
+    assert not any("scrapy.extensions.throttle.AutoThrottle" in log for log in logs)
+    learnt = int(redis_server.client().hget(KEY.format(crawl_id, "hosts"), "127.0.0.1|a"))
+    assert 150 <= learnt <= 320, learnt
+    assert len(set(_pages(tmp_path, 2))) == 11
