@@ -150,8 +150,11 @@ class LeasingMixin:
                 # polling only as a safety net. Meanwhile this loop stays up, so a worker
                 # short of requests neither leases nor hurries its commits for nothing.
                 poll, self._drained = self.idle_poll_max, True
+            # a polite crawl's hosts all wait: sleep until the first is due (or work appears)
+            due = store.next_due_in if not pairs else None
             try:
-                await asyncio.wait_for(self._wakeup.wait(), timeout=poll)
+                await asyncio.wait_for(self._wakeup.wait(),
+                                       timeout=poll if due is None else min(max(due, poll), 5.0))
             except asyncio.TimeoutError:
                 pass
             finally:

@@ -41,6 +41,7 @@ runs. Keys: ``hostq``, ``ready``, ``hosts`` (:mod:`statecrawl.frontier.keys`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -160,7 +161,8 @@ class Budget:
 class RedisClock:
     """The Redis clock on this worker's clock, NTP-style.
 
-    :meth:`sync` asks Redis for ``TIME`` up to :attr:`SAMPLES` times and keeps
+    :meth:`sync` asks Redis for ``TIME`` up to :attr:`SAMPLES` times (until a
+    round trip under :attr:`GOOD`) and keeps
     the sample with the shortest round trip: Redis read its clock within that
     round trip, so the offset is known to half of it, however busy the
     worker's event loop was for the other samples. A new estimate replaces
@@ -168,7 +170,7 @@ class RedisClock:
     :attr:`KEEP` seconds old (clocks drift).
     """
 
-    SAMPLES = 20
+    SAMPLES = 50
     GOOD = 0.001  # a round trip this short ends the sampling
     KEEP = 120.0
 
@@ -188,6 +190,7 @@ class RedisClock:
                 best = sample
             if best[0] * 2 <= self.GOOD:
                 break
+            await asyncio.sleep(0.002)  # a busy moment (a worker starting): try a later one
         assert best is not None
         if best[0] <= self.error or time.monotonic() - self._at > self.KEEP:
             self.error, self.offset = best

@@ -180,6 +180,8 @@ class PolitenessMiddleware:
         if slot is None:
             return
         host, at, granted = slot
+        # never early: the Redis clock is known to +-clock.error here
+        at += self.hosts.clock.error
         stats = self.crawler.stats
         if granted < self.hosts.rules_changed.get(host, 0.0):
             at = await self._new_slot(host, "polite/delay_changed")
@@ -210,7 +212,7 @@ class PolitenessMiddleware:
             except RETRY_ERRORS:
                 await asyncio.sleep(min(0.1 * 2 ** attempt, 2.0))
                 continue
-            return self.hosts.clock.local(at)
+            return self.hosts.clock.local(at) + self.hosts.clock.error
         raise RuntimeError("statecrawl: Redis gives no slot for " + host)
 
     # -- what the host answered -------------------------------------------------

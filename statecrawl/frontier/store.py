@@ -154,6 +154,7 @@ class CrawlStore:
         self.keys = CrawlKeys(crawl_id)
         self.crawl_id = crawl_id
         self.epoch: str | None = None
+        self.next_due_in: float | None = None  # see lease()
         self._quarantine = client.register_script(
             script_source("dead_letter.lua", "host_done.lua", "quarantine.lua"))
         self._open_crawl = client.register_script(script_source("open_crawl.lua"))
@@ -232,7 +233,9 @@ class CrawlStore:
                           k.hostq, k.ready, k.hosts],
             [worker, n, "1" if check_finished else "0", token or new_token(), self._epoch()],
         )
-        state = _text(out[0])
+        state, _, due = _text(out[0]).partition(" ")
+        # a polite crawl whose hosts all wait: the first is due in this many seconds
+        self.next_due_in = int(due) / 1000 if due else None
         pairs = [(_text(out[i]), _bytes(out[i + 1])) for i in range(1, len(out), 2)]
         return state, pairs
 

@@ -15,7 +15,8 @@
 -- KEYS: meta queue reqs leases workers stats tokens hostq ready hosts
 -- ARGV: worker n check_finished(0|1) token epoch
 -- Times come from the Redis clock, so workers on different machines agree.
--- Returns {state, id1, json1, id2, json2, ...}; in a polite crawl each id is
+-- Returns {state, id1, json1, id2, json2, ...}; a polite crawl's state may be
+-- "running <ms>" (nothing leased; the first host is due in <ms>), and each id is
 -- "<id> <at> <now> <host>" (polite.lua). (take_leases.lua and polite.lua are prepended.)
 local meta, queue, reqs, leases, workers, stats, tokens, hostq, ready, hosts =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
@@ -47,5 +48,15 @@ if ARGV[3] == '1' and redis.call('ZCARD', queue) == 0 and redis.call('HLEN', lea
     redis.call('HSET', meta, 'state', 'finished', 'finished_at', now[1])
   end
   out[1] = 'finished'
+end
+-- A polite crawl whose hosts are all waiting: say when the first is due within
+-- the horizon ("running <ms>"), so that idle workers sleep until then.
+if out[1] == 'running' and redis.call('HGET', meta, 'polite') == '1' then
+  local first = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    local horizon = tonumber(redis.call('HGET', hosts, '*|h')) or 500
+    local wait = tonumber(first[2]) - horizon - (now[1] * 1000 + math.floor(now[2] / 1000))
+    out[1] = 'running ' .. string.format('%d', math.max(0, wait))
+  end
 end
 return out
