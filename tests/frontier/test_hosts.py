@@ -28,6 +28,13 @@ def _slots(pairs: list[tuple[str, bytes]]) -> list[tuple[str, str, int, int]]:
     return out
 
 
+async def _seed(store: CrawlStore, worker: str, host: str, n: int) -> list[tuple[str, bytes]]:
+    """Commit n requests of *host* as *worker*, then lease as many as it may have."""
+    await store.commit(worker, dedupe="exact",
+                       requests=[_req(f"http://{host}/{i}") for i in range(n)])
+    return (await store.lease(worker, 10, check_finished=False))[1]
+
+
 async def _polite(store: CrawlStore, **budget: object) -> HostBudgetStore:
     hosts = HostBudgetStore(store.client, store.keys)
     await hosts.configure(Budget(**budget))  # type: ignore[arg-type]
@@ -60,9 +67,7 @@ def test_slots_of_one_host_are_a_delay_apart_and_a_waiting_host_stalls_no_other(
 def test_concurrency_cap_parks_a_host_until_a_lease_ends(redis_url: str, crawl_id: str) -> None:
     async def body(store: CrawlStore) -> None:
         await _polite(store, concurrency=2)
-        await store.commit("w", dedupe="exact",
-                           requests=[_req(f"http://a.test/{i}") for i in range(5)])
-        _, pairs = await store.lease("w", 10, check_finished=False)
+        pairs = await _seed(store, "w", "a.test", 5)
         assert len(pairs) == 2
         assert (await store.lease("w", 10, check_finished=False))[1] == []
         first = pairs[0][0].split()[0]
@@ -83,9 +88,7 @@ def test_concurrency_cap_parks_a_host_until_a_lease_ends(redis_url: str, crawl_i
 def test_reclaimed_leases_free_their_host(redis_url: str, crawl_id: str) -> None:
     async def body(store: CrawlStore) -> None:
         await _polite(store, concurrency=1)
-        await store.commit("dead", dedupe="exact",
-                           requests=[_req(f"http://a.test/{i}") for i in range(3)])
-        _, pairs = await store.lease("dead", 10, check_finished=False)
+        pairs = await _seed(store, "dead", "a.test", 3)
         assert len(pairs) == 1
         await asyncio.sleep(0.05)
         beat = await store.heartbeat("alive", 0.02)  # "dead" is overdue

@@ -128,11 +128,7 @@ local function polite_take(meta, queue, reqs, leases, stats, hostq, ready, hosts
       end
     end
   end
-  if taken > 0 then
-    redis.call('HINCRBY', stats, 'leased', taken)
-    mark_running(meta)
-  end
-  return taken
+  return leased(meta, stats, taken)
 end
 
 -- take_leases (take_leases.lua), or polite_take in a polite crawl.

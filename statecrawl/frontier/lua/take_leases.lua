@@ -8,6 +8,16 @@ local function mark_running(meta)
   end
 end
 
+-- Counts `taken` leases in the stats and, when the crawl was marked finished,
+-- marks it running again. Returns `taken`. (Also used by polite.lua.)
+local function leased(meta, stats, taken)
+  if taken > 0 then
+    redis.call('HINCRBY', stats, 'leased', taken)
+    mark_running(meta)
+  end
+  return taken
+end
+
 -- Pops up to `n` request ids from the frontier, records each as leased by
 -- `worker` (with its score, so a reclaim restores its priority) and appends
 -- id, request JSON pairs to `out`. Counts them in the stats and, when the
@@ -25,9 +35,5 @@ local function take_leases(meta, queue, reqs, leases, stats, worker, n, out)
       taken = taken + 1
     end
   end
-  if taken > 0 then
-    redis.call('HINCRBY', stats, 'leased', taken)
-    mark_running(meta)
-  end
-  return taken
+  return leased(meta, stats, taken)
 end
