@@ -55,7 +55,8 @@ FAILED_SAMPLE = 1000
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 #: Spider arguments the ``crawl`` command sets, and the options that set them.
 _OPTIONS = {"url": "URL", "limit": "--limit", "max_depth": "--max-depth", "include": "--include",
-            "exclude": "--exclude", "allow_subdomains": "--allow-subdomains", "render": "--render"}
+            "exclude": "--exclude", "allow_subdomains": "--allow-subdomains", "render": "--render",
+            "delay": "--delay", "host_concurrency": "--host-concurrency"}
 
 
 def default_crawl_id(url: str, now: datetime | None = None) -> str:
@@ -72,6 +73,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     spider_args = {
         "url": start_url, "limit": args.limit, "max_depth": args.max_depth, "include": args.include,
         "exclude": args.exclude, "allow_subdomains": args.allow_subdomains, "render": args.render,
+        "delay": args.delay, "host_concurrency": args.host_concurrency,
     }
     cmd = worker_command(SPIDER, crawl_id, spider_args)  # refuses what cannot go on a command line
     out = Path(args.out).resolve()

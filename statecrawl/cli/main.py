@@ -309,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch pages over HTTP, render them in Chromium, or auto: HTTP, and "
                         "Chromium for pages that look script-built (default: http)")
     p.add_argument("--workers", type=_count(1), default=1, metavar="N", help="worker processes (default: 1)")
+    p.add_argument("--delay", type=float, metavar="S",
+                   help="least time between two requests of a host, for all workers together "
+                        "(the crawl's politeness budget; change it later with `statecrawl hosts`)")
+    p.add_argument("--host-concurrency", type=_count(1), metavar="N",
+                   help="most requests of a host in flight at once, all workers together")
     p.add_argument("--crawl-id", metavar="ID", help="crawl id; an existing one is resumed (default: <host>-<time>)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_crawl)

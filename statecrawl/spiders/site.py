@@ -13,7 +13,9 @@ Arguments (all ``-a name=value``): ``url`` (required), ``crawl_id``,
 ``settle_ms`` (the most a page waits to settle, 0: not at all), ``quiet_ms``
 (see :mod:`statecrawl.render.settle`), ``wait_for`` (CSS selector),
 ``wait_ms``, ``wait_until`` (``load``, ``domcontentloaded``,
-``networkidle``, ``commit``), ``screenshot``
+``networkidle``, ``commit``), ``delay`` (seconds between two requests of a
+host, for all the crawl's workers) and ``host_concurrency`` (requests of a host
+in flight at once, all workers), ``screenshot``
 (``true``/``false``), ``formats`` (comma-separated: ``markdown`` (the
 default), ``html`` (cleaned main-content HTML), ``raw_html``, ``links``).
 Start several processes with the same ``crawl_id`` and Redis and they share
@@ -64,14 +66,13 @@ from statecrawl.render.middleware import (
     WAIT_UNTIL,
 )
 from statecrawl.sessions.login import pop_session_args
+from statecrawl.spiders._args import FORMATS, bool_arg, formats_arg, int_arg, seconds_arg
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _REDIRECTS = [301, 302, 303, 307, 308]
 # Follow links to documents and images too (each gets an item noting its
 # content type); archives, audio, video and executables stay skipped.
 _FOLLOWED_BINARY = {"pdf", "png", "jpg", "jpeg", "gif", "webp", "svg", "doc", "docx", "xls", "xlsx", "ppt", "pptx"}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 # A body served as HTML may be a file (a PDF behind a download URL, an image,
 # an archive): told apart by its first bytes, as browsers sniff (WHATWG MIME
@@ -117,42 +118,6 @@ def _sniff(body: bytes, content_type_header: str) -> str | None:
     if b"\x00" in head or control > _CONTROL_SHARE * len(head):
         return _BINARY
     return None
-
-
-def _int_arg(name: str, value: Any) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"-a {name}= expects a whole number, got {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"-a {name}= must not be negative, got {number}")
-    return number
-
-
-def _bool_arg(name: str, value: Any) -> bool:
-    text = str(value).strip().lower() if value is not None else ""
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"-a {name}= expects true or false, got {value!r}")
-
-
-#: Item formats (``-a formats=``); ``links`` are in every item (page metadata).
-FORMATS = ("markdown", "html", "raw_html", "links")
-
-
-def _formats_arg(value: str | None) -> frozenset[str]:
-    if value is None or not value.strip():
-        return frozenset({"markdown", "links"})
-    names = {name.strip() for name in value.split(",") if name.strip()}
-    unknown = names - set(FORMATS)
-    if unknown:
-        raise ConfigError(f"-a formats= takes {', '.join(FORMATS)}; unknown: "
-                          f"{', '.join(sorted(unknown))}")
-    return frozenset(names | {"links"})
 
 
 def markdown_images(settings: BaseSettings) -> str:
@@ -233,7 +198,8 @@ class SiteSpider(Spider):
         max_depth: Any = None, include: str | None = None, exclude: str | None = None,
         allow_subdomains: Any = None, render: str | None = None, wait_for: str | None = None,
         wait_ms: Any = None, wait_until: str | None = None, screenshot: Any = None,
-        settle_ms: Any = None, quiet_ms: Any = None, formats: str | None = None, **kwargs: Any,
+        settle_ms: Any = None, quiet_ms: Any = None, formats: str | None = None,
+        delay: Any = None, host_concurrency: Any = None, **kwargs: Any,
     ) -> None:
         session_args = pop_session_args(kwargs)  # login_form, cookies, headers: never stored
         super().__init__(**kwargs)
@@ -246,20 +212,25 @@ class SiteSpider(Spider):
                               f"got {wait_until!r}")
         self.render = render
         self.markdown_images = IMAGES[0]  # STATECRAWL_MARKDOWN_IMAGES, read by from_crawler
-        self.formats = _formats_arg(formats)
+        self.formats = formats_arg(formats)
         #: fill_page's content options (only_main_content, include_tags, exclude_tags)
         self.page_options: dict[str, Any] = {}
         self.render_options = {k: v for k, v in {
-            "wait_for": wait_for, "wait_ms": _int_arg("wait_ms", wait_ms), "wait_until": wait_until,
-            "screenshot": _bool_arg("screenshot", screenshot) or None,
-            "settle_ms": _int_arg("settle_ms", settle_ms), "quiet_ms": _int_arg("quiet_ms", quiet_ms),
+            "wait_for": wait_for, "wait_ms": int_arg("wait_ms", wait_ms), "wait_until": wait_until,
+            "screenshot": bool_arg("screenshot", screenshot) or None,
+            "settle_ms": int_arg("settle_ms", settle_ms), "quiet_ms": int_arg("quiet_ms", quiet_ms),
         }.items() if v is not None}
         self.start_url = validate_start_url(url)
         self.crawl_id = crawl_id or self.name
-        self.crawl_limit = _int_arg("limit", limit)
-        self.max_depth = _int_arg("max_depth", max_depth)
+        # the crawl's politeness budget, for all its workers (statecrawl.frontier.hosts); kept
+        # in Redis with the crawl, not in crawl_args: `statecrawl hosts` changes it
+        self.host_budget = {k: v for k, v in (
+            ("delay", seconds_arg("delay", delay)),
+            ("concurrency", int_arg("host_concurrency", host_concurrency))) if v}
+        self.crawl_limit = int_arg("limit", limit)
+        self.max_depth = int_arg("max_depth", max_depth)
         self.scope = Scope(
-            self.start_url, allow_subdomains=_bool_arg("allow_subdomains", allow_subdomains),
+            self.start_url, allow_subdomains=bool_arg("allow_subdomains", allow_subdomains),
             include=include, exclude=exclude,
         )
         # Off-site redirects are dropped by Scrapy's OffsiteMiddleware.

@@ -140,3 +140,28 @@ def test_autothrottle_is_one_delay_per_host_for_the_fleet(redis_server: RedisSer
     learnt = int(redis_server.client().hget(KEY.format(crawl_id, "hosts"), "127.0.0.1|a"))
     assert 150 <= learnt <= 320, learnt
     assert len(set(_pages(tmp_path, 2))) == 11
+
+
+def test_statecrawl_crawl_delay_option_is_the_fleets_budget(redis_server: RedisServer,
+                                                             crawl_id: str, tmp_path: Path) -> None:
+    with ScriptedServer({"/": [links_page(6)], "/robots.txt": [Reply(404)]}) as site:
+        code = cli.main(["--redis-url", redis_server.url, "crawl", site.url + "/", "--workers", "2",
+                         "--delay", "0.2", "--host-concurrency", "1", "--crawl-id", crawl_id,
+                         "--out", str(tmp_path / "out"), "--quiet"])
+        times = [t for t, path in site.times if path != "/robots.txt"]
+    assert code == 0 and len(times) == 7
+    assert min(gaps(times)) >= 0.2 - 0.005, sorted(gaps(times))[:2]
+    assert redis_server.client().hmget(KEY.format(crawl_id, "hosts"), "*|d", "*|c") == [
+        b"200", b"1"]
+
+
+def test_bad_budget_arguments_are_refused() -> None:
+    from statecrawl.exceptions import ConfigError
+    from statecrawl.spiders.site import SiteSpider
+
+    spider = SiteSpider(url="http://a.test/", delay="0.25", host_concurrency="2")
+    assert spider.host_budget == {"delay": 0.25, "concurrency": 2}
+    assert SiteSpider(url="http://a.test/").host_budget == {}
+    for bad in ({"delay": "soon"}, {"delay": "-1"}, {"host_concurrency": "two"}):
+        with pytest.raises(ConfigError):
+            SiteSpider(url="http://a.test/", **bad)
