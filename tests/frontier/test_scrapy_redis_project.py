@@ -160,7 +160,7 @@ def test_redis_crawl_spider_crawls_every_page_once(project: Path, redis_server: 
     with DemoSite(pages=40) as site:
         pages = [u for u in site.page_urls() if not u.endswith("/orphan.html")]
         client.lpush("mycrawler:start_urls", site.url + "/")
-        result = crawl(project, "mycrawler_redis")
+        result = crawl(project, "mycrawler_redis", "-s", "LOG_LEVEL=DEBUG")  # fetches logged
         log = result.stderr
         assert result.returncode == 0, log[-3000:]
         assert (f"uses Redis redis://127.0.0.1:{redis_server.port}/0 "
@@ -171,7 +171,10 @@ def test_redis_crawl_spider_crawls_every_page_once(project: Path, redis_server: 
         assert set(linked) <= set(got), sorted(set(linked) - set(got))[:5]
         assert all(got.count(url) == 1 for url in got), "an item was stored twice"
         for url in pages:
-            assert site.hits[url[len(site.url):]] == 1, url
+            # a fetch Scrapy retried (a transport error) reached the site twice, legitimately
+            retried = log.count(f"Retrying <GET {url}>")
+            assert 1 <= site.hits[url[len(site.url):]] <= 1 + retried, (
+                url, [line[-300:] for line in log.splitlines() if f"{url}>" in line][:12])
         assert all(i["spider"] == "mycrawler_redis" and i["crawled"] for i in
                    items(redis_server, "mycrawler_redis"))
 
