@@ -234,7 +234,7 @@ def test_cli_reports_a_crawl_redis_lost_as_a_failure(crawl_id: str, tmp_path: Pa
         assert cli.returncode == 1, out + err
         assert f"crawl {crawl_id} lost:" in out, out
         assert f"Redis lost crawl {crawl_id!r} while it ran" in err, err
-        assert client.exists(f"sc:{{{crawl_id}}}:meta") == 0  # not made again by a worker
+        assert client.exists(f"sc:{{{crawl_id}}}:meta") == 0, (client.hgetall(f"sc:{{{crawl_id}}}:meta"), [k for k in client.scan_iter("*")])  # not made again by a worker
     finally:
         client.close()
         stop(proc)
