@@ -16,9 +16,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from statecrawl.exceptions import CrawlStateLost, SerializationError
+from statecrawl.frontier._buffer import SLOT_META_KEY, LeaseBuffer
 from statecrawl.frontier._engine import wake
 from statecrawl.frontier.hosts import parse_slot
-from statecrawl.frontier._buffer import SLOT_META_KEY, LeaseBuffer
 from statecrawl.frontier.politeness import hosts_of
 from statecrawl.frontier.redis_errors import Outage, is_transient
 from statecrawl.frontier.serialize import request_from_json
@@ -193,7 +193,6 @@ class LeasingMixin:
         # a polite crawl's leases carry their slot (statecrawl.frontier.hosts)
         clock = hosts_of(self.crawler).clock
         slots = [parse_slot(lease, clock) for lease, _ in leased]
-        pairs = [(lease_id, body) for (lease_id, _), (_, body) in zip(slots, leased)]
         accepted: list[tuple[str, Request]] = []
         try:
             for (lease_id, slot), (_, body) in zip(slots, leased):
@@ -207,8 +206,8 @@ class LeasingMixin:
                 accepted.append((lease_id, request))
         except Exception:  # noqa: BLE001 - never strand a batch of leases under a live worker
             logger.exception("statecrawl: could not take %d leased requests; giving them back",
-                             len(pairs))
-            self._give_back([lease_id for lease_id, _ in pairs])
+                             len(slots))
+            self._give_back([lease_id for lease_id, _ in slots])
             return
         self._buffer.extend(accepted, front=front)
 

@@ -196,6 +196,10 @@ class RedisClock:
             self.error, self.offset = best
             self._at = time.monotonic()
 
+    @property
+    def synced(self) -> bool:
+        return self.error != float("inf")
+
     def local(self, redis_ms: int) -> float:
         """A Redis time (ms) as a local ``time.time()``."""
         return redis_ms / 1000 + self.offset
@@ -248,10 +252,10 @@ class HostBudgetStore:
         return int(until), int(now), int(level)
 
     async def observe(self, seen: dict[str, list[float]]) -> None:
-        """Report {host: [answers not 429/503, answers 200, latency sum s, answers]}."""
+        """Report {host: [answers other than 429/503, answers 200, latency sum s]}."""
         args: list[Any] = []
-        for host, (ok, n200, latency, n) in seen.items():
-            args += [host, int(ok), int(n200), int(latency / max(n, 1) * 1000)]
+        for host, (n, n200, latency) in seen.items():
+            args += [host, int(n), int(n200), int(latency / max(n, 1) * 1000)]
         if args:
             await self._observe(keys=[self.keys.hosts], args=args)
 

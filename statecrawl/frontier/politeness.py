@@ -34,6 +34,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from statecrawl.frontier._buffer import SLOT_META_KEY
 from statecrawl.frontier.hosts import Budget, HostBudgetStore, RedisClock
+from statecrawl.frontier.redis_errors import retry_outage
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class HostsOfCrawler:
         # host -> local time its delay grew (robots.txt's Crawl-delay): slots granted
         # before it were spaced by the old delay, and are taken again
         self.rules_changed: dict[str, float] = {}
-        self.seen: dict[str, list[float]] = {}  # host -> [ok, n200, latency sum, n]
+        self.seen: dict[str, list[float]] = {}  # host -> [answers, answers 200, latency sum]
         self.polite = False  # leases of this crawl carry slots
         self.store: HostBudgetStore | None = None
 
@@ -106,8 +107,6 @@ class PolitenessMiddleware:
         self.crawler, self.budget = crawler, budget
         self.state = WorkerState.of(crawler)
         self.hosts = hosts_of(crawler)
-        self.late = budget.late if budget else 0.005
-        self.store: HostBudgetStore | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # statecrawl's download handler (statecrawl.render.browser) holds each request
@@ -124,16 +123,24 @@ class PolitenessMiddleware:
         crawler.signals.connect(mw.spider_closed, signal=signals.spider_closed)
         return mw
 
+    @property
+    def store(self) -> HostBudgetStore | None:
+        return self.hosts.store
+
+    @property
+    def _limits(self) -> Budget:
+        """This worker's late/backoff limits: its budget's, or the defaults."""
+        return self.budget or Budget()
+
     async def _configure(self, store: CrawlStore) -> None:
-        self.store = self.hosts.store = HostBudgetStore(store.client, store.keys)
+        self.hosts.store = HostBudgetStore(store.client, store.keys)
         if self._on_message not in self.state.work_listeners:
             self.state.work_listeners.append(self._on_message)
         asked = getattr(self.crawler.spider, "host_budget", None)  # e.g. an API job's delay
         if asked:
             self.budget = dataclasses.replace(self.budget or Budget(), **asked)
-        await self.hosts.clock.sync(store.client)
         if self.budget is not None:
-            delay, conc, horizon, target = await self.store.configure(self.budget)
+            delay, conc, horizon, target = await self.hosts.store.configure(self.budget)
             logger.info(
                 "statecrawl: crawl %r is polite: one budget per host for the whole fleet: "
                 "delay %.3gs, at most %s in flight, AutoThrottle %s (the crawl's budget, set by "
@@ -141,7 +148,9 @@ class PolitenessMiddleware:
                 conc or "any number", f"on (target {target:g})" if target else "off")
             self.hosts.polite = True
         else:
-            self.hosts.polite = await self.store.is_polite()
+            self.hosts.polite = await self.hosts.store.is_polite()
+        if self.hosts.polite:  # before the first lease: slots are read on this clock
+            await self.hosts.clock.sync(store.client)
 
     def spider_opened(self, spider: Spider) -> None:
         if self.hosts.polite:
@@ -180,8 +189,11 @@ class PolitenessMiddleware:
         if slot is None:
             return
         host, at, granted = slot
+        clock = self.hosts.clock
+        if not clock.synced and self.store is not None:  # a crawl made polite after we joined
+            await clock.sync(self.store.client)
         # never early: the Redis clock is known to +-clock.error here
-        at += self.hosts.clock.error
+        at += clock.error
         stats = self.crawler.stats
         if granted < self.hosts.rules_changed.get(host, 0.0):
             at = await self._new_slot(host, "polite/delay_changed")
@@ -196,7 +208,7 @@ class PolitenessMiddleware:
                     await asyncio.sleep(rest)
             if self.hosts.backed_off.get(host, 0.0) > at:
                 continue
-            if time.time() - at <= self.late:
+            if time.time() - at <= self._limits.late:
                 return
             at = await self._new_slot(host, "polite/late")
         stats.inc_value("statecrawl/polite/gave_up")
@@ -205,15 +217,10 @@ class PolitenessMiddleware:
 
     async def _new_slot(self, host: str, stat: str) -> float:
         self.crawler.stats.inc_value(f"statecrawl/{stat}")
-        assert self.store is not None
-        for attempt in range(10):
-            try:
-                at, _ = await self.store.slot(host)
-            except RETRY_ERRORS:
-                await asyncio.sleep(min(0.1 * 2 ** attempt, 2.0))
-                continue
-            return self.hosts.clock.local(at) + self.hosts.clock.error
-        raise RuntimeError("statecrawl: Redis gives no slot for " + host)
+        store = self.store
+        assert store is not None
+        at, _ = await retry_outage(f"taking a slot of {host}", lambda: store.slot(host), logger)
+        return self.hosts.clock.local(at) + self.hosts.clock.error
 
     # -- what the host answered -------------------------------------------------
 
@@ -225,11 +232,10 @@ class PolitenessMiddleware:
             self._spawn(self._backoff(host, retry_after(response)))
             return response
         if self.budget is not None and self.budget.autothrottle or host in self.hosts.backed_off:
-            seen = self.hosts.seen.setdefault(host, [0, 0, 0.0, 0])
+            seen = self.hosts.seen.setdefault(host, [0, 0, 0.0])
             seen[0] += 1
             seen[1] += response.status == 200
             seen[2] += float(request.meta.get("download_latency") or 0.0)
-            seen[3] += 1
             if self.hosts.backed_off.get(host, 0.0) <= time.time():
                 self.hosts.backed_off.pop(host, None)
         return response
@@ -241,10 +247,10 @@ class PolitenessMiddleware:
 
     async def _backoff(self, host: str, after: float | None) -> None:
         assert self.store is not None
-        base = self.budget.backoff if self.budget else 1.0
-        largest = self.budget.backoff_max if self.budget else 300.0
+        limits = self._limits
         try:
-            until, now, level = await self.store.backoff(host, after, base, largest)
+            until, now, level = await self.store.backoff(host, after, limits.backoff,
+                                                         limits.backoff_max)
         except RETRY_ERRORS as exc:
             logger.warning("statecrawl: could not back %s off in Redis (%s)", host, exc)
             return

@@ -28,6 +28,7 @@ from scrapy.downloadermiddlewares.robotstxt import (
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.httpobj import urlparse_cached
 
+from statecrawl.frontier.politeness import hosts_of
 from statecrawl.frontier.state import RETRY_ERRORS
 
 if TYPE_CHECKING:
@@ -80,8 +81,6 @@ class RobotsTxtMiddleware(_ScrapyRobotsTxt):
 
     async def _crawl_delay(self, request: Request, parser: RobotParser | None) -> None:
         """A polite crawl honours robots.txt's Crawl-delay, for the whole fleet."""
-        from statecrawl.frontier.politeness import hosts_of
-
         rp = getattr(parser, "rp", None)  # Protego, Scrapy's default parser
         hosts = hosts_of(self._crawler)
         if rp is None or hosts.store is None or not hosts.polite:

@@ -116,7 +116,7 @@ def test_backoff_with_retry_after_moves_the_host_for_everyone(redis_url: str,
         until, now, level = await hosts.backoff("b.test", None, 1.0, 300.0)
         assert (until - now, level) == (1000, 2)
         # an answer other than 429/503 ends the run
-        await hosts.observe({"b.test": [1, 1, 0.1, 1]})
+        await hosts.observe({"b.test": [1, 1, 0.1]})
         assert await store.client.hget(store.keys.hosts, "b.test|b") is None
 
     run_store(redis_url, crawl_id, body)
@@ -145,10 +145,10 @@ def test_autothrottle_follows_the_latency_workers_report(redis_url: str, crawl_i
         hosts = await _polite(store, autothrottle=True, at_target=2.0, at_start=1.0, at_max=10.0,
                               late=0.0)
         # Scrapy's rule: target = 0.8 / 2 = 0.4; (1.0 + 0.4) / 2 = 0.7
-        await hosts.observe({"a.test": [4, 4, 3.2, 4]})
+        await hosts.observe({"a.test": [4, 4, 3.2]})
         assert await store.client.hget(store.keys.hosts, "a.test|a") == b"700"
         # answers that are not 200 never lower it
-        await hosts.observe({"a.test": [1, 0, 0.0, 1]})
+        await hosts.observe({"a.test": [1, 0, 0.0]})
         assert await store.client.hget(store.keys.hosts, "a.test|a") == b"700"
         at, now = await hosts.slot("a.test")
         at2, _ = await hosts.slot("a.test")

@@ -23,10 +23,6 @@ else
 end
 local untl = now + math.floor(wait)
 local c = host_conf(hosts, host, {})
-if untl > c.next then
-  redis.call('HSET', hosts, host, string.format('%d', untl))
-  local score = redis.call('ZSCORE', ready, host)
-  if score and tonumber(score) < untl then redis.call('ZADD', ready, untl, host) end
-end
+if untl > c.next then defer_host(hosts, ready, host, untl) end
 redis.call('PUBLISH', queue, 'backoff ' .. host .. ' ' .. string.format('%d', untl))
 return {string.format('%d', untl), string.format('%d', now), level}

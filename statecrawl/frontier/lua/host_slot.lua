@@ -9,8 +9,5 @@ local hosts, ready, host = KEYS[1], KEYS[2], ARGV[1]
 local now = now_ms()
 local c = host_conf(hosts, host, {})
 local at = math.max(now, c.next)
-local due = at + c.delay
-redis.call('HSET', hosts, host, string.format('%d', due))
-local score = redis.call('ZSCORE', ready, host)
-if score and tonumber(score) < due then redis.call('ZADD', ready, due, host) end
+defer_host(hosts, ready, host, at + c.delay)
 return {string.format('%d', at), string.format('%d', now)}

@@ -60,6 +60,15 @@ local function host_conf(hosts, host, cache)
   return c
 end
 
+-- Move a host's next allowed time to `due`, and its place in `ready` (if it
+-- has queued requests) no earlier than that. Used by host_slot.lua and
+-- host_backoff.lua.
+local function defer_host(hosts, ready, host, due)
+  redis.call('HSET', hosts, host, string.format('%d', due))
+  local score = redis.call('ZSCORE', ready, host)
+  if score and tonumber(score) < due then redis.call('ZADD', ready, due, host) end
+end
+
 local function host_head(hostq, host)
   return redis.call('ZRANGEBYLEX', hostq, '[' .. host .. ' ', '(' .. host .. '!', 'LIMIT', 0, 1)
 end
