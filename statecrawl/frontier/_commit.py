@@ -117,12 +117,23 @@ class Committer:
         self, *, requests: Sequence[PendingRequest] = (), items: Sequence[PendingItem] = (),
         acks: Sequence[str] = (), counters: dict[str, int] | None = None, want: int = 0,
     ) -> CommitResult:
-        """Commit one batch: retried through outages, taken apart if Redis refuses it."""
+        """Commit one batch: retried through outages, taken apart if Redis refuses it.
+        Counted in the worker's Scrapy stats once committed."""
         try:
-            return await self._send(requests=requests, items=items, acks=acks,
-                                    counters=counters or {}, want=want)
+            result = await self._send(requests=requests, items=items, acks=acks,
+                                      counters=counters or {}, want=want)
         except (RedisError, OSError) as exc:  # permanent: _send retries the rest
-            return await self._apart(requests, items, acks, counters or {}, exc)
+            result = await self._apart(requests, items, acks, counters or {}, exc)
+        stats = self.stats
+        stats.inc_value("statecrawl/commits")
+        stats.inc_value("statecrawl/enqueued", result.enqueued)
+        stats.inc_value("statecrawl/duplicates", result.duplicates)
+        stats.inc_value("statecrawl/limit_dropped", result.limit_dropped)
+        stats.inc_value("statecrawl/acked", result.acked)
+        stats.inc_value("statecrawl/items_stored", len(items))
+        if result.duplicates:
+            stats.inc_value("dupefilter/filtered", result.duplicates)
+        return result
 
     async def _send(self, **batch: Any) -> CommitResult:
         token, backoff = new_token(), 0.1

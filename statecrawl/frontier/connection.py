@@ -45,6 +45,7 @@ from redis.retry import Retry
 
 from statecrawl.exceptions import ConfigError, RedisUnavailable
 from statecrawl.frontier import embedded
+from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier._scrapy_redis import (
     SCRAPY_REDIS_DEFAULT_URL,
     scrapy_redis_url,
@@ -53,6 +54,7 @@ from statecrawl.frontier._scrapy_redis import (
 )
 
 if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "URL_SETTINGS",
     "connect",
     "connect_sync",
+    "crawl_id_for",
     "redact_url",
     "resolve_redis",
     "redis_url_from_settings",
@@ -156,6 +159,20 @@ def worker_redis(settings: BaseSettings, spider: object, worker_id: str) -> str:
     logger.info("statecrawl: worker %s uses Redis %s (from %s)", worker_id, redact_url(url), source)
     warn_if_split(settings, spider, url, redact_url(url))
     return url
+
+
+def crawl_id_for(crawler: Crawler) -> str:
+    """The crawl a worker serves: ``STATECRAWL_CRAWL_ID``, the spider's ``crawl_id``, or its
+    name."""
+    spider = crawler.spider
+    crawl_id = (
+        crawler.settings.get("STATECRAWL_CRAWL_ID")
+        or getattr(spider, "crawl_id", None)
+        or (spider.name if spider is not None else None)
+    )
+    if not crawl_id:
+        raise ConfigError("no crawl id: set STATECRAWL_CRAWL_ID or give the spider a name")
+    return validate_crawl_id(str(crawl_id))
 
 
 def redact_url(url: str) -> str:

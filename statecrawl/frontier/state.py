@@ -46,8 +46,7 @@ from statecrawl.frontier._commit import (
 )
 from statecrawl.frontier._engine import fail_exit, hangup_stops_gracefully
 from statecrawl.frontier._scrapy_redis import Lifecycle
-from statecrawl.frontier.connection import connect, worker_redis
-from statecrawl.frontier.keys import validate_crawl_id
+from statecrawl.frontier.connection import connect, crawl_id_for, worker_redis
 from statecrawl.frontier.liveness import Liveness
 from statecrawl.frontier.redis_errors import retry_outage
 from statecrawl.frontier.store import (
@@ -61,26 +60,13 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from scrapy.crawler import Crawler
 
-__all__ = ["RETRY_ERRORS", "WorkerState", "crawl_id_for"]
+__all__ = ["RETRY_ERRORS", "WorkerState"]
 
 logger = logging.getLogger(__name__)
 
 #: Errors a Redis operation may fail with; which of them are worth a retry
 #: with backoff is :func:`statecrawl.frontier.redis_errors.is_transient`'s call.
 RETRY_ERRORS = (RedisError, OSError)
-
-def crawl_id_for(crawler: Crawler) -> str:
-    """The crawl id: ``STATECRAWL_CRAWL_ID``, the spider's ``crawl_id``, or its name."""
-    spider = crawler.spider
-    crawl_id = (
-        crawler.settings.get("STATECRAWL_CRAWL_ID")
-        or getattr(spider, "crawl_id", None)
-        or (spider.name if spider is not None else None)
-    )
-    if not crawl_id:
-        raise ConfigError("no crawl id: set STATECRAWL_CRAWL_ID or give the spider a name")
-    return validate_crawl_id(str(crawl_id))
-
 
 class WorkerState:
     """One worker's connection to one crawl (see the module docstring)."""
@@ -316,7 +302,6 @@ class WorkerState:
             pass
 
     async def _flush_loop(self) -> None:
-        stats = self.crawler.stats
         loop = asyncio.get_running_loop()
         while (self._requests or self._items or self._acks) and self.fatal_reason is None:
             await self._linger()
@@ -347,14 +332,6 @@ class WorkerState:
             del self._requests[: len(requests)]
             del self._items[: len(items)]
             del self._acks[: len(acks)]
-            stats.inc_value("statecrawl/commits")
-            stats.inc_value("statecrawl/enqueued", result.enqueued)
-            stats.inc_value("statecrawl/duplicates", result.duplicates)
-            stats.inc_value("statecrawl/limit_dropped", result.limit_dropped)
-            stats.inc_value("statecrawl/acked", result.acked)
-            stats.inc_value("statecrawl/items_stored", len(items))
-            if result.duplicates:
-                stats.inc_value("dupefilter/filtered", result.duplicates)
             for listener in self.listeners:
                 try:
                     listener(result)

@@ -46,8 +46,8 @@ from scrapy import signals
 from scrapy.exceptions import IgnoreRequest
 
 from statecrawl.exceptions import SecretKeyError
-from statecrawl.frontier.connection import connect
-from statecrawl.frontier.state import RETRY_ERRORS, WorkerState, crawl_id_for
+from statecrawl.frontier.connection import connect, crawl_id_for
+from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 from statecrawl.sessions._book import (
     DEFAULTS,
     PoolBook,
