@@ -32,9 +32,12 @@ async def host_rows(store: Any, top: int) -> dict[str, Any]:
     now_s, now_us = await store.client.time()
     now = now_s * 1000 + now_us // 1000
     hosts = sorted({name.split("|", 1)[0] for name in fields} - {"*"})
+    async with store.client.pipeline(transaction=False) as pipe:  # one round trip
+        for host in hosts:
+            pipe.zlexcount(k.hostq, f"[{host} ", f"({host}!")
+        counts = await pipe.execute() if hosts else []
     rows = []
-    for host in hosts:
-        queued = await store.client.zlexcount(k.hostq, f"[{host} ", f"({host}!")
+    for host, queued in zip(hosts, counts):
         due = int(fields.get(host, 0) or 0)
         rows.append({
             "host": host, "queued": queued, "in_flight": int(fields.get(f"{host}|n", 0) or 0),
