@@ -19,8 +19,8 @@ The fingerprints are Scrapy's (``RequestFingerprinter``) over synthetic URLs
 ``https://site-<i % 1000>.example/page/<i>.html``, unless ``--random-digests``
 (random 20-byte digests: the same statistics, generated much faster). Every
 statecrawl layout is fed through ``CrawlStore.commit`` with the dupefilter
-mode under test, ``--batch`` requests per commit; the frontier keys (``queue``,
-``reqs``) are emptied after each commit, untimed, so the figures are those of
+mode under test, ``--batch`` requests per commit; the frontier keys (``fifo``
+and its list) are emptied after each commit, untimed, so the figures are those of
 the dupefilter key alone:
 
 * ``B/URL``      ``MEMORY USAGE <key> SAMPLES 0`` / N (the whole key)
@@ -131,7 +131,7 @@ async def bench_mode(client: Redis, mode: str, fps: list[bytes], fresh: list[byt
             took += time.perf_counter() - t0
             enqueued += result.enqueued
             duplicates += result.duplicates
-            await client.delete(k.queue, k.reqs)
+            await client.delete(k.queue, k.reqs, k.fifo, k.fifo_list(0))
         return took, enqueued, duplicates
 
     took, _, skipped = await commit_all()

@@ -44,6 +44,7 @@ import redis
 from _common import start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from statecrawl.demo.site import DemoSite
+from statecrawl.frontier.packing import RequestCodec
 
 ROOT = Path(__file__).resolve().parent.parent
 REFETCH_TIMEOUT = 15.0
@@ -89,7 +90,9 @@ class Crawl:
         if not ids:
             return set()
         bodies = self.client.hmget(self.k + "reqs", ids)
-        return {json.loads(b)["url"][len(self.site.url):] for b in bodies if b is not None}
+        codec = RequestCodec(self.client.get(self.k + "zdict"))  # stored packed
+        return {json.loads(codec.unpack(b))["url"][len(self.site.url):]
+                for b in bodies if b is not None}
 
 
 def _pid(worker_id: str) -> int:

@@ -188,7 +188,13 @@ class LeasingMixin:
                            "to it", released)
         return True
 
-    def _accept(self, leased: list[tuple[str, bytes]], *, front: bool = False) -> None:
+    def _accept(self, leased: list[tuple[str, bytes]], *, front: bool = False,
+                checked: bool = False) -> None:
+        codec = self.state.codec
+        if not checked and any(codec.needs_dictionary(body) for _, body in leased):
+            # compressed with the crawl's dictionary, made after this worker joined
+            self._track(asyncio.ensure_future(self._accept_with_dictionary(leased, front)))
+            return
         self.crawler.stats.inc_value("statecrawl/leased", len(leased))
         # a polite crawl's leases carry their slot (statecrawl.frontier.hosts)
         clock = hosts_of(self.crawler).clock
@@ -197,7 +203,7 @@ class LeasingMixin:
         try:
             for (lease_id, slot), (_, body) in zip(slots, leased):
                 try:
-                    request = request_from_json(body, self.spider, self.scope)
+                    request = request_from_json(codec.unpack(body), self.spider, self.scope)
                 except SerializationError as exc:
                     self._quarantine(lease_id, str(exc))
                     continue
@@ -211,13 +217,32 @@ class LeasingMixin:
             return
         self._buffer.extend(accepted, front=front)
 
+    async def _accept_with_dictionary(self, leased: list[tuple[str, bytes]], front: bool) -> None:
+        """Read the crawl's dictionary, then take *leased*; give them back if Redis will not say."""
+        store = self.state.store
+        for attempt in range(5):
+            if store is None:
+                break
+            try:
+                await self.state.codec.load(store.client, store.keys)
+            except RETRY_ERRORS as exc:
+                logger.warning("statecrawl: cannot read the crawl's dictionary yet (%s)", exc)
+                await asyncio.sleep(0.2 * 2 ** attempt)
+                continue
+            # without one in meta, what needs it cannot be read: quarantined by _accept
+            self._accept(leased, front=front, checked=True)
+            return
+        self._give_back([lease.split(" ", 1)[0] for lease, _ in leased])
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._quarantining.add(task)
+        task.add_done_callback(self._quarantining.discard)
+
     def _quarantine(self, lease_id: str, error: str) -> None:
         """A stored request that cannot be rebuilt: to the dead-letter list, not to the engine."""
         logger.error("statecrawl: quarantined stored request %s: %s", lease_id, error)
         self.crawler.stats.inc_value("statecrawl/quarantined")
-        task = asyncio.ensure_future(self._quarantine_task(lease_id, error))
-        self._quarantining.add(task)
-        task.add_done_callback(self._quarantining.discard)
+        self._track(asyncio.ensure_future(self._quarantine_task(lease_id, error)))
 
     async def _quarantine_task(self, lease_id: str, error: str) -> None:
         store, backoff = self.state.store, 0.1

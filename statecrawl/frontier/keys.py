@@ -29,20 +29,43 @@ key                            type    contents
                                        worker) and, for ``bloom``,
                                        ``bloom_capacity``, ``bloom_error_rate``,
                                        ``bloom_m`` (bits), ``bloom_k`` (hashes)
-``sc:{id}:seq``                STRING  counter; the next request id
-``sc:{id}:queue``              ZSET    the frontier: member = request id (12 hex
+``sc:{id}:seq``                STRING  counter; the next request id (given at
+                                       a request's first lease)
+``sc:{id}:zdict``              STRING  the zstd dictionary the crawl's stored
+                                       requests are compressed with
+                                       (:mod:`statecrawl.frontier.packing`):
+                                       set once (``SET NX``), by the first
+                                       worker with enough requests
+``sc:{id}:fifo``               ZSET    the frontier's lists: the scores
+                                       (-priority) that have one, member =
+                                       score = the score as an integer
+``sc:{id}:fifo:<score>``       LIST    the frontier, one list per score: each
+                                       entry a new request, packed
+                                       (:mod:`statecrawl.frontier.packing`:
+                                       ``<marker><host>NUL<compressed compact
+                                       JSON>``), oldest first. A lease pops
+                                       the best score's list (LPOP) and gives
+                                       each request its id
+``sc:{id}:queue``              ZSET    the rest of the frontier: requests
+                                       given back to it after a lease (their
+                                       data stays in ``reqs``) and requests
+                                       stored before the lists existed;
+                                       member = request id (12 hex
                                        digits, zero-padded), score = -priority.
-                                       ZPOPMIN gives the highest priority first
-                                       and, within one priority, the oldest id
-                                       (members of equal score sort by bytes).
+                                       A lease takes the best score of
+                                       ``queue`` and the lists; at equal score
+                                       ``queue`` first, then by id (members
+                                       of equal score sort by bytes).
                                        Also a pub/sub channel: a message means
                                        "work appeared" (enqueue into an empty
                                        frontier, or a reclaim), or is
                                        ``backoff <host> <until ms>`` (a polite
                                        crawl's host answered 429/503)
-``sc:{id}:reqs``               HASH    request id -> request JSON
-                                       (:mod:`statecrawl.frontier.serialize`), for every
-                                       queued or leased request; deleted on ack
+``sc:{id}:reqs``               HASH    request id -> the request, packed (or,
+                                       stored before packing, its JSON:
+                                       :mod:`statecrawl.frontier.serialize`),
+                                       for every leased request and every one
+                                       in ``queue`` or ``hostq``; deleted on ack
 ``sc:{id}:leases``             HASH    request id -> ``"<worker> <score>"`` for
                                        every request a worker has popped and
                                        not yet acknowledged (the in-flight set);
@@ -266,16 +289,18 @@ key                            type    contents
 ``meta["cookiejar"]``, and the login), ``pool-<n>`` (pool sessions), or the
 ``cookiejar`` value (``[A-Za-z0-9._:-]{1,64}``, else ``h:`` + a hash of it).
 
-A request's life: the commit script assigns it an id, checks its fingerprint
-against the crawl's dupefilter (``digests``, ``bloom`` or ``seen``, as
-``meta.dupefilter`` says) and stores it in ``reqs`` + ``queue`` (one atomic
-step per batch); the lease script moves ids from ``queue`` to ``leases``; the
+A request's life: the commit script checks its fingerprint against the
+crawl's dupefilter (``digests``, ``bloom`` or ``seen``, as
+``meta.dupefilter`` says) and appends it to its score's ``fifo`` list (one
+atomic step per batch); the lease script pops it, gives it an id and stores
+it in ``reqs`` + ``leases`` (a polite crawl's lease first sorts it into
+``hostq``); a request given back goes to ``queue`` by id; the
 commit script that carries the request's callback output (new requests and
 items) also deletes the lease and the ``reqs`` entry, in that order,
 atomically. A request whose worker dies stays in ``leases`` under that
 worker's id; putting such leases back into ``queue`` needs only the worker id
 (issue 3: reclaim).
-The crawl is finished when ``queue``, ``leases`` (and ``hostq``) are empty.
+The crawl is finished when ``fifo``, ``queue``, ``leases`` (and ``hostq``) are empty.
 """
 
 from __future__ import annotations
@@ -316,6 +341,8 @@ class CrawlKeys:
     meta = property(lambda self: self.prefix + "meta")
     seq = property(lambda self: self.prefix + "seq")
     queue = property(lambda self: self.prefix + "queue")
+    fifo = property(lambda self: self.prefix + "fifo")
+    zdict = property(lambda self: self.prefix + "zdict")
     reqs = property(lambda self: self.prefix + "reqs")
     leases = property(lambda self: self.prefix + "leases")
     hostq = property(lambda self: self.prefix + "hostq")
@@ -354,10 +381,15 @@ class CrawlKeys:
         """The list a service request's reply is pushed to."""
         return f"{self.prefix}reply:{request_id}"
 
+    def fifo_list(self, score: int | str) -> str:
+        """The frontier's list of requests of *score* (-priority)."""
+        return f"{self.fifo}:{score}"
+
     def all(self) -> list[str]:
         """Every fixed-name key of the crawl (for deletion); per-session jars and
-        storage states: :meth:`statecrawl.sessions.store.SessionStore.delete`."""
-        return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
+        storage states: :meth:`statecrawl.sessions.store.SessionStore.delete`; the
+        frontier's lists: :meth:`fifo_list` of each score in :attr:`fifo`."""
+        return [self.meta, self.seq, self.queue, self.fifo, self.zdict, self.reqs, self.leases, self.workers,
                 self.seen, self.digests, self.bloom, self.items, self.failed, self.dead, self.stats,
                 self.tokens, self.render_hosts, self.sessions, self.pool, self.session_seq,
                 self.login, self.login_lock, self.spider_state, self.hostq, self.ready, self.hosts]

@@ -296,7 +296,8 @@ class Scheduler(LeasingMixin, BaseScheduler):
                 self._local_dupes += 1  # most links are repeats: counted into stats in bulk
                 return False
         try:
-            body = request_to_json(request, self.spider)
+            body = self.state.codec.pack(
+                request_to_json(request, self.spider, compact=True), request.url)
         except SerializationError as exc:
             logger.error("statecrawl: cannot schedule %s: %s", request, exc)
             stats.inc_value("statecrawl/request_unserializable")

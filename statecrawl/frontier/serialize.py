@@ -215,11 +215,21 @@ def _stored_meta(request_meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
-def request_to_json(request: Request, spider: Spider | None) -> bytes:
+#: The fields of a stored request left out of its *compact* JSON when they hold these.
+_DEFAULTS: dict[str, Any] = {
+    "method": "GET", "cls": "Request", "callback": None, "errback": None, "headers": {},
+    "priority": 0, "dont_filter": False, "encoding": "utf-8", "flags": [], "meta": {},
+    "cb_kwargs": {},
+}
+
+
+def request_to_json(request: Request, spider: Spider | None, *, compact: bool = False) -> bytes:
     """Serialize *request*; raise SerializationError if any part cannot be stored.
 
     What is refused here is what :func:`request_from_json` would refuse when
     reading it back, so a request is refused before the dupefilter sees it.
+    *compact* leaves out ``v`` and every field equal to its default (what
+    :mod:`statecrawl.frontier.packing` stores; it reads back the same).
     """
     cls_name = type(request).__name__
     if _REQUEST_CLASSES.get(cls_name) is not type(request):
@@ -249,9 +259,12 @@ def request_to_json(request: Request, spider: Spider | None) -> bytes:
         doc["body"] = base64.b64encode(request.body).decode()
     if request.cookies:
         doc["cookies"] = request.cookies
-    body = dumps(doc, "request")
+    _check_plain(doc, "request")
     check_meta(doc["meta"])
     check_cookies(doc.get("cookies"))
+    if compact:
+        doc = {k: v for k, v in doc.items() if k != "v" and _DEFAULTS.get(k, doc) != v}
+    body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
     if len(body) > MAX_REQUEST_BYTES:
         raise SerializationError(f"request: {len(body)} bytes as JSON, over {MAX_REQUEST_BYTES}")
     return body
@@ -356,7 +369,8 @@ def _build(raw: bytes | str, spider: Spider | None, scope: UrlScope | None) -> R
     if len(raw) > MAX_REQUEST_BYTES:
         raise SerializationError(f"request: {len(raw)} bytes, over {MAX_REQUEST_BYTES}")
     doc = loads(raw, "request")
-    if not isinstance(doc, dict) or doc.get("v") != _FORMAT:
+    # compact JSON (statecrawl.frontier.packing) has no "v"; full JSON has "v": 1
+    if not isinstance(doc, dict) or doc.get("v", _FORMAT) != _FORMAT:
         raise SerializationError("request: unknown stored format")
     cls_name = doc.get("cls", "Request")
     cls = _REQUEST_CLASSES.get(cls_name) if isinstance(cls_name, str) else None

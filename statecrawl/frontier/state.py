@@ -48,6 +48,7 @@ from statecrawl.frontier._engine import fail_exit, hangup_stops_gracefully
 from statecrawl.frontier._scrapy_redis import Lifecycle
 from statecrawl.frontier.connection import connect, crawl_id_for, worker_redis
 from statecrawl.frontier.liveness import Liveness
+from statecrawl.frontier.packing import RequestCodec
 from statecrawl.frontier.redis_errors import retry_outage
 from statecrawl.frontier.store import (
     CommitResult,
@@ -97,6 +98,7 @@ class WorkerState:
         self.max_item_bytes = crawler.settings.getint("STATECRAWL_MAX_ITEM_BYTES", MAX_ITEM_BYTES)
         self.fatal_reason: str | None = None  # set when this worker cannot go on
         self._committer: Committer | None = None
+        self.codec = RequestCodec()  # how this crawl's requests are stored (frontier.packing)
         if self.worker_timeout < 2 * self.heartbeat_interval:
             raise ConfigError(
                 f"STATECRAWL_WORKER_TIMEOUT ({self.worker_timeout}s) must be at least twice "
@@ -168,6 +170,8 @@ class WorkerState:
         ), logger)
         for hook in self.open_hooks:
             await retry_outage("configuring the crawl", lambda: hook(store), logger)
+        await retry_outage("reading the crawl's dictionary",
+                           lambda: self.codec.load(store.client, store.keys), logger)
         self.store = store
         bulk = await store.max_value_bytes()
         if bulk is not None:  # Redis refuses values over this; leave room for the rest
@@ -314,6 +318,8 @@ class WorkerState:
             want = self.lease_demand()[0] if self.lease_demand is not None else 0
             assert self._committer is not None
             self._committer.dedupe = self.dedupe_mode
+            if self.codec.ready():  # once: the crawl's dictionary
+                await self._sync_codec(self._committer.store)
             self._committing = True
             try:
                 result = await self._committer.commit(
@@ -337,6 +343,12 @@ class WorkerState:
                     listener(result)
                 except Exception:  # noqa: BLE001 - one listener must not stop the commits
                     logger.exception("statecrawl: error in a commit listener")
+
+    async def _sync_codec(self, store: CrawlStore) -> None:
+        try:
+            await self.codec.sync(store.client, store.keys)
+        except RETRY_ERRORS as exc:  # tried again before the next commit
+            logger.debug("statecrawl: dictionary not proposed yet: %s", exc)
 
     # -- liveness events (from the heartbeat thread and the work listener) ----
 

@@ -168,6 +168,7 @@ class CrawlStore:
         self._reconcile = client.register_script(requeue + script_source("reconcile.lua"))
         self._flush = client.register_script(script_source("flush_crawl.lua"))
         self._forget = client.register_script(script_source("forget_finished.lua"))
+        self._queued = client.register_script(script_source("take_leases.lua", "queued.lua"))
 
     def _commit_script(self, dedupe: str) -> AsyncScript:
         script = self._commits.get(dedupe)
@@ -230,7 +231,7 @@ class CrawlStore:
         k = self.keys
         out = await self.run_checked(
             self._lease, [k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens,
-                          k.hostq, k.ready, k.hosts],
+                          k.hostq, k.ready, k.hosts, k.seq, k.fifo],
             [worker, n, "1" if check_finished else "0", token or new_token(), self._epoch()],
         )
         state, _, due = _text(out[0]).partition(" ")
@@ -277,7 +278,7 @@ class CrawlStore:
         args.append(len(acks))
         args += acks
         keys = [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
-                k.tokens, k.hostq, k.ready, k.hosts]
+                k.tokens, k.hostq, k.ready, k.hosts, k.fifo]
         return self._commit_script(dedupe), keys, args
 
     async def max_value_bytes(self) -> int | None:
@@ -324,8 +325,9 @@ class CrawlStore:
         (heartbeat within *timeout* s), and register *worker*; returns the other live workers."""
         k = self.keys
         return int(await self._flush(
-            keys=[k.workers, k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.digests, k.bloom,
-                  k.stats, k.tokens, k.spider_state, k.hostq, k.ready, k.hosts],
+            keys=[k.workers, k.fifo, k.zdict, k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen,
+                  k.digests, k.bloom, k.stats, k.tokens, k.spider_state, k.hostq, k.ready,
+                  k.hosts],
             args=[worker, int(timeout * 1000)]))
 
     async def forget_finished(self, worker: str, timeout: float) -> str:
@@ -333,8 +335,8 @@ class CrawlStore:
         ``forgotten``, ``running`` (not finished) or ``others`` (other workers live)."""
         k = self.keys
         return _text(await self._forget(
-            keys=[k.meta, k.queue, k.leases, k.workers, k.stats, k.seq, k.reqs, k.tokens, k.seen,
-                  k.digests, k.bloom, k.hostq, k.ready],
+            keys=[k.meta, k.queue, k.leases, k.workers, k.stats, k.fifo, k.seq, k.reqs, k.tokens,
+                  k.seen, k.digests, k.bloom, k.hostq, k.ready],
             args=[worker, int(timeout * 1000)]))
 
     async def exists(self) -> bool:
@@ -347,21 +349,19 @@ class CrawlStore:
         now_ms = now_s * 1000 + now_us // 1000
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hgetall(k.meta)
-            pipe.zcard(k.queue)
-            pipe.zcard(k.hostq)
             pipe.hlen(k.leases)
             pipe.hlen(k.items)
             pipe.scard(k.failed)
             pipe.scard(k.seen)
             pipe.zcount(k.workers, now_ms - int(LIVE_WORKER_WINDOW * 1000), "+inf")
             pipe.hgetall(k.stats)
-            meta, queued, host_queued, in_flight, done, failed, seen, workers, stats = (
-                await pipe.execute())
+            meta, in_flight, done, failed, seen, workers, stats = await pipe.execute()
+        queued = await self._queued(keys=[k.queue, k.fifo, k.hostq])
         meta = {a.decode(): b.decode() for a, b in meta.items()}
         return {
             "crawl_id": self.crawl_id,
             "state": meta.get("state", "unknown"),
-            "queued": queued + host_queued,
+            "queued": queued,
             "in_flight": in_flight,
             "done": done,
             "failed": failed,
@@ -391,5 +391,6 @@ class CrawlStore:
 
     async def delete(self) -> None:
         """Remove every key of the crawl."""
-        await self.client.delete(*self.keys.all())
+        scores = await self.client.zrange(self.keys.fifo, 0, -1)
+        await self.client.delete(*self.keys.all(), *(self.keys.fifo_list(_text(s)) for s in scores))
         await self.client.srem(CRAWLS_KEY, self.crawl_id)

@@ -33,6 +33,7 @@ import redis
 
 from statecrawl import cli
 from statecrawl.demo.site import DemoSite
+from statecrawl.frontier.packing import RequestCodec
 from tests.conftest import ROOT, RedisServer, worker_env
 
 pytestmark = pytest.mark.slow
@@ -108,7 +109,8 @@ def request_urls(client: redis.Redis, crawl_id: str, ids: list[str]) -> dict[str
     if not ids:
         return {}
     bodies = client.hmget(f"sc:{{{crawl_id}}}:reqs", ids)
-    return {i: json.loads(b)["url"] for i, b in zip(ids, bodies) if b is not None}
+    codec = RequestCodec(client.get(f"sc:{{{crawl_id}}}:zdict"))  # requests are stored packed
+    return {i: json.loads(codec.unpack(b))["url"] for i, b in zip(ids, bodies) if b is not None}
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, poll: float = 0.02) -> None:

@@ -44,7 +44,8 @@ async def commit_all(store: CrawlStore, mode: str, fps: list[bytes], batch: int 
         result = await store.commit("w", dedupe=mode, requests=reqs(fps[i:i + batch]))
         enqueued += result.enqueued
         duplicates += result.duplicates
-        await store.client.delete(store.keys.queue, store.keys.reqs)
+        await store.client.delete(store.keys.queue, store.keys.reqs, store.keys.fifo,
+                                  store.keys.fifo_list(0))
     return enqueued, duplicates
 
 

@@ -151,6 +151,8 @@ def crawl_state(client: redis.Redis, prefix: str) -> dict[bytes, object]:
             out[key] = client.zrange(key, 0, -1, withscores=True)
         elif kind == b"set":
             out[key] = client.smembers(key)
+        elif kind == b"list":
+            out[key] = client.lrange(key, 0, -1)
         else:
             out[key] = client.get(key)
     return out

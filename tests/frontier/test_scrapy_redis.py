@@ -130,10 +130,11 @@ def test_flush_only_without_other_live_workers(redis_url: str, crawl_id: str) ->
         await store.client.hset(store.keys.items, "a", b"{}")
         await store.heartbeat("w1", 60)
         refused = await store.flush("w2", 60)  # w1 is live
-        kept = await store.client.zcard(store.keys.queue)
+        kept = (await store.status())["queued"]
         await store.client.zadd(store.keys.workers, {"w1": 1})  # w1's heartbeat is old now
         flushed = await store.flush("w2", 60)
-        left = await store.client.exists(store.keys.queue, store.keys.seen, store.keys.meta)
+        left = await store.client.exists(store.keys.fifo, store.keys.fifo_list(0),
+                                         store.keys.seen, store.keys.meta)
         items = await store.client.hlen(store.keys.items)
         registered = await store.client.zscore(store.keys.workers, "w2") is not None
         workers = await store.client.zcard(store.keys.workers)

@@ -117,7 +117,7 @@ def test_no_reply_is_none_after_the_timeout_and_each_call_is_enqueued(
             assert await caller.call(request_id, raw, b"", 0.3) is None
             assert 0.29 < loop.time() - started < 1.0
             assert await read_ticket(client, caller.store, request_id) is None  # deleted
-        assert await client.zcard(caller.store.keys.queue) == 2
+        assert (await caller.store.status())["queued"] == 2
         await caller.close()
 
     run_client(redis_url, body)

@@ -1,5 +1,6 @@
 -- Commit one batch of a worker's output, atomically, in this order:
---   1. new requests: dupefilter check-and-add, crawl limit, then frontier
+--   1. new requests: dupefilter check-and-add, crawl limit, then the end of
+--      their score's `fifo` list (take_leases.lua)
 --   2. items: stored under their key (a re-fetched page replaces its item)
 --   3. acknowledgements: the lease and the stored request are deleted
 --   4. a lease of up to `want` requests for the same worker, as lease.lua
@@ -28,17 +29,19 @@
 -- stats counts those that do (crawls begun before it existed start from
 -- `enqueued`).
 --
--- KEYS: meta seq queue reqs leases seen items failed stats tokens hostq ready hosts
+-- KEYS: meta seq queue reqs leases seen items failed stats tokens hostq ready hosts fifo
 -- ARGV: worker token want epoch
 --       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
---       n_requests {fingerprint flags score json}*   flags: 1 = dedupe, 2 = not counted,
+--       n_requests {fingerprint flags score request}*   flags: 1 = dedupe, 2 = not counted,
 --                                                     4 = record as seen (without dedupe)
 --       n_items {key failed(0|1) json}*
 --       n_acks {request_id}*
 -- Returns {enqueued, duplicates, limit_dropped, acked, id1, json1, id2, json2, ...}
 local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local hostq, ready, hosts = KEYS[11], KEYS[12], KEYS[13]
+local hostq, ready, hosts, fifo = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local k = {meta = meta, seq = seq, queue = queue, fifo = fifo, reqs = reqs, leases = leases,
+           stats = stats, hostq = hostq, ready = ready, hosts = hosts}
 local worker, token, want, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local i = 5
 
@@ -57,6 +60,8 @@ for _ = 1, n_counters do
   i = i + 2
 end
 local was_empty = redis.call('ZCARD', queue) == 0 and redis.call('ZCARD', hostq) == 0
+  and redis.call('ZCARD', fifo) == 0
+local scores = {}
 
 local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
 local admitted = tonumber(redis.call('HGET', stats, 'admitted')
@@ -79,9 +84,7 @@ for _ = 1, n do
   elseif counts and limit > 0 and admitted >= limit then
     limit_dropped = limit_dropped + 1
   else
-    local id = string.format('%012x', redis.call('INCR', seq))
-    redis.call('HSET', reqs, id, body)
-    redis.call('ZADD', queue, score, id)
+    fifo_push(fifo, score, body, scores)  -- its id comes with its lease
     if counts then
       admitted = admitted + 1
       counted = counted + 1
@@ -129,7 +132,7 @@ if acked > 0 then redis.call('HINCRBY', stats, 'acked', acked) end
 if was_empty and enqueued > 0 then redis.call('PUBLISH', queue, 'work') end
 local result = {enqueued, duplicates, limit_dropped, acked}
 if want > 0 and redis.call('HGET', meta, 'state') ~= 'cancelled' then
-  take_any(meta, queue, reqs, leases, stats, hostq, ready, hosts, worker, want, result)
+  take_any(k, worker, want, result)
 end
 redis.call('HSET', tokens, worker, token .. ' ' .. cjson.encode(result))
 return result

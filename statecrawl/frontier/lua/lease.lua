@@ -12,14 +12,17 @@
 -- Like a commit, it fails with "SCLOST" and changes nothing when meta is gone
 -- or holds another epoch than the worker's (see commit.lua).
 --
--- KEYS: meta queue reqs leases workers stats tokens hostq ready hosts
+-- KEYS: meta queue reqs leases workers stats tokens hostq ready hosts seq fifo
 -- ARGV: worker n check_finished(0|1) token epoch
 -- Times come from the Redis clock, so workers on different machines agree.
 -- Returns {state, id1, json1, id2, json2, ...}; a polite crawl's state may be
 -- "running <ms>" (nothing leased; the first host is due in <ms>), and each id is
 -- "<id> <at> <now> <host>" (polite.lua). (take_leases.lua and polite.lua are prepended.)
-local meta, queue, reqs, leases, workers, stats, tokens, hostq, ready, hosts =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local meta, queue, reqs, leases, workers, stats, tokens, hostq, ready, hosts, seq, fifo =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+  KEYS[11], KEYS[12]
+local k = {meta = meta, seq = seq, queue = queue, fifo = fifo, reqs = reqs, leases = leases,
+           stats = stats, hostq = hostq, ready = ready, hosts = hosts}
 local worker, n, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local field = worker .. '|lease'
 local last = redis.call('HGET', tokens, field)
@@ -36,13 +39,14 @@ local state = redis.call('HGET', meta, 'state') or 'running'
 local out = {state}
 if state == 'cancelled' then return out end
 
-if n > 0 and take_any(meta, queue, reqs, leases, stats, hostq, ready, hosts, worker, n, out) > 0 then
+if n > 0 and take_any(k, worker, n, out) > 0 then
   if state == 'finished' then out[1] = 'running' end
   redis.call('HSET', tokens, field, token .. ' ' .. cjson.encode(out))
   return out
 end
 
-if ARGV[3] == '1' and redis.call('ZCARD', queue) == 0 and redis.call('HLEN', leases) == 0
+if ARGV[3] == '1' and redis.call('ZCARD', queue) == 0 and redis.call('ZCARD', fifo) == 0
+    and redis.call('HLEN', leases) == 0
     and redis.call('ZCARD', hostq) == 0 then
   if state == 'running' then
     redis.call('HSET', meta, 'state', 'finished', 'finished_at', now[1])

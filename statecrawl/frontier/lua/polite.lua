@@ -1,8 +1,9 @@
 -- Shared by lease.lua, commit.lua and host_slot.lua (prepended to each): the
 -- fleet-wide politeness budget of statecrawl.frontier.hosts.
 --
--- In a polite crawl (meta.polite = 1) `queue` is only the intake: each lease
--- first moves up to DRAIN requests from it into `hostq`, one lexically sorted
+-- In a polite crawl (meta.polite = 1) the frontier (`queue` and the `fifo`
+-- lists) is only the intake: each lease first moves up to DRAIN requests from
+-- it into `hostq`, one lexically sorted
 -- ZSET of "<host> <priority:10 digits> <id>" members (so the head of a host is
 -- one ZRANGEBYLEX), and puts their host into `ready` (host -> the time it may
 -- next be served, ms on the Redis clock). A lease then serves the hosts of
@@ -14,11 +15,9 @@
 local DRAIN = 200
 local PRIO_BIAS = 2147483648
 
--- The host of a stored request, as Python's urlsplit(url).hostname.
-local function host_of(body)
-  local ok, doc = pcall(cjson.decode, body)
-  local url = ok and type(doc) == 'table' and doc.url or ''
-  if type(url) ~= 'string' then url = '' end
+-- A URL's host, as Python's urlsplit(url).hostname.
+local function url_host(url)
+  if type(url) ~= 'string' then return '' end
   local rest = string.match(url, '^%a[%w+.-]*://([^/?#]*)') or ''
   rest = (string.gsub(rest, '^.*@', ''))
   local host
@@ -28,6 +27,19 @@ local function host_of(body)
     host = (string.gsub(rest, ':%d*$', ''))
   end
   return string.lower(host)
+end
+
+-- The host of a stored request: in clear in a packed request
+-- (statecrawl.frontier.packing; empty for the crawl's home host, the host of
+-- meta.start_url, passed as `home`), from the URL of one stored as JSON.
+local function host_of(body, home)
+  if string.sub(body, 1, 1) ~= '{' then
+    local host = string.match(body, '^.([^%z]*)%z') or ''
+    if host == '' then return home end
+    return host
+  end
+  local ok, doc = pcall(cjson.decode, body)
+  return url_host(ok and type(doc) == 'table' and doc.url or '')
 end
 
 local function now_ms()
@@ -73,32 +85,29 @@ local function host_head(hostq, host)
   return redis.call('ZRANGEBYLEX', hostq, '[' .. host .. ' ', '(' .. host .. '!', 'LIMIT', 0, 1)
 end
 
--- Move up to DRAIN requests from the intake to their hosts' queues.
-local function polite_drain(queue, reqs, hostq, ready, hosts, now, cache)
-  local popped = redis.call('ZPOPMIN', queue, DRAIN)
-  for j = 1, #popped, 2 do
-    local id = popped[j]
-    local body = redis.call('HGET', reqs, id)
-    if body then
-      local host = host_of(body)
-      local p = math.floor(tonumber(popped[j + 1]) or 0) + PRIO_BIAS
-      if p < 0 then p = 0 elseif p > 4294967295 then p = 4294967295 end
-      redis.call('ZADD', hostq, 0, host .. ' ' .. string.format('%010d', p) .. ' ' .. id)
-      if not redis.call('ZSCORE', ready, host) then
-        local c = host_conf(hosts, host, cache)
-        redis.call('ZADD', ready, math.max(now, c.next), host)
-      end
+-- Move up to DRAIN requests from the intake (both parts of the frontier,
+-- take_leases.lua) to their hosts' queues.
+local function polite_drain(meta, seq, queue, fifo, reqs, hostq, ready, hosts, now, cache)
+  local home = url_host(redis.call('HGET', meta, 'start_url') or '')
+  frontier_pop(seq, queue, fifo, reqs, DRAIN, function(id, score, body)
+    local host = host_of(body, home)
+    local p = math.floor(tonumber(score) or 0) + PRIO_BIAS
+    if p < 0 then p = 0 elseif p > 4294967295 then p = 4294967295 end
+    redis.call('ZADD', hostq, 0, host .. ' ' .. string.format('%010d', p) .. ' ' .. id)
+    if not redis.call('ZSCORE', ready, host) then
+      local c = host_conf(hosts, host, cache)
+      redis.call('ZADD', ready, math.max(now, c.next), host)
     end
-  end
+  end)
 end
 
 -- Lease up to n requests politely; appends "<id> <at> <now> <host>", request
 -- JSON pairs to `out`. Returns how many.
-local function polite_take(meta, queue, reqs, leases, stats, hostq, ready, hosts, worker, n,
-                           out, horizon)
+local function polite_take(meta, seq, queue, fifo, reqs, leases, stats, hostq, ready, hosts,
+                           worker, n, out, horizon)
   local now = now_ms()
   local cache = {}
-  polite_drain(queue, reqs, hostq, ready, hosts, now, cache)
+  polite_drain(meta, seq, queue, fifo, reqs, hostq, ready, hosts, now, cache)
   local limit = now + horizon
   local taken = 0
   for _ = 1, 3 * n + 20 do
@@ -140,12 +149,13 @@ local function polite_take(meta, queue, reqs, leases, stats, hostq, ready, hosts
   return leased(meta, stats, taken)
 end
 
--- take_leases (take_leases.lua), or polite_take in a polite crawl.
-local function take_any(meta, queue, reqs, leases, stats, hostq, ready, hosts, worker, n, out)
-  if redis.call('HGET', meta, 'polite') == '1' then
-    local horizon = tonumber(redis.call('HGET', hosts, '*|h')) or 500
-    return polite_take(meta, queue, reqs, leases, stats, hostq, ready, hosts, worker, n, out,
-      horizon)
+-- take_leases (take_leases.lua), or polite_take in a polite crawl. `k` holds
+-- the keys: meta seq queue fifo reqs leases stats hostq ready hosts.
+local function take_any(k, worker, n, out)
+  if redis.call('HGET', k.meta, 'polite') == '1' then
+    local horizon = tonumber(redis.call('HGET', k.hosts, '*|h')) or 500
+    return polite_take(k.meta, k.seq, k.queue, k.fifo, k.reqs, k.leases, k.stats, k.hostq,
+      k.ready, k.hosts, worker, n, out, horizon)
   end
-  return take_leases(meta, queue, reqs, leases, stats, worker, n, out)
+  return take_leases(k.meta, k.seq, k.queue, k.fifo, k.reqs, k.leases, k.stats, worker, n, out)
 end
