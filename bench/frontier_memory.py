@@ -22,7 +22,9 @@ the requests queued; ``used_memory`` growth beside it):
 * ``scrapy-redis``    the first --compare of them in scrapy-redis' own
   ``PriorityQueue`` (pickled ``request_to_dict``, one ZSET member each)
 
-and what a lease costs (``lease.lua`` of 32 requests, median of 200 calls).
+and what a lease costs (``lease.lua`` of 32 requests, median of 200 calls); last,
+the bytes a polite crawl keeps per host (``hosts`` and ``ready``: the host's
+next allowed time and requests in flight), over --hosts hosts fetched once each.
 """
 
 from __future__ import annotations
@@ -152,6 +154,28 @@ async def v1_figure(client: Redis, spider: SiteSpider, count: int) -> dict[str, 
             "used": (await used(client) - before) / count}
 
 
+async def hosts_figure(client: Redis, spider: SiteSpider, count: int) -> float:
+    """Bytes of a polite crawl's per-host state (``hosts``, ``ready``) per host, once every
+    host has had one request fetched and acknowledged."""
+    store = CrawlStore(client, "hosts-bench")
+    await store.open_crawl(spider="site", start_url=SITE, limit=None, args={})
+    await client.hset(store.keys.meta, "polite", "1")
+    await client.hset(store.keys.hosts, mapping={"*|d": 250, "*|h": 10 ** 9})
+    codec = RequestCodec()
+    for i in range(0, count, 1000):
+        urls = [f"https://site-{n}.example.com/" for n in range(i, min(count, i + 1000))]
+        await store.commit("bench", dedupe="none", requests=[PendingRequest(
+            b"", False, 0, codec.pack(request_to_json(Request(u), spider, compact=True), u))
+            for u in urls])
+        for j in range(100):  # a lease sorts at most 200 requests into their hosts' queues
+            _, got = await store.lease("bench", 1000, check_finished=False, token=f"h{i}-{j}")
+            if not got:
+                break
+            await store.commit("bench", dedupe="none", acks=[lid.split(" ")[0] for lid, _ in got])
+    assert int(await client.hget(store.keys.stats, "acked") or 0) == count
+    return await key_bytes(client, [store.keys.hosts, store.keys.ready]) / count
+
+
 def scrapy_redis_figure(port: int, spider: SiteSpider, count: int) -> dict[str, float]:
     import redis
     from scrapy_redis.queue import PriorityQueue
@@ -171,6 +195,8 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--compare", type=int, default=100_000,
                         help="requests stored in the other layouts")
+    parser.add_argument("--hosts", type=int, default=100_000,
+                        help="hosts of the politeness-state figure")
     args = parser.parse_args()
     crawler = get_crawler(SiteSpider)
     spider = SiteSpider(url=f"{SITE}/")
@@ -184,6 +210,8 @@ async def main() -> None:
             v1 = await v1_figure(client, spider, args.compare)
             await client.flushall()
             sr = await asyncio.to_thread(scrapy_redis_figure, port, spider, args.compare)
+            await client.flushall()
+            per_host = await hosts_figure(client, spider, args.hosts)
             version = (await client.info("server"))["redis_version"]
         finally:
             await client.aclose()
@@ -199,6 +227,8 @@ async def main() -> None:
     print(f"\nstatecrawl: dictionary {sc['dictionary']} B; packing {sc['pack_us']:.1f} us/request; "
           f"{sc['commit_per_s']:,.0f} requests/s built+committed; "
           f"lease of 32 requests p50 {sc['lease32_ms']:.2f} ms")
+    print(f"a polite crawl's per-host state: {per_host:.1f} B per host ({args.hosts:,} hosts, "
+          "each fetched once)")
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ key                            type    contents
                                        (hostname, lowercase): ``<host>`` ->
                                        its next allowed time (ms, Redis
                                        clock); ``<host>|n`` requests in
-                                       flight; ``<host>|d`` / ``<host>|c``
+                                       flight (absent: none); ``<host>|d`` / ``<host>|c``
                                        operator overrides of the delay (ms) /
                                        cap on requests in flight;
                                        ``<host>|r`` robots.txt's Crawl-delay
