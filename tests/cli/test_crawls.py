@@ -9,6 +9,7 @@ private redis-server.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from statecrawl.cli import main
 from statecrawl.demo.site import DemoSite
 from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
 from statecrawl.frontier.lifecycle import crawl_pattern
-from tests.conftest import RedisServer, run_client, worker_env
+from statecrawl.frontier.store import CrawlStore
+from tests.conftest import RedisServer, run_client, scrapy_crawl, worker_env
 from tests.frontier.test_chaos import Worker, wait_until
 from tests.frontier.test_lifecycle import _finished, _populate
 
@@ -192,3 +194,23 @@ def test_forced_purge_stops_a_live_worker_and_leaves_nothing(
     assert _keys(redis_server, crawl_id) == set(), worker.log()
     assert not client.sismember(CRAWLS_KEY, crawl_id)
     client.close()
+
+
+@pytest.mark.slow
+def test_a_starting_worker_sweeps_old_finished_crawls(
+    redis_server: RedisServer, crawl_id: str, tmp_path: Path,
+) -> None:
+    old, recent = f"{crawl_id}-old", f"{crawl_id}-recent"
+    run_client(redis_server.url, lambda c: _finished(c, old, 7200))
+    run_client(redis_server.url, lambda c: _finished(c, recent, 60))
+    with DemoSite(pages=5) as site:
+        proc = scrapy_crawl(["-a", f"url={site.url}/", "-a", f"crawl_id={crawl_id}",
+                             "-s", "STATECRAWL_FINISHED_TTL=3600"],
+                            worker_env(redis_server.url, tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # (other tests' crawls may be swept too: the session's Redis is shared)
+    assert re.search(r"purged \d+ crawls? finished more than 3600 s ago \([^)]*" + re.escape(old),
+                     proc.stderr), proc.stderr[-3000:]
+    assert not _keys(redis_server, old) and _keys(redis_server, recent)
+    status = run_client(redis_server.url, lambda c: CrawlStore(c, crawl_id).status())
+    assert status["state"] == "finished"  # its own crawl, finished now, was not swept
