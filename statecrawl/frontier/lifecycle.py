@@ -34,10 +34,10 @@ again) and a lazy sweep (:func:`sweep_finished`) purges crawls whose
 ``state`` is ``finished`` and whose ``finished_at`` + TTL has passed (Redis
 clock), checked again atomically by ``purge_meta.lua`` in ``ttl`` mode: a
 crawl that ran again or gained a live worker between the read and the purge
-is kept. The sweep runs when a worker starts (:class:`FinishedSweep`, its own
-crawl excluded), on ``statecrawl list``, and in every API process (at start,
-then every :data:`API_SWEEP_INTERVAL`). Many purged crawls share one
-``SCAN`` of the keyspace.
+is kept. An API job's crawl is left to expire with its job
+(``STATECRAWL_API_JOB_TTL``: the ``expiresAt`` the API announced). Who runs
+the sweep, and when: :mod:`statecrawl.frontier.sweep`. Many purged crawls
+share one ``SCAN`` of the keyspace.
 
 **Bytes** (:func:`crawl_bytes`): the sum of ``MEMORY USAGE key SAMPLES 5``
 over a crawl's keys found by one ``SCAN``, pipelined; at most
@@ -282,13 +282,14 @@ async def sweep_finished(client: Redis, ttl: float, *, exclude: Iterable[str] = 
         async with client.pipeline(transaction=False) as pipe:
             for cid in chunk:
                 pipe.hmget(CrawlKeys(cid).meta, "state", "finished_at")
-            metas = await pipe.execute()
-        for cid, (state, finished_at) in zip(chunk, metas):
+                pipe.exists(CrawlKeys(cid).prefix + "job")
+            replies = await pipe.execute()
+        for cid, (state, finished_at), job in zip(chunk, replies[::2], replies[1::2]):
             try:
                 old = state == b"finished" and float(finished_at) + ttl <= now_s
             except (TypeError, ValueError):
                 continue
-            if old:
+            if old and not job:  # an API job's crawl expires with its job
                 due.append(cid)
     due = due[:SWEEP_MAX_CRAWLS]
     if dry_run:

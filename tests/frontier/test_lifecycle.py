@@ -36,8 +36,9 @@ def _req(url: str) -> PendingRequest:
                           json.dumps({"v": 1, "url": url}).encode())
 
 
-async def _populate(client: AsyncRedis, crawl_id: str, *, big: int = 0) -> CrawlStore:
-    """A crawl with a key of every kind: frontier, items, sessions, tickets, an API job."""
+async def _populate(client: AsyncRedis, crawl_id: str, *, big: int = 0, job: bool = True) -> CrawlStore:
+    """A crawl with a key of every kind: frontier, items, sessions, tickets, and (*job*) an API
+    job, ended, with its entries in the API's indexes."""
     store = CrawlStore(client, crawl_id)
     await store.open_crawl(spider="test", start_url="http://example.com/")
     await store.commit("w1", dedupe="exact", requests=[_req(f"http://example.com/{i}") for i in range(5)])
@@ -49,10 +50,11 @@ async def _populate(client: AsyncRedis, crawl_id: str, *, big: int = 0) -> Crawl
     await client.set(k.browser("default"), "{}")
     await client.set(k.ticket("abc"), "")
     await client.rpush(k.reply("abc"), "{}")
-    await client.hset(k.prefix + "job", mapping={"kind": "crawl", "status": "completed"})
-    await client.hset(k.prefix + "job:docs", "0", "doc")
-    for key in API_INDEXES:
-        await client.zadd(key, {crawl_id: 1})
+    if job:
+        await client.hset(k.prefix + "job", mapping={"kind": "crawl", "status": "completed"})
+        await client.hset(k.prefix + "job:docs", "0", "doc")
+        for key in API_INDEXES:
+            await client.zadd(key, {crawl_id: 1})
     return store
 
 
@@ -197,8 +199,9 @@ def test_a_purge_stops_when_the_crawl_is_created_again(redis_server: RedisServer
     assert len(_keys(redis_server, crawl_pattern(crawl_id))) > 10  # the new crawl's keys stay
 
 
-async def _finished(client: AsyncRedis, crawl_id: str, ago: float) -> CrawlStore:
-    store = await _populate(client, crawl_id)
+async def _finished(client: AsyncRedis, crawl_id: str, ago: float, job: bool = False) -> CrawlStore:
+    """A crawl (not an API job's, unless *job*) that finished *ago* seconds ago."""
+    store = await _populate(client, crawl_id, job=job)
     await client.delete(store.keys.queue, store.keys.leases)
     now, _ = await client.time()
     await client.hset(store.keys.meta, mapping={"state": "finished", "finished_at": int(now - ago)})
@@ -206,8 +209,8 @@ async def _finished(client: AsyncRedis, crawl_id: str, ago: float) -> CrawlStore
 
 
 def test_sweep_purges_old_finished_crawls_only(redis_server: RedisServer, crawl_id: str) -> None:
-    old, recent, running, live, again, mine = (f"{crawl_id}-{n}" for n in
-                                               ("old", "recent", "running", "live", "again", "mine"))
+    old, recent, running, live, again, mine, job = (
+        f"{crawl_id}-{n}" for n in ("old", "recent", "running", "live", "again", "mine", "job"))
 
     async def body(client: AsyncRedis) -> list[str]:
         await _finished(client, old, 600)
@@ -215,6 +218,7 @@ def test_sweep_purges_old_finished_crawls_only(redis_server: RedisServer, crawl_
         await _populate(client, running)
         await (await _finished(client, live, 600)).heartbeat("w1", 60)
         await _finished(client, mine, 600)
+        await _finished(client, job, 600, job=True)  # expires with its API job instead
         # finished long ago, then work appeared: it runs again and loses finished_at
         rerun = await _finished(client, again, 600)
         await rerun.commit("w2", dedupe="exact", requests=[_req("http://example.com/late")])
@@ -227,7 +231,7 @@ def test_sweep_purges_old_finished_crawls_only(redis_server: RedisServer, crawl_
 
     assert run_client(redis_server.url, body) == [old]
     assert _keys(redis_server, crawl_pattern(old)) == set()
-    for kept in (recent, running, live, again, mine):
+    for kept in (recent, running, live, again, mine, job):
         assert _keys(redis_server, crawl_pattern(kept)), kept
     client = redis_server.client()
     try:
@@ -303,6 +307,8 @@ def test_the_first_step_checks_atomically_what_may_go(redis_server: RedisServer,
         await _finished(client, f"{crawl_id}-d", 600)
         await client.hset(CrawlKeys(f"{crawl_id}-d").prefix + "job", "status", "scraping")
         out["job"] = await ttl_step(f"{crawl_id}-d")
+        await _finished(client, f"{crawl_id}-f", 600, job=True)
+        out["api job"] = await ttl_step(f"{crawl_id}-f")
         await _finished(client, f"{crawl_id}-e", 600)
         out["old"] = await ttl_step(f"{crawl_id}-e")
         out["twice"] = await ttl_step(f"{crawl_id}-e")
@@ -310,4 +316,4 @@ def test_the_first_step_checks_atomically_what_may_go(redis_server: RedisServer,
 
     assert run_client(redis_server.url, body) == {
         "ran again": "not_finished", "recent": "recent", "joined": "live", "job": "job_running",
-        "old": "purged", "twice": "gone"}
+        "api job": "api_job", "old": "purged", "twice": "gone"}

@@ -10,15 +10,16 @@
 --   'idle':  not while a worker is live, nor while its API job is running
 --            (statecrawl purge without --force).
 --   'ttl':   only a crawl marked finished at least ttl_s ago (meta
---            finished_at, Redis clock), with no live worker and no running
---            job: a crawl that ran again since (mark_running drops
---            finished_at) or a worker that just joined keeps it.
+--            finished_at, Redis clock), with no live worker and no API job
+--            (a job's crawl expires with the job, STATECRAWL_API_JOB_TTL):
+--            a crawl that ran again since (mark_running drops finished_at)
+--            or a worker that just joined keeps it.
 --
 -- KEYS: meta workers job
 -- ARGV: mode live_ms ttl_s
 -- Returns {outcome, state, live workers, epoch}: outcome 'purged', 'gone'
 -- (no meta and no job record: nothing deleted), or refused: 'live',
--- 'job_running', 'not_finished', 'recent'.
+-- 'job_running', 'api_job', 'not_finished', 'recent'.
 local meta, workers, job = KEYS[1], KEYS[2], KEYS[3]
 local mode, live_ms, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
@@ -33,6 +34,7 @@ if mode ~= 'force' then
   if job_status == 'scraping' then return {'job_running', state, live, epoch} end
 end
 if mode == 'ttl' then
+  if job_status then return {'api_job', state, live, epoch} end
   if state ~= 'finished' or not finished_at then return {'not_finished', state, live, epoch} end
   if tonumber(finished_at) + ttl > tonumber(t[1]) then return {'recent', state, live, epoch} end
 end
