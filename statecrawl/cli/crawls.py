@@ -214,8 +214,8 @@ def add_parsers(sub: Any, common: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true",
                    help="purge even a running crawl: its workers stop with state_lost")
     p.add_argument("--wait", type=float, default=15.0, metavar="S",
-                   help="with --force: seconds to wait for live workers to leave before the last "
-                        "sweep (default: %(default)s)")
+                   help="with --force: wait at most this long for live workers to stop before "
+                        "the last sweep (default: %(default)s)")
     p.add_argument("--finished-before", type=parse_duration, metavar="DURATION",
                    help="purge every crawl finished at least this long ago (90s, 30m, 12h, 7d)")
     p.set_defaults(func=cmd_purge)

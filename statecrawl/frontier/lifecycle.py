@@ -22,8 +22,8 @@ indexes outside its hash tag (``sc:crawls``, ``sc:api:active:<kind>``,
    id listed and ``statecrawl purge <id>`` finishes it.
 
 Workers forced off may write a key or two while they stop (a heartbeat, a
-last cookie flush): a forced purge waits for the crawl's workers to leave,
-at most *wait* seconds, and sweeps once more.
+last cookie flush): a forced purge waits until no worker of the crawl has
+beaten for :data:`QUIET` seconds (at most *wait*), and sweeps once more.
 
 **Finished-crawl TTL** (``STATECRAWL_FINISHED_TTL`` seconds, 0 = keep for
 ever, the default). Plain ``EXPIRE`` would be wrong: a finished crawl runs
@@ -257,14 +257,22 @@ async def purge_crawl(client: Redis, crawl_id: str, *, force: bool = False, dry_
     return result
 
 
+#: A forced purge is done once no worker of the crawl has beaten for this long (seconds).
+QUIET = 1.0
+
+
 async def _wait_for_workers(client: Redis, k: CrawlKeys, wait: float) -> None:
-    """Until the crawl's workers have left (its ``workers`` key is gone), at most *wait* s."""
-    deadline = time.monotonic() + max(0.0, wait)
+    """Until the crawl's workers have stopped -- its ``workers`` key, which each heartbeat
+    writes again and each leaving worker empties, stayed gone for :data:`QUIET` s --
+    at most *wait* s."""
+    now = time.monotonic()
+    deadline, quiet_since = now + max(0.0, wait), now
     while time.monotonic() < deadline:
-        if not await client.exists(k.workers):
-            await asyncio.sleep(0.5)  # what a worker writes while it closes, after leaving
+        await asyncio.sleep(0.1)
+        if await client.exists(k.workers):
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= QUIET:
             return
-        await asyncio.sleep(0.2)
 
 
 async def sweep_finished(client: Redis, ttl: float, *, exclude: Iterable[str] = (),
