@@ -140,3 +140,9 @@ class Addon:
         prepare_settings(settings)
         settings.setdefault_in_component_priority_dict(
             "DOWNLOADER_MIDDLEWARES", PolitenessMiddleware, 990)
+
+        # STATECRAWL_FINISHED_TTL: a starting worker purges crawls finished longer ago
+        # (statecrawl.frontier.lifecycle); off (NotConfigured) by default.
+        from statecrawl.frontier.sweep import FinishedSweep
+
+        settings.setdefault_in_component_priority_dict("EXTENSIONS", FinishedSweep, 500)

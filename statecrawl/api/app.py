@@ -76,6 +76,7 @@ from statecrawl.api.responses import (
 from statecrawl.api.scrape import ScrapeError, ScrapeService
 from statecrawl.api.worker import expire_crawl_with_job, settle_crawl_job
 from statecrawl.frontier.keys import CrawlKeys
+from statecrawl.frontier.sweep import API_SWEEP_INTERVAL, sweep_every
 from statecrawl.frontier.store import CrawlStore
 
 __all__ = ["IDEMPOTENCY_HEADER", "create_app", "redis_client"]
@@ -94,7 +95,7 @@ def redis_client(url: str) -> Redis:
 
 def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = DEFAULT_MAX_BODY,
                job_ttl: float = DEFAULT_JOB_TTL, scrape_crawl: str | None = None,
-               rate_limit: int = 0, concurrency: int = 0) -> Starlette:
+               rate_limit: int = 0, concurrency: int = 0, finished_ttl: float = 0.0) -> Starlette:
     """The API app for the Redis at *redis_url* (one client per process, opened at start-up).
 
     *api_keys*: when any, every route but ``/openapi.json`` needs one as a Bearer token.
@@ -102,7 +103,9 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
     its last change (a cancel is a change). *scrape_crawl*: the service crawl scrapes go to
     (default: ``STATECRAWL_API_SCRAPE_CRAWL``, else ``api-scrape``). *rate_limit*: requests
     per minute, *concurrency*: requests in flight at once, per API key (else per client
-    address), 0 for none; kept in Redis for every process (:mod:`.limits`)."""
+    address), 0 for none; kept in Redis for every process (:mod:`.limits`). *finished_ttl*:
+    seconds after which finished crawls are purged by a sweep this process runs at start and
+    every ``API_SWEEP_INTERVAL`` (:mod:`statecrawl.frontier.lifecycle`); 0 keeps them."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -111,9 +114,13 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
         app.state.scrapes = ScrapeService(client, scrape_crawl)
         app.state.maps = MapService(app.state.scrapes)
         app.state.batches = BatchService(app.state.scrapes, app.state.store)
+        sweeper = asyncio.ensure_future(sweep_every(client, finished_ttl, API_SWEEP_INTERVAL)) \
+            if finished_ttl else None
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             try:
                 await app.state.scrapes.close()
             finally:

@@ -9,7 +9,8 @@
     statecrawl status CRAWL_ID [--json]        counters of one crawl
     statecrawl export CRAWL_ID --out DIR       pages.jsonl + Markdown files from Redis
     statecrawl cancel CRAWL_ID                 stop every worker of a crawl
-    statecrawl list                            crawls in this Redis
+    statecrawl list [--json]                   crawls in this Redis, with their Redis bytes
+    statecrawl purge CRAWL_ID [--dry-run] [--force]   remove every key of a crawl
     statecrawl hosts CRAWL_ID [--delay S] [--concurrency N] [--host H]   a polite crawl's hosts
     statecrawl serve [--port 3002] [--workers N] [--api-key KEY]   the HTTP API
     statecrawl redis status|stop               the embedded Redis
@@ -42,24 +43,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from statecrawl.api.scrape import SCRAPE_SPIDER, scrape_crawl_id
 from statecrawl.cli.common import error as _error
 from statecrawl.cli.common import one_line as _one_line
 from statecrawl.cli.common import open_store, redis_url, tolerant_stdio
 from statecrawl.cli.crawl import SPIDER, cmd_crawl, default_crawl_id
+from statecrawl.cli.crawls import add_parsers as add_crawls_parsers
+from statecrawl.cli.crawls import human_bytes, shown_state
 from statecrawl.cli.hosts import add_parser as add_hosts_parser
 from statecrawl.cli.jobs import run_jobs
 from statecrawl.cli.serve import add_parser as add_serve_parser
 from statecrawl.cli.workers import run_worker, worker_command, worker_env
 from statecrawl.exceptions import ConfigError, StatecrawlError
-from statecrawl.frontier.connection import DEFAULT_DATA_DIR, connect
+from statecrawl.frontier.connection import DEFAULT_DATA_DIR
 from statecrawl.frontier.deadletter import read_dead_letters
 from statecrawl.frontier.embedded import embedded_status, stop_embedded_redis
-from statecrawl.frontier.keys import CRAWLS_KEY, validate_crawl_id
+from statecrawl.frontier.keys import validate_crawl_id
+from statecrawl.frontier.lifecycle import crawl_bytes
 from statecrawl.frontier.serialize import loads
-from statecrawl.frontier.store import CrawlStore
 from statecrawl.output.export import ExportResult, export_crawl
 
 __all__ = ["build_parser", "cmd_crawl", "default_crawl_id", "main"]
@@ -146,13 +149,6 @@ async def _crawl_meta(args: argparse.Namespace) -> tuple[dict[str, str], str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}, url
 
 
-def _shown_state(status: dict[str, Any]) -> str:
-    """The state to show: ``interrupted`` for a ``running`` crawl that no live worker serves."""
-    if status["state"] == "running" and not status["workers"]:
-        return "interrupted"
-    return str(status["state"])
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     status = asyncio.run(_status(args))
     if args.json:
@@ -164,6 +160,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             continue
         if name in ("created_at", "finished_at") and value is not None:
             value = datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
+        if name == "redis_bytes":
+            value = f"{human_bytes(value)} ({value})"
         print(f"{name:<{width}} {'-' if value is None else value}")
     for letter in status["dead_letters"]:
         print(f"{'dead_letter':<{width}} {_one_line(letter.get('kind', '?'), 20)} "
@@ -177,9 +175,11 @@ async def _status(args: argparse.Namespace) -> dict[str, Any]:
     async with open_store(args, args.crawl_id) as store:
         status = await store.status()
         dead = await read_dead_letters(store.client, store.keys, DEAD_LETTERS_SHOWN)
+        sizes, _ = await crawl_bytes(store.client, store.crawl_id)
     stats = status.pop("stats")
-    status["state"] = _shown_state({**status})
+    status["state"] = shown_state({**status})
     status["quarantined"] = int(stats.get("quarantined", 0))
+    status["redis_bytes"] = sizes.get(store.crawl_id, 0)  # MEMORY USAGE over its keys
     status["dead_letters"] = dead  # newest first
     status["stats"] = stats
     return status
@@ -213,42 +213,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 async def _cancel(args: argparse.Namespace) -> None:
     async with open_store(args, args.crawl_id) as store:
         await store.cancel()
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    rows = asyncio.run(_list(args))
-    if not rows:
-        print("no crawls")
-        return 0
-    width = max(len("CRAWL ID"), *(len(r[0]) for r in rows))
-    print(f"{'CRAWL ID':<{width}}  {'STATE':<11}  {'DONE':>7}  {'FAILED':>7}  {'QUEUED':>7}")
-    for row in rows:
-        print(f"{row[0]:<{width}}  {row[1]:<11}  {row[2]:>7}  {row[3]:>7}  {row[4]:>7}")
-    return 0
-
-
-async def _list(args: argparse.Namespace) -> list[tuple[str, str, int, int, int]]:
-    client = await connect(redis_url(args), name="statecrawl:cli")
-    try:
-        rows = []
-        for raw in sorted(await client.smembers(CRAWLS_KEY)):
-            try:
-                store = CrawlStore(client, raw.decode())
-            except (ConfigError, UnicodeDecodeError):
-                continue  # not a crawl id statecrawl wrote
-            if not await store.exists():  # expired with its API job (or deleted): gone
-                await client.srem(CRAWLS_KEY, raw)
-                continue
-            try:
-                s = await store.status()
-            except (ResponseError, ValueError, UnicodeDecodeError):
-                # one broken crawl (a key of the wrong type, bad meta) must not hide the others
-                rows.append((store.crawl_id, "broken", 0, 0, 0))
-                continue
-            rows.append((s["crawl_id"], _shown_state(s), s["done"], s["failed"], s["queued"]))
-        return rows
-    finally:
-        await client.aclose()
 
 
 def cmd_redis(args: argparse.Namespace) -> int:
@@ -345,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("crawl_id")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("list", parents=common, help="list the crawls in this Redis")
-    p.set_defaults(func=cmd_list)
+    add_crawls_parsers(sub, common)
 
     add_hosts_parser(sub, common, _count)
 

@@ -15,6 +15,7 @@ starting uvicorn:
 ``STATECRAWL_API_SCRAPE_CRAWL``  the service crawl scrapes go to (default ``api-scrape``)
 ``STATECRAWL_API_RATE_LIMIT``   requests per minute per API key (``--rate-limit``; 0: none)
 ``STATECRAWL_API_CONCURRENCY``  requests in flight at once per API key (``--concurrency``; 0: none)
+``STATECRAWL_FINISHED_TTL``  seconds after which finished crawls are purged (0: kept)
 ========================  ===========================================================
 
 Start-up checks, each a one-line error: Redis answers PING; the address can
@@ -54,6 +55,7 @@ from statecrawl.cli.common import redis_url, say, uses_embedded
 from statecrawl.cli.workers import KILL_AFTER, start_workers, worker_command, worker_env
 from statecrawl.exceptions import ConfigError, StatecrawlError
 from statecrawl.frontier.connection import connect, redact_url, resolve_redis_url
+from statecrawl.frontier.sweep import finished_ttl
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_parser", "app_from_env", "cmd_serve"]
 
@@ -77,7 +79,8 @@ def app_from_env() -> Starlette:
                       max_body=_max_body(env.get("STATECRAWL_API_MAX_BODY")),
                       job_ttl=job_ttl(env.get("STATECRAWL_API_JOB_TTL")),
                       rate_limit=parse_rate_limit(env.get("STATECRAWL_API_RATE_LIMIT")),
-                      concurrency=parse_concurrency(env.get("STATECRAWL_API_CONCURRENCY")))
+                      concurrency=parse_concurrency(env.get("STATECRAWL_API_CONCURRENCY")),
+                      finished_ttl=finished_ttl(env.get("STATECRAWL_FINISHED_TTL")))
 
 
 def _loopback(host: str) -> bool:
@@ -118,6 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     keys = parse_api_keys(args.api_key) or parse_api_keys(os.environ.get("STATECRAWL_API_KEYS"))
     _max_body(os.environ.get("STATECRAWL_API_MAX_BODY"))
     job_ttl(os.environ.get("STATECRAWL_API_JOB_TTL"))
+    finished_ttl(os.environ.get("STATECRAWL_FINISHED_TTL"))
     rate = args.rate_limit if args.rate_limit is not None else parse_rate_limit(
         os.environ.get("STATECRAWL_API_RATE_LIMIT"))
     concurrency = args.concurrency if args.concurrency is not None else parse_concurrency(

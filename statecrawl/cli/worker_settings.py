@@ -43,3 +43,5 @@ LOG_LEVEL = "INFO"
 # (statecrawl worker --serve-scrapes sets STATECRAWL_NET_GUARD=true).
 STATECRAWL_NET_GUARD = os.environ.get("STATECRAWL_NET_GUARD", "").strip().lower() in ("1", "true", "yes", "on")
 STATECRAWL_NET_ALLOW = os.environ.get("STATECRAWL_NET_ALLOW", "")
+# Purge crawls finished longer ago than this many seconds (0: keep them), as `statecrawl list` does.
+STATECRAWL_FINISHED_TTL = os.environ.get("STATECRAWL_FINISHED_TTL", "0")

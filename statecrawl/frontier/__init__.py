@@ -17,7 +17,9 @@ its output lives here, with what it needs to reach Redis:
 * ``connection``, ``embedded`` (the local Redis), ``redis_errors``;
 * ``_scrapy_redis`` (scrapy-redis' connection settings, ``SCHEDULER_PERSIST``
   and ``SCHEDULER_FLUSH_ON_START``) and ``start_urls`` (a scrapy-redis
-  spider's pushed start URLs, taken while the worker is busy).
+  spider's pushed start URLs, taken while the worker is busy);
+* ``lifecycle`` (purge a crawl's keys without blocking Redis, its bytes) and
+  ``sweep`` (``STATECRAWL_FINISHED_TTL``: who purges finished crawls, when).
 
 It imports nothing from the other subpackages; they import from it.
 """

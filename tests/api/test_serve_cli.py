@@ -126,3 +126,25 @@ def test_two_servers_answer_alike_and_one_survives_the_other(redis_url: str, tmp
         assert survivor.cancel_crawl(running) is True
         assert survivor.get_crawl_status(running).status == "cancelled"
         assert two.stop() == 0
+
+
+def test_api_processes_sweep_finished_crawls_past_the_ttl(
+    redis_server: RedisServer, crawl_id: str, tmp_path: Path,
+) -> None:
+    from tests.conftest import run_client
+    from tests.frontier.test_lifecycle import _finished
+
+    old, recent = f"{crawl_id}-old", f"{crawl_id}-recent"
+    run_client(redis_server.url, lambda c: _finished(c, old, 7200))
+    run_client(redis_server.url, lambda c: _finished(c, recent, 60))
+    client = redis_server.client()
+    try:
+        with serve(redis_server.url, tmp_path, env={"STATECRAWL_FINISHED_TTL": "3600"}):
+            deadline = time.monotonic() + 20
+            while client.exists(f"sc:{{{old}}}:meta") or client.exists(f"sc:{{{old}}}:items"):
+                assert time.monotonic() < deadline, "the API process did not sweep"
+                time.sleep(0.1)
+        assert client.exists(f"sc:{{{recent}}}:meta", f"sc:{{{recent}}}:items") == 2
+        assert not client.sismember("sc:crawls", old)
+    finally:
+        client.close()

@@ -243,7 +243,8 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
 
 
-@pytest.mark.parametrize("command", ["crawl", "worker", "status", "export", "cancel", "list", "redis"])
+@pytest.mark.parametrize("command", ["crawl", "worker", "status", "export", "cancel", "list", "purge",
+                                     "redis"])
 def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command, "--help"]) == 0
     assert "--redis-url" in capsys.readouterr().out
