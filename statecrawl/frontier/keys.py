@@ -300,17 +300,13 @@ items) also deletes the lease and the ``reqs`` entry, in that order,
 atomically. A request whose worker dies stays in ``leases`` under that
 worker's id; putting such leases back into ``queue`` needs only the worker id
 (issue 3: reclaim).
-<<<<<<< HEAD
 The crawl is finished when ``fifo``, ``queue``, ``leases`` (and ``hostq``) are empty.
-=======
-The crawl is finished when ``queue``, ``leases`` (and ``hostq``) are empty.
 
 A crawl's end: every key above whose name starts with ``sc:{<id>}:`` is the
 crawl's, and ``statecrawl purge`` (:mod:`statecrawl.frontier.lifecycle`)
 deletes them all -- ``meta`` first, then the rest by ``SCAN`` -- and drops
 the id from ``sc:crawls``, ``sc:api:active:<kind>`` and ``sc:api:hooks``. A
 new key of a crawl needs no change there, only this prefix.
->>>>>>> purge
 """
 
 from __future__ import annotations
