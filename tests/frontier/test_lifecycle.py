@@ -161,13 +161,14 @@ def test_a_running_crawl_is_refused_unless_forced_then_its_worker_gets_sclost(
         await worker.heartbeat("w1", 60)
         with pytest.raises(CrawlRunning, match="is running .*--force"):
             await purge_crawl(client, crawl_id)
-        assert await client.exists(worker.keys.meta, worker.keys.queue) == 2  # nothing deleted
+        assert await client.exists(worker.keys.meta, worker.keys.fifo) == 2  # nothing deleted
         result = await purge_crawl(client, crawl_id, force=True, wait=0.5)
         for call in (lambda: worker.lease("w1", 5, check_finished=True),
                      lambda: worker.commit("w1", dedupe="exact", requests=[_req("http://example.com/new")])):
             with pytest.raises(CrawlStateLost, match="gone from Redis"):
                 await call()
-        assert await client.exists(worker.keys.queue, worker.keys.reqs) == 0  # nothing written back
+        assert await client.exists(worker.keys.fifo, worker.keys.fifo_list(0),
+                                   worker.keys.reqs) == 0  # nothing written back
         return result.state, result.live_workers
 
     assert run_client(redis_server.url, body) == ("running", 1)
@@ -208,7 +209,7 @@ def test_a_purge_stops_when_the_crawl_is_created_again(redis_server: RedisServer
 async def _finished(client: AsyncRedis, crawl_id: str, ago: float, job: bool = False) -> CrawlStore:
     """A crawl (not an API job's, unless *job*) that finished *ago* seconds ago."""
     store = await _populate(client, crawl_id, job=job)
-    await client.delete(store.keys.queue, store.keys.leases)
+    await client.delete(store.keys.fifo, store.keys.fifo_list(0), store.keys.queue, store.keys.leases)
     now, _ = await client.time()
     await client.hset(store.keys.meta, mapping={"state": "finished", "finished_at": int(now - ago)})
     return store
