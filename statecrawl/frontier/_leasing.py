@@ -205,7 +205,7 @@ class LeasingMixin:
                 try:
                     request = request_from_json(codec.unpack(body), self.spider, self.scope)
                 except SerializationError as exc:
-                    self._quarantine(lease_id, str(exc))
+                    self._quarantine(lease_id, str(exc), codec.preview(body))
                     continue
                 if slot is not None:
                     request.meta[SLOT_META_KEY] = slot
@@ -238,17 +238,17 @@ class LeasingMixin:
         self._quarantining.add(task)
         task.add_done_callback(self._quarantining.discard)
 
-    def _quarantine(self, lease_id: str, error: str) -> None:
+    def _quarantine(self, lease_id: str, error: str, data: bytes | None = None) -> None:
         """A stored request that cannot be rebuilt: to the dead-letter list, not to the engine."""
         logger.error("statecrawl: quarantined stored request %s: %s", lease_id, error)
         self.crawler.stats.inc_value("statecrawl/quarantined")
-        self._track(asyncio.ensure_future(self._quarantine_task(lease_id, error)))
+        self._track(asyncio.ensure_future(self._quarantine_task(lease_id, error, data)))
 
-    async def _quarantine_task(self, lease_id: str, error: str) -> None:
+    async def _quarantine_task(self, lease_id: str, error: str, data: bytes | None) -> None:
         store, backoff = self.state.store, 0.1
         while store is not None:
             try:
-                await store.quarantine(self.state.worker_id, lease_id, error)
+                await store.quarantine(self.state.worker_id, lease_id, error, data)
                 return
             except RETRY_ERRORS as exc:
                 if not is_transient(exc) or self.state.stop.passed():

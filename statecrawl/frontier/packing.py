@@ -174,6 +174,14 @@ class RequestCodec:
         """Is *value* compressed with the crawl's dictionary, which this worker lacks?"""
         return self._dict is None and value[:1] == bytes((ZSTD_DICT,))
 
+    def preview(self, value: bytes) -> bytes:
+        """What a dead letter shows of a stored value: its JSON when it unpacks, else the
+        value with its bytes escaped (a packed value is binary)."""
+        try:
+            return self.unpack(value)
+        except SerializationError:
+            return repr(value[:2048]).encode()
+
     def unpack(self, value: bytes) -> bytes:
         """The JSON of a stored value (full JSON is returned as it is)."""
         if value[:1] == b"{":

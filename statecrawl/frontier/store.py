@@ -289,12 +289,16 @@ class CrawlStore:
         except (RedisError, OSError, ValueError, StopIteration):
             return None  # CONFIG is often disabled on managed Redis
 
-    async def quarantine(self, worker: str, request_id: str, error: str) -> bool:
-        """Move *worker*'s leased request *request_id* to the dead-letter list; False if not its."""
+    async def quarantine(self, worker: str, request_id: str, error: str,
+                         data: bytes | None = None) -> bool:
+        """Move *worker*'s leased request *request_id* to the dead-letter list; False if not its.
+        *data* is what the dead letter shows of it (default: the stored value)."""
         k = self.keys
+        args = [worker, request_id, error[:1024], DEAD_LETTER_MAX, DATA_MAX]
+        if data is not None:
+            args.append(data[:DATA_MAX])
         return bool(await self._quarantine(
-            keys=[k.leases, k.reqs, k.dead, k.stats, k.ready, k.hosts],
-            args=[worker, request_id, error[:1024], DEAD_LETTER_MAX, DATA_MAX]))
+            keys=[k.leases, k.reqs, k.dead, k.stats, k.ready, k.hosts], args=args))
 
     async def release(self, worker: str, ids: Sequence[str]) -> int:
         """Give *ids* (leased by *worker*) back to the frontier."""

@@ -101,8 +101,8 @@ def _stored(url: str, **over: Any) -> str:
     return json.dumps(doc)
 
 
-def _crafted(site: DemoSite, metadata: ScriptedServer) -> dict[str, str]:
-    """Stored requests that must be quarantined (id -> raw JSON)."""
+def _crafted(site: DemoSite, metadata: ScriptedServer) -> dict[str, str | bytes]:
+    """Stored requests that must be quarantined (id -> raw JSON, or a packed value)."""
     alias = site.url.replace("127.0.0.1", "localhost")
     bad = {
         "metadata-port": _stored(metadata.url + "/latest/meta-data/"),
@@ -121,6 +121,10 @@ def _crafted(site: DemoSite, metadata: ScriptedServer) -> dict[str, str]:
         "class": _stored(site.url + "/page/2.html", cls="os.system"),
         "depth-string": _stored(site.url + "/page/2.html", meta={"depth": "deep"}),
         "cookies-shape": _stored(site.url + "/page/2.html", cookies=[{"value": 1}]),
+        # packed values (statecrawl.frontier.packing): a frame that is not zstd, and one that
+        # needs a dictionary this crawl (under 500 requests) never made
+        "packed-junk": b"\x02\x00not a zstd frame",
+        "packed-no-dictionary": b"\x03\x00" + bytes(range(40)),
     }
     return {f"ffff{i:08x}": raw for i, raw in enumerate(bad.values())}
 
@@ -158,6 +162,10 @@ def test_crafted_requests_are_quarantined_and_the_crawl_goes_on(
     by_ref = {d["ref"]: d["error"] for d in dead}
     assert "outside the crawl's scope" in by_ref["ffff00000000"]
     assert "http(s)" in by_ref["ffff00000002"]
+    assert "does not decompress" in by_ref["ffff0000000e"]
+    assert "a dictionary the crawl does not have" in by_ref["ffff0000000f"]
+    # a packed value the dead letter cannot show as JSON is shown escaped, not as mojibake
+    assert next(d["data"] for d in dead if d["ref"] == "ffff0000000e").startswith("b'\\x02")
     stats = client.hgetall(k + "stats")
     assert int(stats[b"quarantined"]) == int(stats[b"quarantined_request"]) == len(crafted)
     items = {key.decode() for key in client.hkeys(k + "items")}

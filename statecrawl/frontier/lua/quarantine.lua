@@ -5,7 +5,9 @@
 -- can do it. (statecrawl/deadletter.py describes the dead letter.)
 --
 -- KEYS: leases reqs dead stats ready hosts
--- ARGV: worker request_id error max_entries max_data
+-- ARGV: worker request_id error max_entries max_data [data]
+--       (data: what the dead letter shows, e.g. a packed request's JSON; default
+--       the stored value)
 -- Returns 1 if quarantined, 0 if the lease is not the worker's (any more).
 -- (dead_letter.lua is prepended.)
 local leases, reqs, dead, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -13,7 +15,7 @@ local worker, id, err = ARGV[1], ARGV[2], ARGV[3]
 local max_entries, max_data = tonumber(ARGV[4]), tonumber(ARGV[5])
 local lease = redis.call('HGET', leases, id)
 if not lease or string.sub(lease, 1, #worker + 1) ~= worker .. ' ' then return 0 end
-local body = redis.call('HGET', reqs, id) or ''
+local body = ARGV[6] or redis.call('HGET', reqs, id) or ''
 local t = redis.call('TIME')
 push_dead_letter(dead, stats, cjson.encode({
   kind = 'request', ref = id, error = err, worker = worker,
