@@ -24,6 +24,9 @@ key                            type    contents
                                        ``spider``, ``start_url``, ``limit``
                                        (max requests admitted, 0 = none),
                                        ``args`` (JSON of the spider arguments),
+                                       ``sink`` (where the items go: ``redis``,
+                                       a directory or ``s3://bucket/prefix``;
+                                       fixed by the crawl's first worker),
                                        ``dupefilter`` (``exact`` / ``bloom`` /
                                        ``set``; fixed by the crawl's first
                                        worker) and, for ``bloom``,
@@ -102,10 +105,27 @@ key                            type    contents
 ``sc:{id}:seen``               SET     the ``set`` dupefilter of crawls begun
                                        before ``digests`` existed: 20-byte
                                        binary fingerprints, one member each
-``sc:{id}:items``              HASH    item key -> item JSON; the key is the
-                                       item's ``url`` (else a SHA-1 of its
-                                       JSON), so a re-fetched page replaces its
-                                       item instead of adding a second one
+``sc:{id}:items``              HASH    item key -> the item, with the default
+                                       ``redis`` sink (``STATECRAWL_SINK``):
+                                       its JSON as one zstd frame made with
+                                       the shipped dictionary
+                                       (:mod:`statecrawl.frontier.item_codec`;
+                                       values of older versions, plain JSON
+                                       starting with ``{``, still load). The
+                                       key is the item's ``url`` (else a SHA-1
+                                       of its JSON), so a re-fetched page
+                                       replaces its item instead of adding a
+                                       second one. ``EXPIRE``
+                                       ``STATECRAWL_ITEMS_TTL`` once the crawl
+                                       is finished (none while it runs). Empty
+                                       with a directory or S3 sink, which holds
+                                       the items (:mod:`statecrawl.output.sink`)
+``sc:{id}:item_digests``       HASH    with a directory or S3 sink: the item
+                                       keys written, as the ``exact``
+                                       dupefilter keeps fingerprints (80 bits
+                                       of the key's SHA-1, 65,536 buckets), so
+                                       ``items`` in the stats counts a page
+                                       written twice once
 ``sc:{id}:failed``             SET     item keys whose item carries an error
 ``sc:{id}:dead``               LIST    dead letters: stored entries (requests,
                                        cookies, storage states, items) that
@@ -326,6 +346,7 @@ class CrawlKeys:
     digests = property(lambda self: self.prefix + "digests")
     bloom = property(lambda self: self.prefix + "bloom")
     items = property(lambda self: self.prefix + "items")
+    item_digests = property(lambda self: self.prefix + "item_digests")
     failed = property(lambda self: self.prefix + "failed")
     dead = property(lambda self: self.prefix + "dead")
     stats = property(lambda self: self.prefix + "stats")
@@ -358,6 +379,6 @@ class CrawlKeys:
         """Every fixed-name key of the crawl (for deletion); per-session jars and
         storage states: :meth:`statecrawl.sessions.store.SessionStore.delete`."""
         return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
-                self.seen, self.digests, self.bloom, self.items, self.failed, self.dead, self.stats,
+                self.seen, self.digests, self.bloom, self.items, self.item_digests, self.failed, self.dead, self.stats,
                 self.tokens, self.render_hosts, self.sessions, self.pool, self.session_seq,
                 self.login, self.login_lock, self.spider_state, self.hostq, self.ready, self.hosts]
