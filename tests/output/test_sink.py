@@ -1,0 +1,239 @@
+"""STATECRAWL_SINK: items in a directory or a real S3 server (SeaweedFS), exactly once.
+
+Real `scrapy crawl site` workers, the session's redis-server and the demo site;
+no mock anywhere. Each crawl checks: every page's object once in the sink, the
+same pages once in `statecrawl export`, and no item body in Redis.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statecrawl import cli
+from statecrawl.demo.site import DemoSite
+from statecrawl.exceptions import ConfigError
+from statecrawl.frontier.item_codec import ZSTD_MAGIC, load_item, pack_item, unpack_item
+from statecrawl.frontier.serialize import dumps
+from statecrawl.output.sink import DirSink, S3Sink, object_name, parse_sink
+from tests._s3 import S3Server
+from tests.conftest import RedisServer, scrapy_crawl, worker_env
+from tests.frontier.test_chaos import Worker, held_by, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        if "no `weed` binary" in str(exc):
+            pytest.skip(f"no S3 server binary: {exc}")
+        raise  # the binary is there but does not start: a failure, not a skip
+    yield server
+    server.stop()
+
+
+def crawl_args(url: str, crawl_id: str, *settings: str) -> list[str]:
+    args = ["-a", f"url={url}/", "-a", f"crawl_id={crawl_id}", "-s", "RETRY_TIMES=0"]
+    for setting in settings:
+        args += ["-s", setting]
+    return args
+
+
+def sink_items(sink: Any, crawl_id: str) -> list[dict[str, Any]]:
+    return [load_item(sink.read(name)) for name in sink.names(crawl_id)]
+
+
+def check_sink_crawl(server: RedisServer, crawl_id: str, site: DemoSite, sink: Any,
+                     sink_url: str, out: Path, env: dict[str, str] | None = None) -> None:
+    """Every page once in the sink and in the export; Redis keeps counters, not bodies."""
+    expected = site.expected_urls()
+    items = sink_items(sink, crawl_id)
+    counts = collections.Counter(item["url"] for item in items)
+    assert {u: n for u, n in counts.items() if n != 1} == {}
+    assert set(counts) == expected, (sorted(expected - set(counts))[:5], sorted(set(counts) - expected)[:5])
+    for item in items:  # each object is named after its own key
+        assert sink.get(crawl_id, item["url"]) is not None
+
+    client = server.client()
+    k = f"sc:{{{crawl_id}}}:"
+    assert client.exists(k + "items") == 0, "item bodies in Redis"
+    assert client.hget(k + "meta", "sink") == sink_url.encode()
+    assert int(client.hget(k + "stats", "items")) == len(expected)
+    assert client.hget(k + "meta", "state") == b"finished"
+
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        assert cli.main(["--redis-url", server.url, "export", crawl_id, "--out", str(out),
+                         "--sink", sink_url]) == 0
+        # the crawl recorded its sink: exporting from Redis instead is refused, not empty
+        assert cli.main(["--redis-url", server.url, "export", crawl_id, "--out",
+                         str(out / "wrong"), "--sink", "redis"]) == 2
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    lines = [json.loads(x) for x in (out / "pages.jsonl").read_text().splitlines()]
+    assert [x["url"] for x in lines] == sorted(expected)
+    assert len(list((out / "markdown").rglob("*.md"))) == len(site.page_urls())
+
+
+def test_directory_sink_every_page_once(redis_server: RedisServer, site: DemoSite,
+                                        crawl_id: str, tmp_path: Path) -> None:
+    root = tmp_path / "sink"
+    result = scrapy_crawl(crawl_args(site.url, crawl_id, f"STATECRAWL_SINK={root}"),
+                          worker_env(redis_server.url, tmp_path / "w"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    names = sorted(p.name for p in (root / crawl_id / "items").iterdir())
+    assert all(n.endswith(".json.zst") for n in names) and len(names) == len(site.expected_urls())
+    raw = (root / object_name(crawl_id, f"{site.url}/")).read_bytes()
+    assert raw.startswith(ZSTD_MAGIC) and load_item(raw)["url"] == f"{site.url}/"
+    check_sink_crawl(redis_server, crawl_id, site, DirSink(root), str(root), tmp_path / "export")
+
+
+def test_s3_sink_every_page_once(redis_server: RedisServer, s3: S3Server, site: DemoSite,
+                                 crawl_id: str, tmp_path: Path) -> None:
+    s3.client().create_bucket(Bucket="crawls")
+    url = "s3://crawls/statecrawl/test"
+    env = s3.env()
+    result = scrapy_crawl(crawl_args(site.url, crawl_id, f"STATECRAWL_SINK={url}"),
+                          worker_env(redis_server.url, tmp_path / "w", **env))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    listed = s3.client().list_objects_v2(Bucket="crawls", Prefix=f"statecrawl/test/{crawl_id}/")
+    assert listed["KeyCount"] == len(site.expected_urls())
+    assert listed["Contents"][0]["Key"].startswith(f"statecrawl/test/{crawl_id}/items/")
+    check_sink_crawl(redis_server, crawl_id, site, S3Sink("crawls", "statecrawl/test", s3.client()),
+                     url, tmp_path / "export", env)
+
+
+def test_sigkilled_worker_every_page_once_in_the_sink(redis_server: RedisServer, s3: S3Server,
+                                                      crawl_id: str, tmp_path: Path) -> None:
+    """A worker killed while it holds leases (some items written, not acked): its pages are
+    fetched again and written over their first objects; the export has each page once."""
+    s3.client().create_bucket(Bucket="killed")
+    url, env = "s3://killed", s3.env()
+    client = redis_server.client()
+    with DemoSite(pages=150, delay=0.05) as site:
+        args = crawl_args(site.url, crawl_id, f"STATECRAWL_SINK={url}", "CONCURRENT_REQUESTS=8")
+        victim = Worker(args, worker_env(redis_server.url, tmp_path / "v", **env), tmp_path / "v.log")
+        other = Worker(args, worker_env(redis_server.url, tmp_path / "o", **env), tmp_path / "o.log")
+        try:
+            wait_until(lambda: len(held_by(client, crawl_id, victim.pid)) >= 4
+                       and int(client.hget(f"sc:{{{crawl_id}}}:stats", "items") or 0) >= 10,
+                       90, "the victim holds leases after items were written")
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
+            other.proc.wait(180)
+        finally:
+            victim.stop()
+            other.stop()
+        assert other.proc.returncode == 0, other.log()
+        assert int(client.hget(f"sc:{{{crawl_id}}}:stats", "reclaimed") or 0) >= 1
+        check_sink_crawl(redis_server, crawl_id, site, S3Sink("killed", "", s3.client()), url,
+                         tmp_path / "export", env)
+
+
+def test_failed_sink_writes_give_the_page_back(redis_server: RedisServer, crawl_id: str,
+                                               tmp_path: Path) -> None:
+    """While the sink refuses writes no page is acknowledged; once it takes them again
+    every page is written once and nothing was reported done without its item."""
+    root = tmp_path / "sink"
+    client = redis_server.client()
+    k = f"sc:{{{crawl_id}}}:"
+    with DemoSite(pages=60, delay=0.05) as site:
+        w = Worker(crawl_args(site.url, crawl_id, f"STATECRAWL_SINK={root}",
+                              "STATECRAWL_SINK_RETRIES=1", "CONCURRENT_REQUESTS=4"),
+                   worker_env(redis_server.url, tmp_path / "w"), tmp_path / "w.log")
+        try:
+            folder = root / crawl_id / "items"
+            wait_until(lambda: int(client.hget(k + "stats", "items") or 0) >= 5, 60, "items written")
+            kept = folder.rename(folder.with_name("kept"))  # the items written so far
+            folder.write_text("not a directory")  # every write fails: NotADirectoryError
+            wait_until(lambda: int(client.hget(k + "stats", "sink_failed") or 0) >= 3, 60,
+                       "writes failed")
+            acked = int(client.hget(k + "stats", "acked") or 0)
+            time.sleep(1.0)  # pages keep being fetched, written nowhere, given back
+            assert int(client.hget(k + "stats", "acked") or 0) - acked <= 4  # those in flight
+            assert int(client.hget(k + "stats", "released") or 0) >= 3
+            folder.unlink()
+            folder.mkdir(exist_ok=True)
+            for done in kept.iterdir():  # back beside those written since
+                if not (folder / done.name).exists():
+                    os.replace(done, folder / done.name)
+            w.proc.wait(120)
+        finally:
+            w.stop()
+    assert w.proc.returncode == 0, w.log()
+    assert "could not write the item" in w.text()
+    items = sink_items(DirSink(root), crawl_id)
+    counts = collections.Counter(item["url"] for item in items)
+    assert set(counts) == site.expected_urls() and max(counts.values()) == 1
+    assert int(client.hget(k + "stats", "items")) == len(site.expected_urls())
+
+
+def test_old_json_items_and_compressed_ones_both_export(redis_server: RedisServer, crawl_id: str,
+                                                        tmp_path: Path) -> None:
+    client = redis_server.client()
+    k = f"sc:{{{crawl_id}}}:"
+    old = dumps({"url": "https://a.example/old", "markdown": "# Old\n\nplain JSON"}, "item")
+    new = dumps({"url": "https://a.example/new", "markdown": "# New\n\ncompressed"}, "item")
+    client.hset(k + "meta", mapping={"state": "finished", "epoch": "x"})
+    client.hset(k + "items", mapping={"https://a.example/old": old,
+                                      "https://a.example/new": pack_item(new)})
+    assert unpack_item(old) == old and unpack_item(pack_item(new)) == new
+    assert cli.main(["--redis-url", redis_server.url, "export", crawl_id, "--out",
+                     str(tmp_path)]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "pages.jsonl").read_text().splitlines()]
+    assert [(x["url"], x["markdown"]) for x in lines] == [
+        ("https://a.example/new", "# New\n\ncompressed"), ("https://a.example/old", "# Old\n\nplain JSON")]
+    with pytest.raises(ValueError, match="neither"):
+        unpack_item(b"garbage")
+    with pytest.raises(ValueError, match="cut short"):
+        unpack_item(pack_item(new * 50)[:30])
+
+
+def test_items_kept_in_redis_are_compressed_and_expire_once_finished(
+        redis_server: RedisServer, site: DemoSite, crawl_id: str, tmp_path: Path) -> None:
+    k = f"sc:{{{crawl_id}}}:"
+    result = scrapy_crawl(crawl_args(site.url, crawl_id, "STATECRAWL_ITEMS_TTL=3600"),
+                          worker_env(redis_server.url, tmp_path / "w"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = redis_server.client()
+    raw = client.hgetall(k + "items")
+    assert {u.decode() for u in raw} == site.expected_urls()
+    assert all(v.startswith(ZSTD_MAGIC) for v in raw.values())
+    assert 3500 < client.ttl(k + "items") <= 3600
+    assert client.hget(k + "meta", "sink") == b"redis"
+    assert int(client.hget(k + "stats", "items")) == len(raw)
+    # run again (a new start URL): running, the expiry is taken off
+    again = scrapy_crawl(crawl_args(site.url + "/page/1", crawl_id, "STATECRAWL_ITEMS_TTL=0"),
+                         worker_env(redis_server.url, tmp_path / "w2"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert client.ttl(k + "items") == -1
+
+
+def test_bad_sink_settings_are_clear_errors(redis_server: RedisServer, site: DemoSite,
+                                            crawl_id: str, tmp_path: Path) -> None:
+    for bad, message in [("ftp://host/x", "unknown sink scheme 'ftp'"),
+                         ("s3://", "expected s3://bucket/prefix"),
+                         ("file://host/x", "absolute local path")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_sink(bad)
+    assert parse_sink("file:///data/x").path == Path("/data/x")
+    assert parse_sink("s3://b-1/p/q/").url == "s3://b-1/p/q"
+    result = scrapy_crawl(crawl_args(site.url, crawl_id, "STATECRAWL_SINK=ftp://host/x"),
+                          worker_env(redis_server.url, tmp_path / "w"))
+    assert result.returncode != 0
+    assert "unknown sink scheme 'ftp'" in result.stdout + result.stderr
+    assert redis_server.client().hlen(f"sc:{{{crawl_id}}}:reqs") == 0  # nothing was crawled
