@@ -2,10 +2,12 @@
 
 An item's JSON is stored as one zstd frame (level :data:`LEVEL`) made with the
 dictionary ``data/items-<id>.zdict``, trained on page items of the WCXB
-benchmark (``bench/train_item_dict.py``). On the 181 scrapinghub article pages,
-whose items average 17.5 KB of JSON, a frame averages 4.40 KB (3.97x) in
-0.4 ms; without the dictionary zstd gives 4.97 KB at the same level and
-zlib-9 4.99 KB (3.51x): measured with ``bench/redis_memory.py --codecs``.
+benchmark (``bench/train_item_dict.py``). Measured once (a one-off script,
+not kept) on the 181 scrapinghub article pages as ``fill_page`` makes their
+items (17.5 KB of JSON on average): zlib-9 4,989 B (3.51x), zstd-9 without a
+dictionary 4,966 B (3.52x; zstd-19 4,842 B at 4.4 ms), zstd-9 with this
+dictionary 4,403 B (3.97x) in 0.4 ms. In a real crawl of those pages
+(``bench/redis_memory.py``): 4,575 B per item of 17,522 (3.83x).
 
 Reading tells the two apart by the first bytes: a zstd frame starts with the
 magic ``28 b5 2f fd``, an item of an older version with ``{`` (JSON); anything

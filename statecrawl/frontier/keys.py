@@ -97,7 +97,12 @@ key                            type    contents
                                        field = the first 2 bytes of a request
                                        fingerprint (65,536 buckets), value = the
                                        next 8 bytes of each fingerprint in that
-                                       bucket, concatenated (80 bits kept)
+                                       bucket, concatenated (80 bits kept).
+                                       With a directory or S3 sink, whatever
+                                       the dupefilter, also the SHA-1 of
+                                       ``"item " + <item key>`` of each item
+                                       written, so ``items`` in the stats
+                                       counts a page written twice once
 ``sc:{id}:bloom``              STRING  the ``bloom`` dupefilter: a bitmap of
                                        ``bloom_m`` bits, preallocated when the
                                        crawl is created; ``bloom_k`` bits per
@@ -120,12 +125,6 @@ key                            type    contents
                                        is finished (none while it runs). Empty
                                        with a directory or S3 sink, which holds
                                        the items (:mod:`statecrawl.output.sink`)
-``sc:{id}:item_digests``       HASH    with a directory or S3 sink: the item
-                                       keys written, as the ``exact``
-                                       dupefilter keeps fingerprints (80 bits
-                                       of the key's SHA-1, 65,536 buckets), so
-                                       ``items`` in the stats counts a page
-                                       written twice once
 ``sc:{id}:failed``             SET     item keys whose item carries an error
 ``sc:{id}:dead``               LIST    dead letters: stored entries (requests,
                                        cookies, storage states, items) that
@@ -346,7 +345,6 @@ class CrawlKeys:
     digests = property(lambda self: self.prefix + "digests")
     bloom = property(lambda self: self.prefix + "bloom")
     items = property(lambda self: self.prefix + "items")
-    item_digests = property(lambda self: self.prefix + "item_digests")
     failed = property(lambda self: self.prefix + "failed")
     dead = property(lambda self: self.prefix + "dead")
     stats = property(lambda self: self.prefix + "stats")
@@ -379,6 +377,6 @@ class CrawlKeys:
         """Every fixed-name key of the crawl (for deletion); per-session jars and
         storage states: :meth:`statecrawl.sessions.store.SessionStore.delete`."""
         return [self.meta, self.seq, self.queue, self.reqs, self.leases, self.workers,
-                self.seen, self.digests, self.bloom, self.items, self.item_digests, self.failed, self.dead, self.stats,
+                self.seen, self.digests, self.bloom, self.items, self.failed, self.dead, self.stats,
                 self.tokens, self.render_hosts, self.sessions, self.pool, self.session_seq,
                 self.login, self.login_lock, self.spider_state, self.hostq, self.ready, self.hosts]

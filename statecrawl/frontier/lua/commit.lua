@@ -1,8 +1,9 @@
 -- Commit one batch of a worker's output, atomically, in this order:
 --   1. new requests: dupefilter check-and-add, crawl limit, then frontier
 --   2. items: stored under their key (a re-fetched page replaces its item),
---      or, for an item a sink holds (flags 2), only counted: its key's digest
---      goes into `item_digests` (the exact dupefilter's layout), so a page
+--      or, for an item a sink holds (flags 2), only counted: the digest of
+--      "item " .. key goes into `digests`, beside the exact dupefilter's
+--      request fingerprints (same layout, bucket overhead shared), so a page
 --      written again is counted once. `items` in the stats counts the keys.
 --   3. acknowledgements: the lease and the stored request are deleted
 --   4. a lease of up to `want` requests for the same worker, as lease.lua
@@ -32,7 +33,7 @@
 -- `enqueued`).
 --
 -- KEYS: meta seq queue reqs leases seen items failed stats tokens hostq ready hosts
---       item_digests
+--       digests (the exact layout's hash, whatever the dupefilter mode)
 -- ARGV: worker token want epoch
 --       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
 --       n_requests {fingerprint flags score json}*   flags: 1 = dedupe, 2 = not counted,
@@ -42,7 +43,7 @@
 -- Returns {enqueued, duplicates, limit_dropped, acked, id1, json1, id2, json2, ...}
 local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local hostq, ready, hosts, item_digests = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local hostq, ready, hosts, digests = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
 local worker, token, want, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local i = 5
 
@@ -94,11 +95,11 @@ for _ = 1, n do
   end
 end
 
--- True if the digest of item key `key` was not in `item_digests` (and adds it).
+-- True if the digest of item key `key` was not in `digests` (and adds it).
 local function item_digest_new(key)
-  local d = string.gsub(redis.sha1hex(key), '..', function(h) return string.char(tonumber(h, 16)) end)
+  local d = string.gsub(redis.sha1hex('item ' .. key), '..', function(h) return string.char(tonumber(h, 16)) end)
   local bucket, rest = string.sub(d, 1, 2), string.sub(d, 3, 10)
-  local packed = redis.call('HGET', item_digests, bucket)
+  local packed = redis.call('HGET', digests, bucket)
   if packed then
     local from = 1
     while true do
@@ -108,7 +109,7 @@ local function item_digest_new(key)
       from = at + 1
     end
   end
-  redis.call('HSET', item_digests, bucket, (packed or '') .. rest)
+  redis.call('HSET', digests, bucket, (packed or '') .. rest)
   return true
 end
 
