@@ -34,16 +34,18 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 import redis
+import zstandard
 from redis.asyncio import Redis as AsyncRedis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import start_redis  # noqa: E402
 
-from statecrawl.frontier.item_codec import load_item, pack_item  # noqa: E402
+from statecrawl.frontier.item_codec import LEVEL, load_item, pack_item  # noqa: E402
 from statecrawl.frontier.serialize import dumps  # noqa: E402
 from statecrawl.frontier.store import CrawlStore, PendingItem, PendingRequest  # noqa: E402
 
@@ -92,7 +94,7 @@ def report(label: str, client: redis.Redis, crawl_id: str, before: int) -> None:
           f"{used / max(pages, 1):>9.1f} B/page (used_memory delta)   [{big}]", flush=True)
 
 
-def real_crawl(port: int, tmp: Path) -> None:
+def real_crawl(port: int, tmp: Path, level: int | None) -> None:
     server, paths = serve_articles()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     client = redis.Redis(port=port)
@@ -106,6 +108,8 @@ def real_crawl(port: int, tmp: Path) -> None:
                 f"crawl_id={crawl_id}", "-a", "max_depth=1", "-s", "LOG_LEVEL=WARNING"]
         if sink is not None:
             args += ["-s", f"STATECRAWL_SINK={sink}"]
+        if level is not None:
+            args += ["-s", f"STATECRAWL_ITEMS_ZSTD_LEVEL={level}"]
         before = used_memory(client)
         done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
@@ -119,13 +123,28 @@ def real_crawl(port: int, tmp: Path) -> None:
                   f"{sum(map(len, raws)) / len(raws):,.0f} B/page "
                   f"({sum(plain) / sum(map(len, raws)):.2f}x)", flush=True)
             real_items.extend(load_item(r) for r in raws)
+            bodies = [dumps(item, "item") for item in real_items]
+            for lvl in sorted({9, 12, 15, 19, level or LEVEL}):
+                t0 = time.perf_counter()
+                sizes = [len(pack_item(b, lvl)) for b in bodies]
+                ms = (time.perf_counter() - t0) * 1000 / len(bodies)
+                print(f"    zstd level {lvl:>2} + dictionary: {sum(sizes) / len(sizes):,.0f} B/item, "
+                      f"{ms:.2f} ms/item to compress (one thread)", flush=True)
+            for name, pack in (("zlib level 9", lambda b: zlib.compress(b, 9)),
+                               ("zstd level 15, no dictionary",
+                                zstandard.ZstdCompressor(level=15).compress)):
+                t0 = time.perf_counter()
+                sizes = [len(pack(b)) for b in bodies]
+                ms = (time.perf_counter() - t0) * 1000 / len(bodies)
+                print(f"    {name}: {sum(sizes) / len(sizes):,.0f} B/item, {ms:.2f} ms/item",
+                      flush=True)
     server.shutdown()
 
 
 real_items: list[dict[str, Any]] = []
 
 
-async def synthetic(port: int, pages: int, in_sink: bool) -> None:
+async def synthetic(port: int, pages: int, in_sink: bool, level: int | None) -> None:
     from scrapy import Request
     from scrapy.utils.test import get_crawler
 
@@ -151,7 +170,8 @@ async def synthetic(port: int, pages: int, in_sink: bool) -> None:
                 items.append(PendingItem(u, False, b"", in_sink=True))
             else:
                 data = dict(samples[i % len(samples)], url=u)
-                items.append(PendingItem(u, False, pack_item(dumps(data, "item"))))
+                items.append(PendingItem(u, False, pack_item(dumps(data, "item"),
+                                                             level or LEVEL)))
         await store.commit("w", dedupe="exact", items=items, acks=[lease for lease, _ in result.leased])
         n += size
     await store.lease("w", 1, check_finished=True)  # marks it finished, as the last lease does
@@ -163,6 +183,8 @@ async def synthetic(port: int, pages: int, in_sink: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=100_000, help="synthetic pages (b)")
+    parser.add_argument("--level", type=int, default=None,
+                        help="STATECRAWL_ITEMS_ZSTD_LEVEL for the redis sink (default: the default)")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     args = parser.parse_args()
@@ -170,10 +192,10 @@ def main() -> None:
         proc, port = start_redis(Path(tmp))
         try:
             if not args.skip_real:
-                real_crawl(port, Path(tmp))
+                real_crawl(port, Path(tmp), args.level)
             if not args.skip_synthetic:
                 for in_sink in (True, False):
-                    asyncio.run(synthetic(port, args.pages, in_sink))
+                    asyncio.run(synthetic(port, args.pages, in_sink, args.level))
         finally:
             proc.terminate()
             proc.wait(10)

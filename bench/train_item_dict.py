@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--pages", type=int, default=500)
-    parser.add_argument("--size", type=int, default=65536)
+    parser.add_argument("--size", type=int, default=112640)
     parser.add_argument("--dict-id", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

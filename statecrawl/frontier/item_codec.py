@@ -1,13 +1,16 @@
 """Items at rest: zstd frames with a shipped dictionary, and the JSON of older versions.
 
-An item's JSON is stored as one zstd frame (level :data:`LEVEL`) made with the
-dictionary ``data/items-<id>.zdict``, trained on page items of the WCXB
-benchmark (``bench/train_item_dict.py``). Measured once (a one-off script,
-not kept) on the 181 scrapinghub article pages as ``fill_page`` makes their
-items (17.5 KB of JSON on average): zlib-9 4,989 B (3.51x), zstd-9 without a
-dictionary 4,966 B (3.52x; zstd-19 4,842 B at 4.4 ms), zstd-9 with this
-dictionary 4,403 B (3.97x) in 0.4 ms. In a real crawl of those pages
-(``bench/redis_memory.py``): 4,575 B per item of 17,522 (3.83x).
+An item's JSON is stored as one zstd frame made with the dictionary
+``data/items-<id>.zdict`` (110 KiB), trained on page items of the WCXB
+benchmark (``bench/train_item_dict.py``), at level ``STATECRAWL_ITEMS_ZSTD_LEVEL``
+(:data:`LEVEL`). On the 181 scrapinghub article pages crawled by
+``bench/redis_memory.py`` (17,522 B of item JSON on average), per item:
+zlib-9 5,182 B (3.38x), zstd-15 without a dictionary 5,028 B (3.48x); with the dictionary
+level 9 gives 4,525 B (3.87x, 0.45 ms), level 15 4,322 B (4.05x, 2.8 ms),
+level 19 4,306 B (3.5 ms). Level 15 is the default: it is what brings an item
+kept in Redis under a quarter of a 19.8 KB page once the allocator has rounded
+it (4,884 B of ``MEMORY USAGE`` per page against 5,140 at level 9); the
+pipeline compresses on a thread (zstd releases the GIL), never on the reactor.
 
 Reading tells the two apart by the first bytes: a zstd frame starts with the
 magic ``28 b5 2f fd``, an item of an older version with ``{`` (JSON); anything
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
 from importlib import resources
 from typing import Any
 
@@ -33,7 +37,7 @@ __all__ = ["DICT_ID", "LEVEL", "MAX_BYTES", "ZSTD_MAGIC", "load_item", "pack_ite
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: The dictionary new items are compressed with, and the level.
 DICT_ID = 1
-LEVEL = 9
+LEVEL = 15
 #: Largest item a frame may open to (``STATECRAWL_MAX_ITEM_BYTES``' default).
 MAX_BYTES = 32 * 1024 * 1024
 
@@ -49,14 +53,22 @@ def _dictionary(dict_id: int) -> zstandard.ZstdCompressionDict:
     return zstandard.ZstdCompressionDict(raw)
 
 
-@functools.lru_cache(maxsize=1)
-def _compressor() -> zstandard.ZstdCompressor:
-    return zstandard.ZstdCompressor(level=LEVEL, dict_data=_dictionary(DICT_ID))
+_local = threading.local()  # a ZstdCompressor must not be shared between threads
 
 
-def pack_item(body: bytes) -> bytes:
-    """The stored form of an item's JSON *body* (one zstd frame)."""
-    return _compressor().compress(body)
+def pack_item(body: bytes, level: int = LEVEL) -> bytes:
+    """The stored form of an item's JSON *body* (one zstd frame). Any thread may call it
+    (zstd releases the GIL while it compresses)."""
+    compressors = getattr(_local, "compressors", None)
+    if compressors is None:
+        compressors = _local.compressors = {}
+    compressor = compressors.get(level)
+    if compressor is None:
+        if not 1 <= level <= 22:
+            raise ValueError(f"a zstd level is 1 to 22, got {level}")
+        compressor = compressors[level] = zstandard.ZstdCompressor(
+            level=level, dict_data=_dictionary(DICT_ID))
+    return compressor.compress(body)
 
 
 def unpack_item(raw: bytes) -> bytes:

@@ -22,9 +22,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier.deadletter import DATA_MAX, DEAD_LETTER_MAX
-from statecrawl.frontier.item_codec import load_item
+from statecrawl.frontier.item_codec import load_item, pack_item
 from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
-from statecrawl.frontier.serialize import dumps, loads
+from statecrawl.frontier.serialize import dumps
 
 __all__ = [
     "DEDUPE_MODES", "CommitResult", "CrawlStore", "Heartbeat", "PendingItem", "PendingRequest",
@@ -135,13 +135,16 @@ def error_item_data(data: Mapping[str, Any], kind: str, message: str) -> dict[st
 
 
 def error_item(item: PendingItem, kind: str, message: str) -> PendingItem:
-    """:func:`error_item_data` for an item already serialized (same key)."""
+    """:func:`error_item_data` for an item already packed (same key; a sink's item keeps
+    its object and is counted failed)."""
+    if item.in_sink:
+        return PendingItem(item.key, True, b"", in_sink=True)
     try:
-        data = loads(item.body, "item")
-    except SerializationError:
+        data = load_item(item.body)
+    except (SerializationError, ValueError):
         data = {}
     body = dumps(error_item_data(data if isinstance(data, dict) else {}, kind, message), "item")
-    return PendingItem(item.key, True, body)
+    return PendingItem(item.key, True, pack_item(body))
 
 
 class CrawlStore:

@@ -24,7 +24,7 @@ from scrapy import signals
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 
 from statecrawl.exceptions import ConfigError, SerializationError
-from statecrawl.frontier.item_codec import pack_item
+from statecrawl.frontier.item_codec import LEVEL, pack_item
 from statecrawl.frontier.scheduler import LEASE_META_KEY
 from statecrawl.frontier.serialize import dumps
 from statecrawl.frontier.service import DEFAULT_REPLY_TTL, send_reply
@@ -74,15 +74,17 @@ class RedisItemStore:
     Settings: ``STATECRAWL_SINK`` (str, default ``redis``),
     ``STATECRAWL_SINK_THREADS`` (int, 8), ``STATECRAWL_SINK_RETRIES`` (int,
     3), ``STATECRAWL_ITEMS_TTL`` (seconds, 604800: how long a finished
-    crawl's items stay in Redis; 0 = for ever).
+    crawl's items stay in Redis; 0 = for ever), ``STATECRAWL_ITEMS_ZSTD_LEVEL``
+    (int, 15: the compression level, 1-19; compressed on a thread).
     """
 
     def __init__(self, crawler: Crawler, spec: SinkSpec, sink: Sink | None, *, threads: int,
-                 retries: int, items_ttl: float) -> None:
+                 retries: int, items_ttl: float, level: int = LEVEL) -> None:
         self.crawler, self.spec, self.sink = crawler, spec, sink
-        self.threads, self.retries, self.items_ttl = threads, retries, items_ttl
+        self.threads, self.retries, self.items_ttl, self.level = threads, retries, items_ttl, level
         self.state = WorkerState.of(crawler)
         self.writer: SinkWriter | None = None
+        self.config_error: ConfigError | None = None  # a bad setting, raised at open
         self.state.open_hooks.append(self._open_sink)
         crawler.signals.connect(self._item_error, signal=signals.item_error)
 
@@ -91,14 +93,28 @@ class RedisItemStore:
         settings = crawler.settings
         if not settings.getbool("STATECRAWL_STORE_ITEMS", True):
             raise NotConfigured("STATECRAWL_STORE_ITEMS is off")
-        spec = parse_sink(sink_setting(settings))
         threads = settings.getint("STATECRAWL_SINK_THREADS", 8)
-        return cls(crawler, spec, open_sink(spec, settings, threads), threads=threads,
-                   retries=max(0, settings.getint("STATECRAWL_SINK_RETRIES", 3)),
-                   items_ttl=settings.getfloat("STATECRAWL_ITEMS_TTL", DEFAULT_ITEMS_TTL))
+        level = settings.getint("STATECRAWL_ITEMS_ZSTD_LEVEL", LEVEL)
+        try:
+            if not 1 <= level <= 19:
+                raise ConfigError(f"STATECRAWL_ITEMS_ZSTD_LEVEL must be 1 to 19, got {level}")
+            spec = parse_sink(sink_setting(settings))
+            sink = open_sink(spec, settings, threads)
+        except ConfigError as exc:  # said in one line when the worker opens (config_error)
+            spec, sink, error = SinkSpec("redis", "redis"), None, exc
+        else:
+            error = None
+        store = cls(crawler, spec, sink, threads=threads,
+                    retries=max(0, settings.getint("STATECRAWL_SINK_RETRIES", 3)),
+                    items_ttl=settings.getfloat("STATECRAWL_ITEMS_TTL", DEFAULT_ITEMS_TTL),
+                    level=level)
+        store.config_error = error
+        return store
 
     async def _open_sink(self, store: CrawlStore) -> None:
         """Record the crawl's sink (its first worker's), refuse another, check it is usable."""
+        if self.config_error is not None:
+            raise self.config_error
         meta = store.keys.meta
         first = "redis" if await store.client.hlen(store.keys.items) else self.spec.url
         await store.client.hsetnx(meta, "sink", first)
@@ -150,7 +166,8 @@ class RedisItemStore:
             self.crawler.stats.inc_value("statecrawl/items_too_large")
             self.state.count("items_too_large")
             body, failed = dumps(error_item_data(data, "ItemTooLarge", message), "item"), True
-        packed = pack_item(body)
+        # off the reactor: zstd releases the GIL, so this runs beside the crawl
+        packed = await asyncio.to_thread(pack_item, body, self.level)
         if self.writer is None:
             self.state.add_item(PendingItem(key, failed, packed))
             return item

@@ -23,6 +23,7 @@ from statecrawl.demo.site import DemoSite
 from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.item_codec import ZSTD_MAGIC, load_item, pack_item, unpack_item
 from statecrawl.frontier.serialize import dumps
+from statecrawl.frontier.store import PendingItem, error_item
 from statecrawl.output.sink import DirSink, S3Sink, object_name, parse_sink
 from tests._s3 import S3Server
 from tests.conftest import RedisServer, scrapy_crawl, worker_env
@@ -235,5 +236,20 @@ def test_bad_sink_settings_are_clear_errors(redis_server: RedisServer, site: Dem
     result = scrapy_crawl(crawl_args(site.url, crawl_id, "STATECRAWL_SINK=ftp://host/x"),
                           worker_env(redis_server.url, tmp_path / "w"))
     assert result.returncode != 0
-    assert "unknown sink scheme 'ftp'" in result.stdout + result.stderr
+    log = result.stdout + result.stderr
+    assert "unknown sink scheme 'ftp'" in log and "Traceback" not in log, log[-3000:]
+    assert "config_error" in log
     assert redis_server.client().hlen(f"sc:{{{crawl_id}}}:reqs") == 0  # nothing was crawled
+
+
+def test_error_item_of_a_packed_item_keeps_its_identity() -> None:
+    """Redis refusing an item: its stand-in is read from the compressed item, and packed."""
+    body = dumps({"url": "https://a.example/x", "status": 200, "title": "X", "markdown": "m" * 999},
+                 "item")
+    stand_in = error_item(PendingItem("https://a.example/x", False, pack_item(body)),
+                          "StoreError", "refused")
+    assert stand_in.failed and stand_in.body.startswith(ZSTD_MAGIC)
+    assert load_item(stand_in.body) == {"url": "https://a.example/x", "status": 200, "title": "X",
+                                        "error": {"type": "StoreError", "message": "refused"}}
+    in_sink = error_item(PendingItem("https://a.example/x", False, b"", in_sink=True), "E", "m")
+    assert in_sink == PendingItem("https://a.example/x", True, b"", in_sink=True)
