@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -18,15 +19,16 @@ from typing import Any
 
 import pytest
 
-from statecrawl import cli
 from statecrawl.demo.site import DemoSite
 from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.item_codec import ZSTD_MAGIC, load_item, pack_item, unpack_item
 from statecrawl.frontier.serialize import dumps
-from statecrawl.frontier.store import PendingItem, error_item
+from statecrawl.frontier.store import CrawlStore, PendingItem, error_item
 from statecrawl.output.sink import DirSink, S3Sink, object_name, parse_sink
+from statecrawl.cli import main as cli_main
 from tests._s3 import S3Server
-from tests.conftest import RedisServer, scrapy_crawl, worker_env
+from tests.cli.test_cli import cli as run_cli
+from tests.conftest import RedisServer, run_store, scrapy_crawl, worker_env
 from tests.frontier.test_chaos import Worker, held_by, wait_until
 
 pytestmark = pytest.mark.slow
@@ -77,10 +79,10 @@ def check_sink_crawl(server: RedisServer, crawl_id: str, site: DemoSite, sink: A
     saved = dict(os.environ)
     os.environ.update(env or {})
     try:
-        assert cli.main(["--redis-url", server.url, "export", crawl_id, "--out", str(out),
+        assert cli_main(["--redis-url", server.url, "export", crawl_id, "--out", str(out),
                          "--sink", sink_url]) == 0
         # the crawl recorded its sink: exporting from Redis instead is refused, not empty
-        assert cli.main(["--redis-url", server.url, "export", crawl_id, "--out",
+        assert cli_main(["--redis-url", server.url, "export", crawl_id, "--out",
                          str(out / "wrong"), "--sink", "redis"]) == 2
     finally:
         os.environ.clear()
@@ -193,7 +195,7 @@ def test_old_json_items_and_compressed_ones_both_export(redis_server: RedisServe
     client.hset(k + "items", mapping={"https://a.example/old": old,
                                       "https://a.example/new": pack_item(new)})
     assert unpack_item(old) == old and unpack_item(pack_item(new)) == new
-    assert cli.main(["--redis-url", redis_server.url, "export", crawl_id, "--out",
+    assert cli_main(["--redis-url", redis_server.url, "export", crawl_id, "--out",
                      str(tmp_path)]) == 0
     lines = [json.loads(x) for x in (tmp_path / "pages.jsonl").read_text().splitlines()]
     assert [(x["url"], x["markdown"]) for x in lines] == [
@@ -253,3 +255,54 @@ def test_error_item_of_a_packed_item_keeps_its_identity() -> None:
                                         "error": {"type": "StoreError", "message": "refused"}}
     in_sink = error_item(PendingItem("https://a.example/x", False, b"", in_sink=True), "E", "m")
     assert in_sink == PendingItem("https://a.example/x", True, b"", in_sink=True)
+
+
+def test_statecrawl_crawl_with_a_sink_in_the_environment(
+        redis_server: RedisServer, site: DemoSite, crawl_id: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`statecrawl crawl` hands STATECRAWL_SINK to its workers; its summary reads the failed
+    items from the sink; `status` counts the pages; `export` finds the sink in the environment."""
+    root = tmp_path / "sink"
+    proc = run_cli("crawl", site.url + "/", "--out", str(tmp_path / "out"), "--workers", "2",
+               "--crawl-id", crawl_id, redis_url=redis_server.url, tmp_path=tmp_path,
+               STATECRAWL_SINK=str(root))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r'\d+ pages, 3 failed \(HttpError: 2, e\.g\. "HTTP (404|500)"; '
+                     r'OutOfScopeRedirect: 1', proc.stdout), proc.stdout
+    assert redis_server.client().exists(f"sc:{{{crawl_id}}}:items") == 0
+    names = list(DirSink(root).names(crawl_id))
+    capsys.readouterr()
+    assert cli_main(["--redis-url", redis_server.url, "status", crawl_id, "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["done"] == len(names) and status["failed"] == 3
+    saved = os.environ.get("STATECRAWL_SINK")
+    os.environ["STATECRAWL_SINK"] = str(root)
+    try:
+        assert cli_main(["--redis-url", redis_server.url, "export", crawl_id, "--out",
+                         str(tmp_path / "export")]) == 0
+    finally:
+        if saved is None:
+            del os.environ["STATECRAWL_SINK"]
+        else:
+            os.environ["STATECRAWL_SINK"] = saved
+    exported = (tmp_path / "export" / "pages.jsonl").read_text().splitlines()
+    assert len(exported) == len(names)
+
+
+def test_items_ttl_keeps_an_expiry_already_set(redis_server: RedisServer, crawl_id: str) -> None:
+    """An API job's crawl keys carry the job's own expiry: finishing does not replace it."""
+    client = redis_server.client()
+    k = f"sc:{{{crawl_id}}}:"
+
+    async def body(store: CrawlStore) -> list[bool]:
+        await store.client.hset(k + "items", "https://a.example/", pack_item(b'{"url": "x"}'))
+        done = [await store.expire_items(60)]  # running: no expiry
+        await store.client.hset(k + "meta", "state", "finished")
+        await store.client.expire(k + "items", 100_000)  # the job's
+        done.append(await store.expire_items(60))
+        await store.client.persist(k + "items")
+        done.append(await store.expire_items(60))
+        return done
+
+    assert run_store(redis_server.url, crawl_id, body) == [False, False, True]
+    assert 0 < client.ttl(k + "items") <= 60
