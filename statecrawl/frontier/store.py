@@ -174,6 +174,7 @@ class CrawlStore:
         self._flush = client.register_script(script_source("flush_crawl.lua"))
         self._forget = client.register_script(script_source("forget_finished.lua"))
         self._expire_items = client.register_script(script_source("expire_items.lua"))
+        self._record_sink = client.register_script(script_source("record_sink.lua"))
 
     def _commit_script(self, dedupe: str) -> AsyncScript:
         script = self._commits.get(dedupe)
@@ -395,6 +396,10 @@ class CrawlStore:
         """Every item kept in Redis as (key, decoded JSON), in no particular order."""
         async for key, raw in self.client.hscan_iter(self.keys.items, count=batch):
             yield key.decode(), load_item(raw)
+
+    async def record_sink(self, sink: str) -> str:
+        """Record *sink* as the crawl's if it has none yet; return the one recorded."""
+        return _text(await self._record_sink(keys=[self.keys.meta, self.keys.items], args=[sink]))
 
     async def expire_items(self, ttl: float) -> bool:
         """Give the items kept in Redis an expiry of *ttl* s if the crawl is finished and they

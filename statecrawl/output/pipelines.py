@@ -115,10 +115,7 @@ class RedisItemStore:
         """Record the crawl's sink (its first worker's), refuse another, check it is usable."""
         if self.config_error is not None:
             raise self.config_error
-        meta = store.keys.meta
-        first = "redis" if await store.client.hlen(store.keys.items) else self.spec.url
-        await store.client.hsetnx(meta, "sink", first)
-        recorded = (await store.client.hget(meta, "sink") or b"").decode()
+        recorded = await store.record_sink(self.spec.url)
         if recorded != self.spec.url:
             raise ConfigError(f"crawl {store.crawl_id!r} keeps its items in the sink "
                               f"{recorded!r}; this worker's STATECRAWL_SINK is "
