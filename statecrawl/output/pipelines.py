@@ -99,12 +99,11 @@ class RedisItemStore:
             if not 1 <= level <= 19:
                 raise ConfigError(f"STATECRAWL_ITEMS_ZSTD_LEVEL must be 1 to 19, got {level}")
             spec = parse_sink(sink_setting(settings))
-            sink = open_sink(spec, settings, threads)
         except ConfigError as exc:  # said in one line when the worker opens (config_error)
-            spec, sink, error = SinkSpec("redis", "redis"), None, exc
+            spec, error = SinkSpec("redis", "redis"), exc
         else:
             error = None
-        store = cls(crawler, spec, sink, threads=threads,
+        store = cls(crawler, spec, None, threads=threads,
                     retries=max(0, settings.getint("STATECRAWL_SINK_RETRIES", 3)),
                     items_ttl=settings.getfloat("STATECRAWL_ITEMS_TTL", DEFAULT_ITEMS_TTL),
                     level=level)
@@ -120,6 +119,9 @@ class RedisItemStore:
             raise ConfigError(f"crawl {store.crawl_id!r} keeps its items in the sink "
                               f"{recorded!r}; this worker's STATECRAWL_SINK is "
                               f"{self.spec.url!r}: give every worker the same sink")
+        if self.sink is None and self.spec.kind != "redis":  # botocore reads its models: a thread
+            self.sink = await asyncio.to_thread(open_sink, self.spec, self.crawler.settings,
+                                                self.threads)
         if self.sink is not None:
             await asyncio.to_thread(self.sink.check, store.crawl_id)
             self.writer = SinkWriter(self.sink, store.crawl_id, threads=self.threads,
