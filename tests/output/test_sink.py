@@ -29,7 +29,7 @@ from statecrawl.cli import main as cli_main
 from tests._s3 import S3Server
 from tests.cli.test_cli import cli as run_cli
 from tests.conftest import RedisServer, run_store, scrapy_crawl, worker_env
-from tests.frontier.test_chaos import Worker, held_by, wait_until
+from tests.frontier.test_chaos import Worker, held_by, request_urls, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -122,29 +122,45 @@ def test_s3_sink_every_page_once(redis_server: RedisServer, s3: S3Server, site: 
 
 def test_sigkilled_worker_every_page_once_in_the_sink(redis_server: RedisServer, s3: S3Server,
                                                       crawl_id: str, tmp_path: Path) -> None:
-    """A worker killed while it holds leases (some items written, not acked): its pages are
-    fetched again and written over their first objects; the export has each page once."""
+    """A worker killed holding pages whose items are in the sink but not yet acknowledged
+    (commits 1 s apart keep that window open): those pages are fetched again by the other
+    worker and written over their first objects; the export has each page once."""
     s3.client().create_bucket(Bucket="killed")
     url, env = "s3://killed", s3.env()
+    sink = S3Sink("killed", "", s3.client())
     client = redis_server.client()
     with DemoSite(pages=150, delay=0.05) as site:
         args = crawl_args(site.url, crawl_id, f"STATECRAWL_SINK={url}", "CONCURRENT_REQUESTS=8")
-        victim = Worker(args, worker_env(redis_server.url, tmp_path / "v", **env), tmp_path / "v.log")
-        other = Worker(args, worker_env(redis_server.url, tmp_path / "o", **env), tmp_path / "o.log")
+        victim = Worker([*args, "-s", "STATECRAWL_COMMIT_INTERVAL=1.0"],
+                        worker_env(redis_server.url, tmp_path / "v", **env), tmp_path / "v.log")
+        other = None
         try:
-            wait_until(lambda: len(held_by(client, crawl_id, victim.pid)) >= 4
-                       and int(client.hget(f"sc:{{{crawl_id}}}:stats", "items") or 0) >= 10,
-                       90, "the victim holds leases after items were written")
+            wait_until(lambda: len(held_by(client, crawl_id, victim.pid)) >= 4, 90,
+                       "the victim holds leases")
+            written: list[str] = []
+            for _ in range(50):  # frozen, so no ack lands while we look
+                victim.proc.send_signal(signal.SIGSTOP)
+                time.sleep(0.2)
+                urls = request_urls(client, crawl_id, held_by(client, crawl_id, victim.pid))
+                written = [u for u in urls.values() if sink.get(crawl_id, u) is not None]
+                if written:
+                    break
+                victim.proc.send_signal(signal.SIGCONT)
+                time.sleep(0.3)
+            assert written, "never caught an item written and not acknowledged"
             victim.proc.send_signal(signal.SIGKILL)
             victim.proc.wait(10)
+            other = Worker(args, worker_env(redis_server.url, tmp_path / "o", **env),
+                           tmp_path / "o.log")
             other.proc.wait(180)
         finally:
             victim.stop()
-            other.stop()
+            if other is not None:
+                other.stop()
         assert other.proc.returncode == 0, other.log()
-        assert int(client.hget(f"sc:{{{crawl_id}}}:stats", "reclaimed") or 0) >= 1
-        check_sink_crawl(redis_server, crawl_id, site, S3Sink("killed", "", s3.client()), url,
-                         tmp_path / "export", env)
+        for page in written:  # fetched twice, stored once
+            assert site.hits[page[len(site.url):]] == 2, page
+        check_sink_crawl(redis_server, crawl_id, site, sink, url, tmp_path / "export", env)
 
 
 def test_failed_sink_writes_give_the_page_back(redis_server: RedisServer, crawl_id: str,
