@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import gzip
 import http.server
-import json
 import os
 import subprocess
 import sys
