@@ -38,7 +38,6 @@ Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -58,6 +57,7 @@ import redis  # noqa: E402
 
 from statecrawl.demo.apps import RENDERED_MARK, RenderSite  # noqa: E402
 from statecrawl.demo.settle import CORPUS, SettleSite  # noqa: E402
+from statecrawl.frontier.item_codec import load_item
 
 MODES = ("browser", "auto")
 
@@ -133,7 +133,7 @@ def crawl(mode: str, site: RenderSite, redis_url: str, client: redis.Redis,
     if proc.returncode:
         raise RuntimeError(f"{mode} crawl failed:\n{err[-3000:]}")
     raw = client.hgetall(f"sc:{{{crawl_id}}}:items")
-    items = {k.decode(): json.loads(v) for k, v in raw.items()}
+    items = {k.decode(): load_item(v) for k, v in raw.items()}
     complete = all(RENDERED_MARK in (items.get(u) or {}).get("markdown", "")
                    for u in site.script_built_urls())
     return len(items) / seconds, peak, complete, len(items)
@@ -150,7 +150,7 @@ def corpus_crawl(site: SettleSite, redis_url: str, client: redis.Redis, tmp: Pat
     if done.returncode:
         raise RuntimeError(f"settle crawl failed:\n{done.stderr[-3000:]}")
     raw = client.hgetall(f"sc:{{{crawl_id}}}:items")
-    items = {k.decode(): json.loads(v) for k, v in raw.items()}
+    items = {k.decode(): load_item(v) for k, v in raw.items()}
     missed = []
     for name, url in site.corpus_urls().items():
         item = items.get(url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -42,10 +43,12 @@ from statecrawl.cli.workers import log_tail, start_workers, worker_command, work
 from statecrawl.exceptions import ConfigError, StatecrawlError
 from statecrawl.frontier.connection import DEFAULT_DATA_DIR
 from statecrawl.frontier.embedded import restart_embedded_redis
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier.scope import Scope, validate_start_url
 from statecrawl.frontier.serialize import dumps, loads
 from statecrawl.frontier.store import CrawlStore
+from statecrawl.output.export import crawl_sink
 
 __all__ = ["SPIDER", "cmd_crawl", "default_crawl_id"]
 
@@ -269,15 +272,20 @@ async def _failure_summary(store: CrawlStore, total: int, sample: int = FAILED_S
     """
     try:
         keys = await store.client.srandmember(store.keys.failed, sample)
-        raws = await store.client.hmget(store.keys.items, keys) if keys else []
-    except RedisError as exc:
+        sink = await crawl_sink(store, os.environ.get("STATECRAWL_SINK") or "redis")
+        if sink is None:
+            raws = await store.client.hmget(store.keys.items, keys) if keys else []
+        else:  # the failed items' bodies are in the crawl's sink
+            raws = await asyncio.gather(*(asyncio.to_thread(sink.get, store.crawl_id, k.decode())
+                                          for k in keys))
+    except (RedisError, ConfigError, OSError) as exc:
         return f"error types unavailable: {exc}"
     groups: dict[str, list[Any]] = {}
     for raw in raws:
         if raw is None:
             continue  # the item went away meanwhile
         try:
-            error = loads(raw, "item")["error"]
+            error = load_item(raw)["error"]
             kind, message = _one_line(error["type"], 60), str(error.get("message", ""))
         except Exception as exc:  # noqa: BLE001 - one bad item must not stop the summary
             kind, message = "unreadable item", f"{type(exc).__name__}: {exc}"

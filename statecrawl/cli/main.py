@@ -63,7 +63,7 @@ from statecrawl.frontier.embedded import embedded_status, stop_embedded_redis
 from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier.lifecycle import crawl_bytes
 from statecrawl.frontier.serialize import loads
-from statecrawl.output.export import ExportResult, export_crawl
+from statecrawl.output.export import ExportResult, crawl_sink, export_crawl
 
 __all__ = ["build_parser", "cmd_crawl", "default_crawl_id", "main"]
 
@@ -201,7 +201,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 async def _export(args: argparse.Namespace, out: Path) -> ExportResult:
     async with open_store(args, args.crawl_id) as store:
-        return await export_crawl(store, out)
+        sink = await crawl_sink(store, args.sink or os.environ.get("STATECRAWL_SINK") or "redis")
+        return await export_crawl(store, out, sink)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -303,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=common, help="write a crawl's pages from Redis to files")
     p.add_argument("crawl_id")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--sink", metavar="URL", help="where the crawl's items are: redis, a directory "
+                   "or s3://bucket/prefix (default: $STATECRAWL_SINK, else redis)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("cancel", parents=common, help="cancel a crawl; its workers exit")

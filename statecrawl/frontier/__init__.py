@@ -11,7 +11,8 @@ its output lives here, with what it needs to reach Redis:
   ``lua/``) and ``keys`` (the Redis key schema, in its docstring);
 * ``dupefilter``, ``serialize`` + ``_request_schema`` (requests as JSON,
   checked both ways), ``scope`` (what a worker may fetch), ``robots``,
-  ``deadletter``;
+  ``deadletter``, ``item_codec`` (items at rest: zstd frames with the
+  dictionary in ``data/``, older plain JSON still read);
 * ``liveness`` + ``_watchdog`` (heartbeat, reclaim of dead workers),
   ``_engine`` (the few hooks into Scrapy's engine);
 * ``connection``, ``embedded`` (the local Redis), ``redis_errors``;

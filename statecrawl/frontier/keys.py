@@ -24,6 +24,9 @@ key                            type    contents
                                        ``spider``, ``start_url``, ``limit``
                                        (max requests admitted, 0 = none),
                                        ``args`` (JSON of the spider arguments),
+                                       ``sink`` (where the items go: ``redis``,
+                                       a directory or ``s3://bucket/prefix``;
+                                       fixed by the crawl's first worker),
                                        ``dupefilter`` (``exact`` / ``bloom`` /
                                        ``set``; fixed by the crawl's first
                                        worker) and, for ``bloom``,
@@ -117,7 +120,12 @@ key                            type    contents
                                        field = the first 2 bytes of a request
                                        fingerprint (65,536 buckets), value = the
                                        next 8 bytes of each fingerprint in that
-                                       bucket, concatenated (80 bits kept)
+                                       bucket, concatenated (80 bits kept).
+                                       With a directory or S3 sink, whatever
+                                       the dupefilter, also the SHA-1 of
+                                       ``"item " + <item key>`` of each item
+                                       written, so ``items`` in the stats
+                                       counts a page written twice once
 ``sc:{id}:bloom``              STRING  the ``bloom`` dupefilter: a bitmap of
                                        ``bloom_m`` bits, preallocated when the
                                        crawl is created; ``bloom_k`` bits per
@@ -125,10 +133,21 @@ key                            type    contents
 ``sc:{id}:seen``               SET     the ``set`` dupefilter of crawls begun
                                        before ``digests`` existed: 20-byte
                                        binary fingerprints, one member each
-``sc:{id}:items``              HASH    item key -> item JSON; the key is the
-                                       item's ``url`` (else a SHA-1 of its
-                                       JSON), so a re-fetched page replaces its
-                                       item instead of adding a second one
+``sc:{id}:items``              HASH    item key -> the item, with the default
+                                       ``redis`` sink (``STATECRAWL_SINK``):
+                                       its JSON as one zstd frame made with
+                                       the shipped dictionary
+                                       (:mod:`statecrawl.frontier.item_codec`;
+                                       values of older versions, plain JSON
+                                       starting with ``{``, still load). The
+                                       key is the item's ``url`` (else a SHA-1
+                                       of its JSON), so a re-fetched page
+                                       replaces its item instead of adding a
+                                       second one. ``EXPIRE``
+                                       ``STATECRAWL_ITEMS_TTL`` once the crawl
+                                       is finished (none while it runs). Empty
+                                       with a directory or S3 sink, which holds
+                                       the items (:mod:`statecrawl.output.sink`)
 ``sc:{id}:failed``             SET     item keys whose item carries an error
 ``sc:{id}:dead``               LIST    dead letters: stored entries (requests,
                                        cookies, storage states, items) that

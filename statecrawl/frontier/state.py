@@ -82,6 +82,8 @@ class WorkerState:
         self._requests: list[PendingRequest] = []
         self._items: list[PendingItem] = []
         self._acks: list[str] = []
+        self._withheld: set[str] = set()  # leases whose output was not stored: give back, not ack
+        self._giving_back: set[asyncio.Task[None]] = set()
         self._counters: collections.Counter[str] = collections.Counter()
         self._flusher: asyncio.Task[None] | None = None
         self._liveness: Liveness | None = None
@@ -223,8 +225,27 @@ class WorkerState:
         self._counters[name] += delta
 
     def ack(self, request_id: str) -> None:
+        if request_id in self._withheld:
+            self._withheld.discard(request_id)
+            task = asyncio.ensure_future(self._give_back(request_id))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+            return
         self._acks.append(request_id)
         self._kick()
+
+    def withhold(self, request_id: str) -> None:
+        """Lease *request_id*'s output could not be stored: when its request is done, give
+        the lease back to the frontier (fetched again) instead of acknowledging it."""
+        self._withheld.add(request_id)
+
+    async def _give_back(self, request_id: str) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.release(self.worker_id, [request_id])
+        except RETRY_ERRORS as exc:  # still ours in Redis: given back when this worker leaves
+            logger.warning("statecrawl: could not give lease %s back yet (%s)", request_id, exc)
 
     @property
     def pending_acks(self) -> list[str]:

@@ -22,8 +22,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier.deadletter import DATA_MAX, DEAD_LETTER_MAX
+from statecrawl.frontier.item_codec import load_item, pack_item
 from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
-from statecrawl.frontier.serialize import dumps, loads
+from statecrawl.frontier.serialize import dumps
 
 __all__ = [
     "DEDUPE_MODES", "CommitResult", "CrawlStore", "Heartbeat", "PendingItem", "PendingRequest",
@@ -68,7 +69,8 @@ class PendingRequest:
 class PendingItem:
     key: str
     failed: bool
-    body: bytes  # item JSON
+    body: bytes  # the stored item (item_codec.pack_item); empty when a sink holds it
+    in_sink: bool = False  # written to the crawl's sink: Redis counts its key only
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +135,16 @@ def error_item_data(data: Mapping[str, Any], kind: str, message: str) -> dict[st
 
 
 def error_item(item: PendingItem, kind: str, message: str) -> PendingItem:
-    """:func:`error_item_data` for an item already serialized (same key)."""
+    """:func:`error_item_data` for an item already packed (same key; a sink's item keeps
+    its object and is counted failed)."""
+    if item.in_sink:
+        return PendingItem(item.key, True, b"", in_sink=True)
     try:
-        data = loads(item.body, "item")
-    except SerializationError:
+        data = load_item(item.body)
+    except (SerializationError, ValueError):
         data = {}
     body = dumps(error_item_data(data if isinstance(data, dict) else {}, kind, message), "item")
-    return PendingItem(item.key, True, body)
+    return PendingItem(item.key, True, pack_item(body))
 
 
 class CrawlStore:
@@ -169,6 +174,8 @@ class CrawlStore:
         self._flush = client.register_script(script_source("flush_crawl.lua"))
         self._forget = client.register_script(script_source("forget_finished.lua"))
         self._queued = client.register_script(script_source("take_leases.lua", "queued.lua"))
+        self._expire_items = client.register_script(script_source("expire_items.lua"))
+        self._record_sink = client.register_script(script_source("record_sink.lua"))
 
     def _commit_script(self, dedupe: str) -> AsyncScript:
         script = self._commits.get(dedupe)
@@ -274,11 +281,11 @@ class CrawlStore:
             args += [r.fingerprint, r.flags, r.score, r.body]
         args.append(len(items))
         for it in items:
-            args += [it.key, "1" if it.failed else "0", it.body]
+            args += [it.key, int(it.failed) | (2 if it.in_sink else 0), it.body]
         args.append(len(acks))
         args += acks
         keys = [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
-                k.tokens, k.hostq, k.ready, k.hosts, k.fifo]
+                k.tokens, k.hostq, k.ready, k.hosts, k.digests, k.fifo]
         return self._commit_script(dedupe), keys, args
 
     async def max_value_bytes(self) -> int | None:
@@ -367,7 +374,8 @@ class CrawlStore:
             "state": meta.get("state", "unknown"),
             "queued": queued,
             "in_flight": in_flight,
-            "done": done,
+            # distinct item keys stored (crawls begun before the counter: the items hash)
+            "done": int(stats[b"items"]) if b"items" in stats else done,
             "failed": failed,
             # the exact and bloom layouts count what they record; a pre-0.1 crawl has a SET
             "seen": seen or int(stats.get(b"seen", 0)),
@@ -389,9 +397,19 @@ class CrawlStore:
         return True
 
     async def iter_items(self, batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
-        """Every stored item as (key, decoded JSON), in no particular order."""
+        """Every item kept in Redis as (key, decoded JSON), in no particular order."""
         async for key, raw in self.client.hscan_iter(self.keys.items, count=batch):
-            yield key.decode(), loads(raw, "item")
+            yield key.decode(), load_item(raw)
+
+    async def record_sink(self, sink: str) -> str:
+        """Record *sink* as the crawl's if it has none yet; return the one recorded."""
+        return _text(await self._record_sink(keys=[self.keys.meta, self.keys.items], args=[sink]))
+
+    async def expire_items(self, ttl: float) -> bool:
+        """Give the items kept in Redis an expiry of *ttl* s if the crawl is finished and they
+        have none yet (an API job's own expiry is kept); True if one was set."""
+        return bool(await self._expire_items(keys=[self.keys.meta, self.keys.items],
+                                             args=[max(1, int(ttl))]))
 
     async def delete(self) -> None:
         """Remove every key of the crawl."""

@@ -1,8 +1,9 @@
 """Output: the item, and where items go.
 
 * ``items`` (``Page``), ``pipelines`` (``RedisItemStore``, ``MarkdownFiles``),
+  ``sink`` (``STATECRAWL_SINK``: items in Redis, a directory or S3),
   ``feeds`` (Scrapy FEEDS parameters), ``files`` (where a page's Markdown file
-  goes), ``export`` (``statecrawl export``).
+  goes), ``export`` (``statecrawl export``, from Redis or the sink).
 
 Uses :mod:`statecrawl.frontier` (items are committed with the group commit).
 The names of ``files`` are re-exported: ``statecrawl.output.write_markdown``

@@ -20,6 +20,7 @@ from scrapy.spiders import CrawlSpider
 
 from statecrawl.demo.site import DemoSite
 from statecrawl.exceptions import SerializationError
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.frontier.serialize import request_from_json, request_to_json
 from tests.conftest import ROOT, RedisServer, worker_env
 from tests.rule_spiders import RulesSpider
@@ -40,7 +41,7 @@ def pages(site: DemoSite) -> set[str]:
 
 def items(server: RedisServer, crawl_id: str) -> dict[str, dict[str, Any]]:
     raw = server.client().hgetall(f"sc:{{{crawl_id}}}:items")
-    return {k.decode(): json.loads(v) for k, v in raw.items()}
+    return {k.decode(): load_item(v) for k, v in raw.items()}
 
 
 def test_crawlspider_crawls_every_page_once(redis_server: RedisServer, site: DemoSite,

@@ -7,7 +7,6 @@ Real ``scrapy crawl`` workers against private redis-servers started per test
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 import redis
 
 from statecrawl.demo.site import DemoSite
+from statecrawl.frontier.item_codec import load_item
 from tests._servers import Reply, ScriptedServer
 from tests.conftest import RedisServer, free_port, scrapy_crawl, worker_env
 from tests.frontier.test_chaos import Worker, check_every_page_once, held_by, wait_until
@@ -84,7 +84,7 @@ def test_item_over_redis_bulk_limit_becomes_an_error_item(crawl_id: str, tmp_pat
                                   timeout=120)
         assert result.returncode == 0, result.stderr[-3000:]
         client = redis.Redis(port=proc.port)  # type: ignore[attr-defined]
-        items = {k.decode(): json.loads(v) for k, v in client.hgetall(f"sc:{{{crawl_id}}}:items").items()}
+        items = {k.decode(): load_item(v) for k, v in client.hgetall(f"sc:{{{crawl_id}}}:items").items()}
         error = items[site.url + "/big"]["error"]
         assert error["type"] == "ItemTooLarge" and "proto-max-bulk-len" in error["message"]
         assert items[site.url + "/big"]["title"] == "Big" and "markdown" not in items[site.url + "/big"]

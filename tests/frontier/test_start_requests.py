@@ -9,7 +9,6 @@ real ``scrapy crawl site`` against the session's Redis.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,8 @@ import pytest
 
 from tests._servers import HANG, Reply, ScriptedServer
 from tests.conftest import RedisServer, free_port, scrapy_crawl, worker_env
+
+from statecrawl.frontier.item_codec import load_item
 
 
 def run(server: RedisServer, url: str, crawl_id: str, out: Path, *settings: str) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def run(server: RedisServer, url: str, crawl_id: str, out: Path, *settings: str)
     result = scrapy_crawl(args, worker_env(server.url, out), timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     client = server.client()
-    items = {k.decode(): json.loads(v) for k, v in client.hgetall(f"sc:{{{crawl_id}}}:items").items()}
+    items = {k.decode(): load_item(v) for k, v in client.hgetall(f"sc:{{{crawl_id}}}:items").items()}
     stats = {k.decode(): int(v) for k, v in client.hgetall(f"sc:{{{crawl_id}}}:stats").items()}
     assert client.hget(f"sc:{{{crawl_id}}}:meta", "state") == b"finished"
     return {"items": items, "stats": stats}

@@ -22,6 +22,8 @@ import pytest
 from tests._servers import Reply, ScriptedServer
 from tests.conftest import ROOT, RedisServer, free_port, scrapy_crawl, worker_env
 
+from statecrawl.frontier.item_codec import load_item
+
 ALLOW_HINT = "(STATECRAWL_NET_ALLOW to allow)"
 
 
@@ -198,7 +200,7 @@ def test_site_spider_records_the_refusal(redis_server: RedisServer, crawl_id: st
                           worker_env(redis_server.url, tmp_path), timeout=60)
     assert result.returncode == 0, result.stderr[-3000:]
     raw = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:items")
-    [item] = [json.loads(v) for v in raw.values()]
+    [item] = [load_item(v) for v in raw.values()]
     assert item["url"] == url and item["status"] is None
     assert item["error"] == {"type": "AddressRefused",
                              "message": f"refused: 127.0.0.1 is loopback {ALLOW_HINT}"}

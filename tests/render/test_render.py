@@ -7,7 +7,6 @@ have their text only after JavaScript ran (:data:`RENDERED_MARK`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ import pytest
 from scrapy.settings import Settings
 
 from statecrawl.demo.apps import RENDERED_MARK, RenderSite
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.render.browser import chromium_path
 from statecrawl.render.detect import looks_script_built
 from statecrawl.render.middleware import page_methods
@@ -40,7 +40,7 @@ def crawl(server: RedisServer, site: RenderSite, crawl_id: str, out: Path, *args
                           timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     raw = server.client().hgetall(f"sc:{{{crawl_id}}}:items")
-    return {k.decode(): json.loads(v) for k, v in raw.items()}
+    return {k.decode(): load_item(v) for k, v in raw.items()}
 
 
 # -- the verdict (no browser) ---------------------------------------------------------
@@ -164,7 +164,7 @@ def test_browser_restarts_every_n_pages(redis_server: RedisServer, crawl_id: str
         assert launched and 2 <= int(restarts.group(1)) <= int(launched.group(1)) <= int(
             restarts.group(1)) + 1
         raw = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:items")
-        items = {k.decode(): json.loads(v) for k, v in raw.items()}
+        items = {k.decode(): load_item(v) for k, v in raw.items()}
         assert all(RENDERED_MARK in items[u]["markdown"] for u in site.script_built_urls())
 
 
@@ -260,7 +260,7 @@ def test_browser_crash_fails_the_request_not_the_worker(redis_server: RedisServe
         assert killed, "Chromium was never seen running"
         assert proc.returncode == 0, output[-4000:]
         raw = redis_server.client().hgetall(f"sc:{{{crawl_id}}}:items")
-        items = {k.decode(): json.loads(v) for k, v in raw.items()}
+        items = {k.decode(): load_item(v) for k, v in raw.items()}
         assert set(site.page_urls()) <= set(items)
         rendered = [u for u in site.script_built_urls() if RENDERED_MARK in items[u]["markdown"]]
         assert len(rendered) >= 25, output[-3000:]  # retried in a new browser

@@ -11,7 +11,6 @@ also in the page's script data, so the raw HTML would not tell).
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.test import get_crawler
 
 from statecrawl.demo.settle import CORPUS, SettleSite
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.render.detect import looks_script_built
 from statecrawl.render.middleware import RenderMiddleware, page_methods
 from statecrawl.render.settle import Settle, settle_page
@@ -40,7 +40,7 @@ def crawl(server: RedisServer, site: SettleSite, crawl_id: str, out: Path,
     seconds = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     raw = server.client().hgetall(f"sc:{{{crawl_id}}}:items")
-    return {k.decode(): json.loads(v) for k, v in raw.items()}, result.stderr, seconds
+    return {k.decode(): load_item(v) for k, v in raw.items()}, result.stderr, seconds
 
 
 def missed(site: SettleSite, items: dict[str, dict[str, Any]]) -> list[str]:

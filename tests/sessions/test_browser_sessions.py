@@ -17,6 +17,7 @@ import pytest
 from scrapy.settings import Settings
 
 from statecrawl.demo.members import MembersSite
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.render.browser import chromium_path
 from tests.conftest import RedisServer, scrapy_crawl, worker_env
 
@@ -31,7 +32,7 @@ def render(server: RedisServer, site: MembersSite, crawl_id: str, path: str, out
                            "-a", "render=browser", "-s", "RETRY_TIMES=0"],
                           worker_env(server.url, out), timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    item = json.loads(server.client().hget(f"sc:{{{crawl_id}}}:items", f"{site.url}{path}"))
+    item = load_item(server.client().hget(f"sc:{{{crawl_id}}}:items", f"{site.url}{path}"))
     assert item["renderer"] == "browser", item
     match = re.search(r"token (tok-\w+) cookie (.*)", item["markdown"])
     assert match, item["markdown"]

@@ -32,6 +32,7 @@ from scrapy.utils.test import get_crawler
 
 from statecrawl.demo.members import MembersSite
 from statecrawl.exceptions import ConfigError, SecretKeyError
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.sessions.browser_state import context_kwargs, save_storage_state
 from statecrawl.sessions.crypto import Sealer
 from statecrawl.sessions.jar import SessionJar
@@ -364,7 +365,7 @@ def finish(procs: list[Proc], timeout: float) -> str:
 
 def items_of(server: RedisServer, crawl_id: str) -> dict[str, dict[str, Any]]:
     raw = server.client().hgetall(f"sc:{{{crawl_id}}}:items")
-    return {k.decode(): json.loads(v) for k, v in raw.items()}
+    return {k.decode(): load_item(v) for k, v in raw.items()}
 
 
 slow = pytest.mark.slow

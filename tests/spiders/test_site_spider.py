@@ -14,12 +14,13 @@ import pytest
 import redis
 
 from statecrawl.demo.site import DemoSite
+from statecrawl.frontier.item_codec import load_item
 from tests.conftest import RedisServer, free_port, scrapy_crawl, worker_env
 
 
 def items_in_redis(server: RedisServer, crawl_id: str) -> dict[str, dict[str, Any]]:
     raw = server.client().hgetall(f"sc:{{{crawl_id}}}:items")
-    return {k.decode(): json.loads(v) for k, v in raw.items()}
+    return {k.decode(): load_item(v) for k, v in raw.items()}
 
 
 def crawl(server: RedisServer, site: DemoSite, crawl_id: str, out: Path, *args: str) -> Any:

@@ -1,7 +1,11 @@
 -- Commit one batch of a worker's output, atomically, in this order:
 --   1. new requests: dupefilter check-and-add, crawl limit, then the end of
 --      their score's `fifo` list (take_leases.lua)
---   2. items: stored under their key (a re-fetched page replaces its item)
+--   2. items: stored under their key (a re-fetched page replaces its item),
+--      or, for an item a sink holds (flags 2), only counted: the digest of
+--      "item " .. key goes into `digests`, beside the exact dupefilter's
+--      request fingerprints (same layout, bucket overhead shared), so a page
+--      written again is counted once. `items` in the stats counts the keys.
 --   3. acknowledgements: the lease and the stored request are deleted
 --   4. a lease of up to `want` requests for the same worker, as lease.lua
 --      does, so a busy worker refills its buffer without a round trip of
@@ -29,17 +33,18 @@
 -- stats counts those that do (crawls begun before it existed start from
 -- `enqueued`).
 --
--- KEYS: meta seq queue reqs leases seen items failed stats tokens hostq ready hosts fifo
+-- KEYS: meta seq queue reqs leases seen items failed stats tokens hostq ready hosts
+--       digests (the exact layout's hash, whatever the dupefilter mode) fifo
 -- ARGV: worker token want epoch
 --       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
 --       n_requests {fingerprint flags score request}*   flags: 1 = dedupe, 2 = not counted,
 --                                                     4 = record as seen (without dedupe)
---       n_items {key failed(0|1) json}*
+--       n_items {key flags json}*        flags: 1 = failed, 2 = in a sink (json empty)
 --       n_acks {request_id}*
 -- Returns {enqueued, duplicates, limit_dropped, acked, id1, json1, id2, json2, ...}
 local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local hostq, ready, hosts, fifo = KEYS[11], KEYS[12], KEYS[13], KEYS[14]
+local hostq, ready, hosts, digests, fifo = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
 local k = {meta = meta, seq = seq, queue = queue, fifo = fifo, reqs = reqs, leases = leases,
            stats = stats, hostq = hostq, ready = ready, hosts = hosts}
 local worker, token, want, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -93,12 +98,39 @@ for _ = 1, n do
   end
 end
 
+-- True if the digest of item key `key` was not in `digests` (and adds it).
+local function item_digest_new(key)
+  local d = string.gsub(redis.sha1hex('item ' .. key), '..', function(h) return string.char(tonumber(h, 16)) end)
+  local bucket, rest = string.sub(d, 1, 2), string.sub(d, 3, 10)
+  local packed = redis.call('HGET', digests, bucket)
+  if packed then
+    local from = 1
+    while true do
+      local at = string.find(packed, rest, from, true)
+      if not at then break end
+      if at % 8 == 1 then return false end
+      from = at + 1
+    end
+  end
+  redis.call('HSET', digests, bucket, (packed or '') .. rest)
+  return true
+end
+
 n = tonumber(ARGV[i]); i = i + 1
+if n > 0 and redis.call('HEXISTS', stats, 'items') == 0 then
+  redis.call('HSET', stats, 'items', redis.call('HLEN', items))  -- a crawl begun before the counter
+end
 for _ = 1, n do
-  local key, is_failed, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local key, flags, body = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   i = i + 3
-  redis.call('HSET', items, key, body)
-  if is_failed == '1' then
+  local new
+  if flags >= 2 then
+    new = item_digest_new(key)
+  else
+    new = redis.call('HSET', items, key, body) == 1
+  end
+  if new then redis.call('HINCRBY', stats, 'items', 1) end
+  if flags % 2 == 1 then
     redis.call('SADD', failed, key)
   else
     redis.call('SREM', failed, key)

@@ -1,10 +1,12 @@
 -- Shared by lease.lua and commit.lua (prepended to each).
 
--- Work appeared in a crawl marked finished (an enqueue, a lease): it runs again.
+-- Work appeared in a crawl marked finished (an enqueue, a lease): it runs again,
+-- and its items (kept in Redis) lose the expiry they got when it finished.
 local function mark_running(meta)
   if redis.call('HGET', meta, 'state') == 'finished' then
     redis.call('HSET', meta, 'state', 'running')
     redis.call('HDEL', meta, 'finished_at', 'forgotten_at')
+    redis.call('PERSIST', string.sub(meta, 1, -5) .. 'items')  -- "sc:{id}:meta" -> "sc:{id}:items"
   end
 end
 
