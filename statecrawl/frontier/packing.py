@@ -43,10 +43,9 @@ request is quarantined).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import asyncio
 
 import zstandard
 

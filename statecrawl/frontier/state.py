@@ -35,16 +35,13 @@ from scrapy.exceptions import CloseSpider
 
 from statecrawl.exceptions import ConfigError, CrawlStateLost, RedisUnavailable
 from statecrawl.frontier._commit import (
-    COMMIT_MAX_BYTES,
     MAX_ITEM_BYTES,
     STOP_TIMEOUT,
     Committer,
     Deadline,
-    Fatal,
-    StopTimeout,
-    take,
 )
 from statecrawl.frontier._engine import fail_exit, hangup_stops_gracefully
+from statecrawl.frontier._group import GroupCommitMixin
 from statecrawl.frontier._scrapy_redis import Lifecycle
 from statecrawl.frontier.connection import connect, crawl_id_for, worker_redis
 from statecrawl.frontier.liveness import Liveness
@@ -69,7 +66,7 @@ logger = logging.getLogger(__name__)
 #: with backoff is :func:`statecrawl.frontier.redis_errors.is_transient`'s call.
 RETRY_ERRORS = (RedisError, OSError)
 
-class WorkerState:
+class WorkerState(GroupCommitMixin):
     """One worker's connection to one crawl (see the module docstring)."""
 
     def __init__(self, crawler: Crawler) -> None:
@@ -271,105 +268,6 @@ class WorkerState:
     @property
     def committing(self) -> bool:
         return self._committing
-
-    def hurry(self) -> None:
-        """Send the next commit without waiting out ``STATECRAWL_COMMIT_INTERVAL``."""
-        self._hurry.set()
-
-    def _kick(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.ensure_future(self._flush_loop())
-
-    async def flush(self) -> None:
-        """Wait until every write made so far is committed (or the stop runs out of time)."""
-        while self.pending_writes and self.fatal_reason is None:
-            self._kick()  # no-op while a flush is running
-            self.hurry()
-            assert self._flusher is not None
-            await asyncio.shield(self._flusher)
-            if self._gave_up():
-                return
-
-    def _gave_up(self) -> bool:
-        """After a stop timed out: forget what is left (its leases are still ours in Redis)."""
-        if not self.stop.passed() or not (self._requests or self._items or self._acks):
-            return False
-        logger.error(
-            "statecrawl: STATECRAWL_STOP_TIMEOUT (%.0fs) ran out while Redis was unreachable; "
-            "%d requests, %d items and %d acks were not committed. The requests this worker "
-            "leased go back to the frontier when it is gone and are fetched again",
-            self.stop.timeout, len(self._requests), len(self._items), len(self._acks))
-        self._requests.clear()
-        self._items.clear()
-        self._acks.clear()
-        return True
-
-    async def wait_commit(self, timeout: float) -> None:
-        """Wait, at most *timeout* s, for the commit in flight (if any) to return."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._committing and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-
-    async def _linger(self) -> None:
-        """Space back-to-back commits ``STATECRAWL_COMMIT_INTERVAL`` apart, unless hurried."""
-        loop = asyncio.get_running_loop()
-        wait = self._last_commit + self._interval - loop.time()
-        if wait <= 0 or self._hurry.is_set():
-            return
-        if max(len(self._requests), len(self._items), len(self._acks)) >= self._batch:
-            return
-        if self.lease_demand is not None and self.lease_demand()[1]:
-            return  # the scheduler is short of requests
-        try:
-            await asyncio.wait_for(self._hurry.wait(), wait)
-        except asyncio.TimeoutError:
-            pass
-
-    async def _flush_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while (self._requests or self._items or self._acks) and self.fatal_reason is None:
-            await self._linger()
-            self._hurry.clear()
-            self._last_commit = loop.time()
-            b, size = self._batch, max(COMMIT_MAX_BYTES, self.max_item_bytes + (1 << 20))
-            requests, items = take(self._requests, b, size), take(self._items, b, size)
-            acks = self._acks[:b]
-            counters, self._counters = dict(self._counters), collections.Counter()
-            want = self.lease_demand()[0] if self.lease_demand is not None else 0
-            assert self._committer is not None
-            self._committer.dedupe = self.dedupe_mode
-            if self.codec.ready():  # once: the crawl's dictionary
-                await self._sync_codec(self._committer.store)
-            self._committing = True
-            try:
-                result = await self._committer.commit(
-                    requests=requests, items=items, acks=acks, counters=counters, want=want)
-            except StopTimeout:
-                self._counters.update(counters)
-                return
-            except CrawlStateLost as exc:
-                self.fatal("state_lost", str(exc))
-                return
-            except Fatal as exc:
-                self.fatal(exc.reason, str(exc))
-                return
-            finally:
-                self._committing = False
-            del self._requests[: len(requests)]
-            del self._items[: len(items)]
-            del self._acks[: len(acks)]
-            for listener in self.listeners:
-                try:
-                    listener(result)
-                except Exception:  # noqa: BLE001 - one listener must not stop the commits
-                    logger.exception("statecrawl: error in a commit listener")
-
-    async def _sync_codec(self, store: CrawlStore) -> None:
-        try:
-            await self.codec.sync(store.client, store.keys)
-        except RETRY_ERRORS as exc:  # tried again before the next commit
-            logger.debug("statecrawl: dictionary not proposed yet: %s", exc)
 
     # -- liveness events (from the heartbeat thread and the work listener) ----
 
