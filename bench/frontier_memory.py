@@ -21,6 +21,9 @@ the requests queued; ``used_memory`` growth beside it):
   them: full JSON in ``reqs`` + an id in the ``queue`` ZSET
 * ``scrapy-redis``    the first --compare of them in scrapy-redis' own
   ``PriorityQueue`` (pickled ``request_to_dict``, one ZSET member each)
+* ``statecrawl polite`` the first --compare of them spread over 100 hosts in a
+  polite crawl, once leases have sorted each into its host's queue
+  (``hostq`` member + ``reqs`` entry: the cost of the per-host order)
 
 and what a lease costs (``lease.lua`` of 32 requests, median of 200 calls); last,
 the bytes a polite crawl keeps per host (``hosts`` and ``ready``: the host's
@@ -154,6 +157,32 @@ async def v1_figure(client: Redis, spider: SiteSpider, count: int) -> dict[str, 
             "used": (await used(client) - before) / count}
 
 
+async def polite_figure(client: Redis, spider: SiteSpider, count: int, hosts: int = 100) -> float:
+    """Bytes per queued request of a polite crawl once leases have sorted every request into
+    its host's queue (``hostq`` member + ``reqs`` entry each), *hosts* hosts."""
+    store = CrawlStore(client, "polite-bench")
+    await store.open_crawl(spider="site", start_url=SITE, limit=None, args={})
+    await client.hset(store.keys.meta, "polite", "1")
+    await client.hset(store.keys.hosts, mapping={"*|d": 10 ** 9, "*|h": 0})  # nobody is due
+    codec = RequestCodec()
+    await codec.load(client, store.keys)
+    requests = site_requests(spider, count)
+    for i in range(0, count, 2000):
+        bodies = []
+        for r in requests[i:i + 2000]:
+            url = r.url.replace("www.", f"h{len(bodies) % hosts}.", 1)
+            bodies.append(codec.pack(request_to_json(r.replace(url=url), spider, compact=True), url))
+        if codec.ready():
+            await codec.sync(client, store.keys)
+        await store.commit("bench", dedupe="none", requests=[
+            PendingRequest(b"", False, 0, body) for body in bodies])
+    for j in range(count // 200 + 10):  # each lease sorts 200 of the intake; none is due
+        await store.lease("bench", 1, check_finished=False, token=f"p{j}")
+    k = store.keys
+    assert await client.zcard(k.hostq) + await client.hlen(k.leases) == count  # a few leased
+    return await key_bytes(client, [k.hostq, k.reqs, k.ready, k.hosts, k.fifo]) / count
+
+
 async def hosts_figure(client: Redis, spider: SiteSpider, count: int) -> float:
     """Bytes of a polite crawl's per-host state (``hosts``, ``ready``) per host, once every
     host has had one request fetched and acknowledged."""
@@ -211,6 +240,8 @@ async def main() -> None:
             await client.flushall()
             sr = await asyncio.to_thread(scrapy_redis_figure, port, spider, args.compare)
             await client.flushall()
+            polite = await polite_figure(client, spider, args.compare)
+            await client.flushall()
             per_host = await hosts_figure(client, spider, args.hosts)
             version = (await client.info("server"))["redis_version"]
         finally:
@@ -224,6 +255,8 @@ async def main() -> None:
     print(f"{'statecrawl':<16}{sc['queued']:>11,}{sc['bytes']:>11.1f}{sc['used']:>12.1f}")
     print(f"{'statecrawl v1':<16}{args.compare:>11,}{v1['bytes']:>11.1f}{v1['used']:>12.1f}")
     print(f"{'scrapy-redis':<16}{args.compare:>11,}{sr['bytes']:>11.1f}{sr['used']:>12.1f}")
+    print(f"{'statecrawl polite':<16}{args.compare:>10,}{polite:>11.1f}{'':>12}"
+          "   (100 hosts, every request sorted into its host's queue)")
     print(f"\nstatecrawl: dictionary {sc['dictionary']} B; packing {sc['pack_us']:.1f} us/request; "
           f"{sc['commit_per_s']:,.0f} requests/s built+committed; "
           f"lease of 32 requests p50 {sc['lease32_ms']:.2f} ms")

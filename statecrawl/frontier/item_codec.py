@@ -72,11 +72,10 @@ def pack_item(body: bytes, level: int = LEVEL) -> bytes:
 
 
 def unpack_item(raw: bytes) -> bytes:
-    """The JSON of a stored item, compressed or not; ValueError if it is neither."""
-    if raw[:1] == b"{":
-        return raw
+    """The JSON of a stored item, compressed or not (anything but a zstd frame is taken for
+    JSON: the JSON decoder judges it); ValueError for a broken frame."""
     if raw[:4] != ZSTD_MAGIC:
-        raise ValueError("neither a zstd frame nor JSON")
+        return raw
     try:
         params = zstandard.get_frame_parameters(raw)
         dict_id = params.dict_id

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from statecrawl.frontier.dupefilter import (
     check_fingerprints,
     open_crawl_dupefilter,
 )
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.frontier.store import CrawlStore, PendingRequest
 from tests.conftest import RedisServer, scrapy_crawl, worker_env
 from tests.conftest import run_store as run
@@ -263,7 +263,7 @@ def test_bloom_crawl_end_to_end(redis_server: RedisServer, site: DemoSite, crawl
                      "STATECRAWL_BLOOM_CAPACITY=10000")
     client = redis_server.client()
     k = f"sc:{{{crawl_id}}}:"
-    items = {key.decode(): json.loads(v) for key, v in client.hgetall(k + "items").items()}
+    items = {key.decode(): load_item(v) for key, v in client.hgetall(k + "items").items()}
     assert set(items) == site.expected_urls()
     assert client.hget(k + "meta", "dupefilter") == b"bloom"
     assert client.hget(k + "meta", "bloom_capacity") == b"10000"

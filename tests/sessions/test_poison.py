@@ -27,6 +27,7 @@ from scrapy.settings import Settings
 from statecrawl.demo.members import MembersSite
 from statecrawl.exceptions import SecretKeyError
 from statecrawl.frontier.deadletter import DATA_MAX
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.render.browser import chromium_path
 from statecrawl.sessions.browser_state import context_kwargs
 from statecrawl.sessions.crypto import Sealer
@@ -348,7 +349,7 @@ def test_poisoned_jar_of_a_running_crawl(redis_server: RedisServer, cookie_site:
             p.kill()
     assert [p.proc.returncode for p in procs] == [0, 0], logs
     # every page got a good item, whichever worker fetched it
-    items = {u.decode(): json.loads(v) for u, v in client.hgetall(k + "items").items()}
+    items = {u.decode(): load_item(v) for u, v in client.hgetall(k + "items").items()}
     assert set(cookie_site.page_urls()) <= set(items)
     assert {u: i["error"] for u, i in items.items() if i["error"] or i["status"] != 200} == {}
     # worker b mounted the jar: the good cookie went with each of its pages, nothing bad did
@@ -390,7 +391,7 @@ def test_poisoned_storage_state_starts_a_fresh_context(redis_server: RedisServer
         logs = finish([proc], 180)
         url = f"{site.url}/app"
     assert proc.proc.returncode == 0, logs
-    item = json.loads(client.hget(k + "items", url))
+    item = load_item(client.hget(k + "items", url))
     assert item["error"] is None and item["renderer"] == "browser", item
     assert "token tok-" in item["markdown"]
     [letter] = dead_letters(redis_server, crawl_id)
