@@ -285,7 +285,7 @@ class CrawlStore:
         args.append(len(acks))
         args += acks
         keys = [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
-                k.tokens, k.hostq, k.ready, k.hosts, k.digests, k.fifo, k.ts]
+                k.tokens, k.hostq, k.ready, k.hosts, k.digests, k.fifo]
         return self._commit_script(dedupe), keys, args
 
     async def max_value_bytes(self) -> int | None:
