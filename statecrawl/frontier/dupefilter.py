@@ -196,7 +196,7 @@ async def check_fingerprints(
     One Lua call (``dedupe_check.lua``), outside any commit: nothing is enqueued.
     """
     script = store.client.register_script(
-        script_source(f"dedupe_{mode}.lua") + script_source("dedupe_check.lua"))
+        script_source("digests.lua", f"dedupe_{mode}.lua", "dedupe_check.lua"))
     return int(await script(keys=[store.keys.seen, store.keys.meta],
                             args=["1" if add else "0", *fingerprints]))
 

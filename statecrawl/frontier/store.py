@@ -182,8 +182,8 @@ class CrawlStore:
         if script is None:
             if dedupe not in DEDUPE_MODES:
                 raise ValueError(f"unknown dupefilter mode {dedupe!r}")
-            source = script_source(f"dedupe_{dedupe}.lua", "take_leases.lua", "polite.lua",
-                                   "host_done.lua", "commit.lua")
+            source = script_source("digests.lua", f"dedupe_{dedupe}.lua", "take_leases.lua",
+                                   "polite.lua", "host_done.lua", "commit.lua")
             script = self._commits[dedupe] = self.client.register_script(source)
         return script
 

@@ -16,7 +16,7 @@
 --
 -- The dupefilter is a prepended snippet (dedupe_<mode>.lua) defining
 -- make_dedupe(seen_key, meta_key) -> function(fingerprint) -> true if new;
--- take_leases.lua, polite.lua and host_done.lua are prepended too.
+-- digests.lua, take_leases.lua, polite.lua and host_done.lua are prepended too.
 --
 -- A commit is applied at most once: the worker's last commit token and its
 -- result are kept in the tokens hash (a worker has one commit in flight at a
@@ -99,21 +99,9 @@ for _ = 1, n do
 end
 
 -- True if the digest of item key `key` was not in `digests` (and adds it).
+-- (digests.lua is prepended.)
 local function item_digest_new(key)
-  local d = string.gsub(redis.sha1hex('item ' .. key), '..', function(h) return string.char(tonumber(h, 16)) end)
-  local bucket, rest = string.sub(d, 1, 2), string.sub(d, 3, 10)
-  local packed = redis.call('HGET', digests, bucket)
-  if packed then
-    local from = 1
-    while true do
-      local at = string.find(packed, rest, from, true)
-      if not at then break end
-      if at % 8 == 1 then return false end
-      from = at + 1
-    end
-  end
-  redis.call('HSET', digests, bucket, (packed or '') .. rest)
-  return true
+  return digest_put(digests, sha1_bytes('item ' .. key), false)
 end
 
 n = tonumber(ARGV[i]); i = i + 1

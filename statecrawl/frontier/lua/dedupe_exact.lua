@@ -12,32 +12,18 @@
 -- Each new fingerprint also counts in `seen` of the crawl's stats hash. The
 -- keys of the crawl are found from seen_key's prefix "sc:{id}:" (one hash
 -- slot; see statecrawl/keys.py). With check_only, nothing is written.
+-- (digests.lua is prepended: the layout, and digest_put.)
 local function fingerprint_digest(fingerprint)
   if #fingerprint == 20 then return fingerprint end
-  local hex = redis.sha1hex(fingerprint)
-  return (string.gsub(hex, '..', function(h) return string.char(tonumber(h, 16)) end))
+  return sha1_bytes(fingerprint)
 end
 
 local function make_dedupe(seen_key, meta_key, check_only)
   local prefix = string.sub(seen_key, 1, -5)  -- strip "seen"
   local digests, stats = prefix .. 'digests', prefix .. 'stats'
   return function(fingerprint)
-    local d = fingerprint_digest(fingerprint)
-    local bucket, rest = string.sub(d, 1, 2), string.sub(d, 3, 10)
-    local packed = redis.call('HGET', digests, bucket)
-    if packed then
-      local from = 1
-      while true do  -- a match counts only at a remainder boundary
-        local at = string.find(packed, rest, from, true)
-        if not at then break end
-        if at % 8 == 1 then return false end
-        from = at + 1
-      end
-    end
-    if not check_only then
-      redis.call('HSET', digests, bucket, (packed or '') .. rest)
-      redis.call('HINCRBY', stats, 'seen', 1)
-    end
+    if not digest_put(digests, fingerprint_digest(fingerprint), check_only) then return false end
+    if not check_only then redis.call('HINCRBY', stats, 'seen', 1) end
     return true
   end
 end
