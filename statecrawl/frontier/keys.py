@@ -34,31 +34,21 @@ key                            type    contents
                                        ``bloom_m`` (bits), ``bloom_k`` (hashes)
 ``sc:{id}:seq``                STRING  counter; the next request id (given at
                                        a request's first lease)
-``sc:{id}:zdict``              STRING  the zstd dictionary the crawl's stored
-                                       requests are compressed with
-                                       (:mod:`statecrawl.frontier.packing`):
-                                       set once (``SET NX``), by the first
-                                       worker with enough requests
-``sc:{id}:fifo``               ZSET    the frontier's lists: the scores
-                                       (-priority) that have one, member =
-                                       score = the score as an integer
-``sc:{id}:fifo:<score>``       LIST    the frontier, one list per score: each
-                                       entry a new request, packed
-                                       (:mod:`statecrawl.frontier.packing`:
-                                       ``<marker><host>NUL<compressed compact
-                                       JSON>``), oldest first. A lease pops
-                                       the best score's list (LPOP) and gives
-                                       each request its id
-``sc:{id}:queue``              ZSET    the rest of the frontier: requests
-                                       given back to it after a lease (their
-                                       data stays in ``reqs``) and requests
-                                       stored before the lists existed;
-                                       member = request id (12 hex
-                                       digits, zero-padded), score = -priority.
-                                       A lease takes the best score of
-                                       ``queue`` and the lists; at equal score
-                                       ``queue`` first, then by id (members
-                                       of equal score sort by bytes).
+``sc:{id}:zdict``              STRING  the zstd dictionary of the crawl's packed
+                                       requests (:mod:`statecrawl.frontier.packing`;
+                                       ``SET NX`` by the first worker able to)
+``sc:{id}:fifo``               ZSET    the scores (-priority) with a list below
+                                       (member = score, as an integer)
+``sc:{id}:fifo:<score>``       LIST    the frontier, a list per score: new
+                                       requests, packed (``<marker><host>NUL
+                                       <zstd compact JSON>``), oldest first; a
+                                       lease pops them and gives each its id
+``sc:{id}:queue``              ZSET    the rest of the frontier: requests given
+                                       back after a lease (data in ``reqs``) or
+                                       stored before the lists; member = id (12
+                                       hex digits), score = -priority. A lease
+                                       takes the best score of both parts,
+                                       ``queue`` first, then by id.
                                        Also a pub/sub channel: a message means
                                        "work appeared" (enqueue into an empty
                                        frontier, or a reclaim), or is
