@@ -141,6 +141,13 @@ class Addon:
         settings.setdefault_in_component_priority_dict(
             "DOWNLOADER_MIDDLEWARES", PolitenessMiddleware, 990)
 
+        # Rolling counters (statecrawl.frontier.rolling): every fetch attempt's status, bytes,
+        # latency and host, into the crawl's 10-second buckets with the next commit.
+        from statecrawl.frontier.rolling import RollingCounters
+
+        settings.setdefault_in_component_priority_dict(
+            "DOWNLOADER_MIDDLEWARES", RollingCounters, 960)
+
         # STATECRAWL_FINISHED_TTL: a starting worker purges crawls finished longer ago
         # (statecrawl.frontier.lifecycle); off (NotConfigured) by default.
         from statecrawl.frontier.sweep import FinishedSweep

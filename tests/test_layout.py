@@ -33,9 +33,11 @@ ALLOWED: dict[str, set[str]] = {
     "sessions": {"frontier"},
     "render": {"frontier", "content", "output"},
     "spiders": {"frontier", "content", "output", "render", "sessions", "api"},
-    "cli": {"frontier", "content", "output", "net", "render", "sessions", "spiders", "api"},
+    "observe": {"frontier"},
+    "cli": {"frontier", "content", "output", "net", "render", "sessions", "spiders", "api",
+            "observe"},
     "demo": {"cli", "frontier", "output"},
-    "api": {"frontier", "sessions", "net"},
+    "api": {"frontier", "sessions", "net", "observe"},
 }
 #: Top-level modules: the package's face and the stable paths Scrapy settings name.
 FACE = {"__init__", "addon", "exceptions"}

@@ -51,6 +51,7 @@ from statecrawl.api.batch import BATCH_META_KEY
 from statecrawl.api.jobs import JobStore, job_ttl
 from statecrawl.api.responses import document_from_page
 from statecrawl.frontier.keys import CrawlKeys
+from statecrawl.frontier.rolling import recent_keys
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 from statecrawl.sessions.store import DEFAULT_SESSION
 
@@ -127,9 +128,12 @@ async def expire_crawl_with_job(store: JobStore, job_id: str) -> None:
     k = CrawlKeys(job_id)
     sessions = [s.decode(errors="replace") for s in await store.client.hkeys(k.sessions)]
     names = {*sessions, DEFAULT_SESSION}
+    now = (await store.client.time())[0]
     async with store.client.pipeline(transaction=False) as pipe:
         for key in (*k.all(), *(k.jar(s) for s in names), *(k.browser(s) for s in names)):
             pipe.pexpireat(key, int(expires))
+        for key in recent_keys(k, now):  # kept an hour at most: never past the job
+            pipe.pexpireat(key, int(expires), lt=True)
         await pipe.execute()
 
 

@@ -20,42 +20,9 @@ from typing import Any
 from statecrawl.cli.common import open_store
 from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.hosts import HostBudgetStore
+from statecrawl.observe.snapshot import host_rows
 
 __all__ = ["add_parser", "cmd_hosts", "host_rows"]
-
-
-async def host_rows(store: Any, top: int) -> dict[str, Any]:
-    """The crawl's budget and its *top* hosts by queued requests (then in flight)."""
-    k = store.keys
-    raw = await store.client.hgetall(k.hosts)
-    fields = {a.decode(errors="replace"): b.decode(errors="replace") for a, b in raw.items()}
-    now_s, now_us = await store.client.time()
-    now = now_s * 1000 + now_us // 1000
-    hosts = sorted({name.split("|", 1)[0] for name in fields} - {"*"})
-    async with store.client.pipeline(transaction=False) as pipe:  # one round trip
-        for host in hosts:
-            pipe.zlexcount(k.hostq, f"[{host} ", f"({host}!")
-        counts = await pipe.execute() if hosts else []
-    rows = []
-    for host, queued in zip(hosts, counts):
-        due = int(fields.get(host, 0) or 0)
-        rows.append({
-            "host": host, "queued": queued, "in_flight": int(fields.get(f"{host}|n", 0) or 0),
-            "delay": {src: int(fields[f"{host}|{key}"]) / 1000
-                      for key, src in (("d", "override"), ("r", "robots"), ("a", "autothrottle"))
-                      if f"{host}|{key}" in fields},
-            "concurrency": int(fields[f"{host}|c"]) if f"{host}|c" in fields else None,
-            "next_in": max(0, due - now) / 1000, "backoff": int(fields.get(f"{host}|b", 0) or 0),
-        })
-    rows.sort(key=lambda r: (-r["queued"], -r["in_flight"], r["host"]))
-    polite = await store.client.hget(k.meta, "polite")
-    return {
-        "crawl_id": store.crawl_id, "polite": polite in (b"1", "1"),
-        "delay": int(fields.get("*|d", 0) or 0) / 1000,
-        "concurrency": int(fields.get("*|c", 0) or 0),
-        "autothrottle": float(fields.get("*|at", 0) or 0),
-        "hosts": len(rows), "top": rows[:top],
-    }
 
 
 async def _hosts(args: argparse.Namespace) -> dict[str, Any]:

@@ -62,6 +62,7 @@ from statecrawl.frontier.deadletter import read_dead_letters
 from statecrawl.frontier.embedded import embedded_status, stop_embedded_redis
 from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier.lifecycle import crawl_bytes
+from statecrawl.frontier.rolling import rates
 from statecrawl.frontier.serialize import loads
 from statecrawl.output.export import ExportResult, crawl_sink, export_crawl
 
@@ -162,6 +163,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             value = datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
         if name == "redis_bytes":
             value = f"{human_bytes(value)} ({value})"
+        if name == "pages_per_s":
+            value = "  ".join(f"{window} {rate:.2f}" for window, rate in value.items())
         print(f"{name:<{width}} {'-' if value is None else value}")
     for letter in status["dead_letters"]:
         print(f"{'dead_letter':<{width}} {_one_line(letter.get('kind', '?'), 20)} "
@@ -176,10 +179,12 @@ async def _status(args: argparse.Namespace) -> dict[str, Any]:
         status = await store.status()
         dead = await read_dead_letters(store.client, store.keys, DEAD_LETTERS_SHOWN)
         sizes, _ = await crawl_bytes(store.client, store.crawl_id)
+        rate = await rates(store.client, store.keys)  # the rolling counters' last 15 minutes
     stats = status.pop("stats")
     status["state"] = shown_state({**status})
     status["quarantined"] = int(stats.get("quarantined", 0))
     status["redis_bytes"] = sizes.get(store.crawl_id, 0)  # MEMORY USAGE over its keys
+    status["pages_per_s"] = {f"{s // 60}m": round(r, 3) for s, r in rate.items()}
     status["dead_letters"] = dead  # newest first
     status["stats"] = stats
     return status

@@ -37,6 +37,9 @@ key                            type    contents
 ``sc:{id}:zdict``              STRING  the zstd dictionary of the crawl's packed
                                        requests (:mod:`statecrawl.frontier.packing`;
                                        ``SET NX`` by the first worker able to)
+``sc:{id}:ts:<bucket>``        HASH    rolling counters of a 10 s bucket (Redis
+                                       s // 10; :mod:`statecrawl.frontier.rolling`),
+                                       written by commits, kept an hour
 ``sc:{id}:fifo``               ZSET    the scores (-priority) with a list below
                                        (member = score, as an integer)
 ``sc:{id}:fifo:<score>``       LIST    the frontier, a list per score: new
@@ -358,6 +361,7 @@ class CrawlKeys:
     queue = property(lambda self: self.prefix + "queue")
     fifo = property(lambda self: self.prefix + "fifo")
     zdict = property(lambda self: self.prefix + "zdict")
+    ts = property(lambda self: self.prefix + "ts")
     reqs = property(lambda self: self.prefix + "reqs")
     leases = property(lambda self: self.prefix + "leases")
     hostq = property(lambda self: self.prefix + "hostq")
@@ -395,6 +399,10 @@ class CrawlKeys:
     def reply(self, request_id: str) -> str:
         """The list a service request's reply is pushed to."""
         return f"{self.prefix}reply:{request_id}"
+
+    def rolling(self, bucket: int) -> str:
+        """The rolling counters of one 10-second bucket (:mod:`statecrawl.frontier.rolling`)."""
+        return f"{self.ts}:{bucket}"
 
     def fifo_list(self, score: int | str) -> str:
         """The frontier's list of requests of *score* (-priority)."""

@@ -39,7 +39,10 @@ from statecrawl.frontier.store import heartbeat_keys, script_source
 if TYPE_CHECKING:
     from statecrawl.frontier.keys import CrawlKeys
 
-__all__ = ["HeartbeatThread", "Liveness", "listen_for_work", "start_watchdog"]
+__all__ = ["INFO_EVERY", "HeartbeatThread", "Liveness", "listen_for_work", "start_watchdog"]
+
+#: Seconds between two heartbeats that carry the worker's info (the others only beat).
+INFO_EVERY = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class HeartbeatThread(threading.Thread):
         self, *, url: str, keys: CrawlKeys, worker: str, interval: float, timeout: float,
         loop: asyncio.AbstractEventLoop, on_reclaimed: Callable[[int, list[str]], None],
         on_forgotten: Callable[[], None], on_recovered: Callable[[], None],
+        info: Callable[[], str] | None = None,
     ) -> None:
         super().__init__(name=f"statecrawl-heartbeat-{worker}", daemon=True)
         self.url, self.keys, self.worker = url, keys, worker
@@ -67,6 +71,7 @@ class HeartbeatThread(threading.Thread):
         self.loop = loop
         self.on_reclaimed, self.on_forgotten = on_reclaimed, on_forgotten
         self.on_recovered = on_recovered
+        self.info = info  # what this worker tells of itself, sent once a second (INFO_EVERY)
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -78,7 +83,7 @@ class HeartbeatThread(threading.Thread):
         script = client.register_script(script_source("host_done.lua", "heartbeat.lua"))
         keys = heartbeat_keys(self.keys)
         failing = False
-        last = time.monotonic()
+        last = told = time.monotonic()
         try:
             while not self._stop_event.wait(self.interval):
                 now = time.monotonic()
@@ -89,7 +94,11 @@ class HeartbeatThread(threading.Thread):
                                    self.timeout_ms)
                 last = now
                 try:
-                    out = script(keys=keys, args=[self.worker, self.timeout_ms])
+                    args: list[object] = [self.worker, self.timeout_ms]
+                    if self.info is not None and now - told >= INFO_EVERY:
+                        args.append(self.info())
+                        told = now
+                    out = script(keys=keys, args=args)
                 except (RedisError, OSError) as exc:
                     if not failing:
                         logger.warning("statecrawl: heartbeat cannot reach Redis (%s); retrying", exc)
@@ -162,14 +171,14 @@ class Liveness:
         self, *, url: str, keys: CrawlKeys, worker: str, interval: float, timeout: float,
         watchdog: bool, on_work: Callable[[str], None],
         on_reclaimed: Callable[[int, list[str]], None], on_forgotten: Callable[[], None],
-        on_recovered: Callable[[], None],
+        on_recovered: Callable[[], None], info: Callable[[], str] | None = None,
     ) -> None:
         self.url, self.keys, self.worker, self.use_watchdog = url, keys, worker, watchdog
         self.on_work = on_work
         self.heartbeat: HeartbeatThread | None = HeartbeatThread(
             url=url, keys=keys, worker=worker, interval=interval, timeout=timeout,
             loop=asyncio.get_running_loop(), on_reclaimed=on_reclaimed,
-            on_forgotten=on_forgotten, on_recovered=on_recovered,
+            on_forgotten=on_forgotten, on_recovered=on_recovered, info=info,
         )
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.listener: asyncio.Task[None] | None = None

@@ -194,7 +194,8 @@ class RequestCodec:
             return payload
         unpacker = self._unpack_plain if marker == ZSTD else self._unpack_dict
         if unpacker is None:
-            raise SerializationError("request: compressed with a dictionary the crawl does not have")
+            raise SerializationError(
+                "request: compressed with a dictionary the crawl does not have")
         try:
             size = zstandard.get_frame_parameters(payload, format=_FORMAT).content_size
             if size in (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR):

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.core.scheduler import BaseScheduler
@@ -100,6 +100,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
         # lease id -> URL of the leased requests the engine has (a request scheduled
         # again under one of these, with the same URL, is a retry, not a new page)
         self._open_leases: dict[str, str] = {}
+        self._open_since: dict[str, float] = {}  # lease id -> when Scrapy got it (oldest first)
         self.scope: FetchScope | None = None
         self._quarantining: set[asyncio.Task[None]] = set()
         self._open_error: CloseSpider | None = None
@@ -143,7 +144,15 @@ class Scheduler(LeasingMixin, BaseScheduler):
                            "read from Redis are checked to be http(s) only, not for their host",
                            spider.name)
         self.crawler.signals.connect(self._opened, signal=signals.spider_opened)
+        self.state.info_sources.append(self._lease_info)
         return deferred_from_coro(self._open())
+
+    def _lease_info(self) -> dict[str, Any]:
+        """Leases held (buffered + in Scrapy) and the age of the oldest in Scrapy (s), for the
+        heartbeat thread (plain reads; a dict changed meanwhile raises RuntimeError)."""
+        oldest = next(iter(self._open_since.values()), None)
+        return {"leases": len(self._buffer) + len(self._open_leases),
+                "oldest_lease_s": None if oldest is None else round(time.monotonic() - oldest, 3)}
 
     def _opened(self, spider: Spider) -> None:
         # Raised here rather than from open(): a CloseSpider from the scheduler's
@@ -335,6 +344,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
             self._feed.poke()
         request.meta[LEASE_META_KEY] = lease_id
         self._open_leases[lease_id] = request.url
+        self._open_since.setdefault(lease_id, time.monotonic())
         if self._short():
             self._refill()
         self.crawler.stats.inc_value("scheduler/dequeued/redis")
@@ -347,6 +357,7 @@ class Scheduler(LeasingMixin, BaseScheduler):
         lease_id = request.meta.get(LEASE_META_KEY)
         if lease_id is not None and lease_id in self._open_leases:
             del self._open_leases[lease_id]
+            self._open_since.pop(lease_id, None)
             self.state.ack(lease_id)
 
     def _count_local_dupes(self) -> None:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 from scrapy import signals
@@ -110,6 +111,7 @@ class WorkerState(GroupCommitMixin):
         self.open_hooks: list[Callable[[CrawlStore], Awaitable[None]]] = []  # before leasing
         # How many requests to lease with the next commit, and whether the
         # scheduler is short of them (then the commit goes at once).
+        self.info_sources: list[Callable[[], dict[str, Any]]] = []  # told by heartbeats
         self.lease_demand: Callable[[], tuple[int, bool]] | None = None
         crawler.signals.connect(self._close, signal=signals.spider_closed)
         hangup_stops_gracefully()
@@ -130,6 +132,18 @@ class WorkerState(GroupCommitMixin):
         await asyncio.shield(self._opening)
         assert self.store is not None
         return self.store
+
+    def worker_info(self) -> str:
+        """What this worker's heartbeats say of it (``tokens`` ``<worker>|info``: JSON), read
+        by ``statecrawl status`` and ``/metrics``. Runs in the heartbeat thread: sources only
+        read their own plain values."""
+        info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+        for source in self.info_sources:
+            try:
+                info.update(source())
+            except RuntimeError:  # a dict changed while read: next beat
+                pass
+        return json.dumps(info, separators=(",", ":"))
 
     async def _connect_or_close(self) -> None:
         try:
@@ -183,7 +197,7 @@ class WorkerState(GroupCommitMixin):
             url=url, keys=store.keys, worker=self.worker_id, interval=self.heartbeat_interval,
             timeout=self.worker_timeout, watchdog=self._use_watchdog, on_work=self._on_work,
             on_reclaimed=self._on_reclaimed, on_forgotten=self._on_forgotten,
-            on_recovered=self.recovered,
+            on_recovered=self.recovered, info=self.worker_info,
         )
         await self._liveness.start()
         logger.info("statecrawl: worker %s joined crawl %r", self.worker_id, self.store.crawl_id)

@@ -24,6 +24,7 @@ from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier.deadletter import DATA_MAX, DEAD_LETTER_MAX
 from statecrawl.frontier.item_codec import load_item, pack_item
 from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
+from statecrawl.frontier.rolling import recent_keys
 from statecrawl.frontier.serialize import dumps
 
 __all__ = [
@@ -45,7 +46,6 @@ def script_source(*names: str) -> str:
     after the snippets it uses)."""
     lua = resources.files("statecrawl.frontier").joinpath("lua")
     return "".join(lua.joinpath(name).read_text() for name in names)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +285,7 @@ class CrawlStore:
         args.append(len(acks))
         args += acks
         keys = [k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen, k.items, k.failed, k.stats,
-                k.tokens, k.hostq, k.ready, k.hosts, k.digests, k.fifo]
+                k.tokens, k.hostq, k.ready, k.hosts, k.digests, k.fifo, k.ts]
         return self._commit_script(dedupe), keys, args
 
     async def max_value_bytes(self) -> int | None:
@@ -412,7 +412,9 @@ class CrawlStore:
                                              args=[max(1, int(ttl))]))
 
     async def delete(self) -> None:
-        """Remove every key of the crawl."""
+        """Remove every key of the crawl (its rolling counters: the last hour's buckets)."""
         scores = await self.client.zrange(self.keys.fifo, 0, -1)
-        await self.client.delete(*self.keys.all(), *(self.keys.fifo_list(_text(s)) for s in scores))
+        buckets = recent_keys(self.keys, (await self.client.time())[0])
+        await self.client.delete(*self.keys.all(), *(self.keys.fifo_list(_text(s)) for s in scores),
+                                 *buckets)
         await self.client.srem(CRAWLS_KEY, self.crawl_id)

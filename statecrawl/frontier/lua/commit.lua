@@ -34,9 +34,11 @@
 -- `enqueued`).
 --
 -- KEYS: meta seq queue reqs leases seen items failed stats tokens hostq ready hosts
---       digests (the exact layout's hash, whatever the dupefilter mode) fifo
+--       digests (the exact layout's hash, whatever the dupefilter mode) fifo ts
 -- ARGV: worker token want epoch
---       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried)
+--       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried); a
+--                                             field "ts:<name>" goes to the current
+--                                             rolling bucket instead (rolling.py)
 --       n_requests {fingerprint flags score request}*   flags: 1 = dedupe, 2 = not counted,
 --                                                     4 = record as seen (without dedupe)
 --       n_items {key flags json}*        flags: 1 = failed, 2 = in a sink (json empty)
@@ -45,6 +47,7 @@
 local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local hostq, ready, hosts, digests, fifo = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local ts = KEYS[16]
 local k = {meta = meta, seq = seq, queue = queue, fifo = fifo, reqs = reqs, leases = leases,
            stats = stats, hostq = hostq, ready = ready, hosts = hosts}
 local worker, token, want, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -59,9 +62,24 @@ if redis.call('HGET', meta, 'epoch') ~= epoch then
 end
 local seen_add = make_dedupe(seen, meta)
 
+-- The rolling counters' bucket of now (statecrawl.frontier.rolling): 10 s, kept an hour.
+local t = redis.call('TIME')
+local bucket = ts .. ':' .. math.floor(tonumber(t[1]) / 10)
+local rolled = false
+local function roll(name, delta)
+  if delta ~= 0 then
+    redis.call('HINCRBY', bucket, name, delta)
+    rolled = true
+  end
+end
+
 local n_counters = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n_counters do
-  redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1])
+  if string.sub(ARGV[i], 1, 3) == 'ts:' then
+    roll(string.sub(ARGV[i], 4), tonumber(ARGV[i + 1]))
+  else
+    redis.call('HINCRBY', stats, ARGV[i], ARGV[i + 1])
+  end
   i = i + 2
 end
 local was_empty = redis.call('ZCARD', queue) == 0 and redis.call('ZCARD', hostq) == 0
@@ -105,6 +123,7 @@ local function item_digest_new(key)
 end
 
 n = tonumber(ARGV[i]); i = i + 1
+local items_sent = n
 if n > 0 and redis.call('HEXISTS', stats, 'items') == 0 then
   redis.call('HSET', stats, 'items', redis.call('HLEN', items))  -- a crawl begun before the counter
 end
@@ -148,6 +167,11 @@ end
 if duplicates > 0 then redis.call('HINCRBY', stats, 'duplicates', duplicates) end
 if limit_dropped > 0 then redis.call('HINCRBY', stats, 'limit_dropped', limit_dropped) end
 if acked > 0 then redis.call('HINCRBY', stats, 'acked', acked) end
+roll('pages', acked)
+roll('items', items_sent)
+roll('enqueued', enqueued)
+roll('duplicates', duplicates)
+if rolled then redis.call('EXPIRE', bucket, 3600) end
 -- Wake idle workers when work appears in an empty frontier.
 if was_empty and enqueued > 0 then redis.call('PUBLISH', queue, 'work') end
 local result = {enqueued, duplicates, limit_dropped, acked}

@@ -8,7 +8,8 @@
 -- workers lease at once.
 --
 -- KEYS: queue leases workers stats tokens ready hosts
--- ARGV: worker timeout_ms
+-- ARGV: worker timeout_ms [info]   info: the worker's JSON self-description, kept in
+--                                  tokens "<worker>|info" (state.py worker_info)
 -- Returns {caller_was_registered(0|1), reclaimed, dead_worker...}
 -- (host_done.lua is prepended.)
 local queue, leases, workers, stats, tokens = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -19,6 +20,7 @@ local now = t[1] * 1000 + math.floor(t[2] / 1000)
 
 local was_registered = redis.call('ZSCORE', workers, worker) and 1 or 0
 redis.call('ZADD', workers, now, worker)
+if ARGV[3] then redis.call('HSET', tokens, worker .. '|info', ARGV[3]) end
 
 local dead = redis.call('ZRANGEBYSCORE', workers, '-inf', '(' .. (now - timeout))
 if #dead == 0 then return {was_registered, 0} end
@@ -38,7 +40,7 @@ for j = 1, #all, 2 do
   end
 end
 redis.call('ZREM', workers, unpack(dead))
-for _, w in ipairs(dead) do redis.call('HDEL', tokens, w, w .. '|lease') end
+for _, w in ipairs(dead) do redis.call('HDEL', tokens, w, w .. '|lease', w .. '|info') end
 if reclaimed > 0 then
   redis.call('HINCRBY', stats, 'reclaimed', reclaimed)
   redis.call('PUBLISH', queue, 'reclaimed')
