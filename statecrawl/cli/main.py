@@ -6,7 +6,7 @@
     statecrawl worker CRAWL_ID [--out DIR]     join a running crawl, from any machine
     statecrawl worker --serve-scrapes          a worker of the API's scrapes (runs until stopped)
     statecrawl worker --jobs N                 workers of the API's crawl jobs, N jobs at once
-    statecrawl status CRAWL_ID [--json]        counters of one crawl
+    statecrawl status CRAWL_ID [--watch [S]]   one crawl: counters, rates, workers, hosts
     statecrawl export CRAWL_ID --out DIR       pages.jsonl + Markdown files from Redis
     statecrawl cancel CRAWL_ID                 stop every worker of a crawl
     statecrawl list [--json]                   crawls in this Redis, with their Redis bytes
@@ -35,11 +35,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
-import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,25 +49,19 @@ from statecrawl.cli.common import one_line as _one_line
 from statecrawl.cli.common import open_store, redis_url, tolerant_stdio
 from statecrawl.cli.crawl import SPIDER, cmd_crawl, default_crawl_id
 from statecrawl.cli.crawls import add_parsers as add_crawls_parsers
-from statecrawl.cli.crawls import human_bytes, shown_state
 from statecrawl.cli.hosts import add_parser as add_hosts_parser
 from statecrawl.cli.jobs import run_jobs
 from statecrawl.cli.serve import add_parser as add_serve_parser
+from statecrawl.cli.status import add_parser as add_status_parser
 from statecrawl.cli.workers import run_worker, worker_command, worker_env
 from statecrawl.exceptions import ConfigError, StatecrawlError
 from statecrawl.frontier.connection import DEFAULT_DATA_DIR
-from statecrawl.frontier.deadletter import read_dead_letters
 from statecrawl.frontier.embedded import embedded_status, stop_embedded_redis
 from statecrawl.frontier.keys import validate_crawl_id
-from statecrawl.frontier.lifecycle import crawl_bytes
-from statecrawl.frontier.rolling import rates
 from statecrawl.frontier.serialize import loads
 from statecrawl.output.export import ExportResult, crawl_sink, export_crawl
 
 __all__ = ["build_parser", "cmd_crawl", "default_crawl_id", "main"]
-
-#: Dead letters shown by ``status``.
-DEAD_LETTERS_SHOWN = 5
 
 
 def _version() -> str:
@@ -148,46 +140,6 @@ async def _crawl_meta(args: argparse.Namespace) -> tuple[dict[str, str], str]:
         raw = await store.client.hgetall(store.keys.meta)
     # undecodable bytes become U+FFFD, which no check lets through
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}, url
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    status = asyncio.run(_status(args))
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0
-    width = 18
-    for name, value in status.items():
-        if name in ("stats", "dead_letters"):
-            continue
-        if name in ("created_at", "finished_at") and value is not None:
-            value = datetime.fromtimestamp(value, timezone.utc).isoformat(timespec="seconds")
-        if name == "redis_bytes":
-            value = f"{human_bytes(value)} ({value})"
-        if name == "pages_per_s":
-            value = "  ".join(f"{window} {rate:.2f}" for window, rate in value.items())
-        print(f"{name:<{width}} {'-' if value is None else value}")
-    for letter in status["dead_letters"]:
-        print(f"{'dead_letter':<{width}} {_one_line(letter.get('kind', '?'), 20)} "
-              f"{_one_line(letter.get('ref', '-'), 120)}: {_one_line(letter.get('error', ''))}")
-    for name, value in sorted(status["stats"].items()):
-        print(f"{'stats.' + name:<{width}} {value}")
-    return 0
-
-
-async def _status(args: argparse.Namespace) -> dict[str, Any]:
-    async with open_store(args, args.crawl_id) as store:
-        status = await store.status()
-        dead = await read_dead_letters(store.client, store.keys, DEAD_LETTERS_SHOWN)
-        sizes, _ = await crawl_bytes(store.client, store.crawl_id)
-        rate = await rates(store.client, store.keys)  # the rolling counters' last 15 minutes
-    stats = status.pop("stats")
-    status["state"] = shown_state({**status})
-    status["quarantined"] = int(stats.get("quarantined", 0))
-    status["redis_bytes"] = sizes.get(store.crawl_id, 0)  # MEMORY USAGE over its keys
-    status["pages_per_s"] = {f"{s // 60}m": round(r, 3) for s, r in rate.items()}
-    status["dead_letters"] = dead  # newest first
-    status["stats"] = stats
-    return status
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -301,10 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="output", metavar="DIR", help="output directory (default: %(default)s)")
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("status", parents=common, help="show a crawl's counters")
-    p.add_argument("crawl_id")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_status)
+    add_status_parser(sub, common, _count)
 
     p = sub.add_parser("export", parents=common, help="write a crawl's pages from Redis to files")
     p.add_argument("crawl_id")

@@ -4,7 +4,8 @@ page all show, read from Redis in a few pipelined round trips.
 :func:`crawl_snapshot` returns a JSON-ready dict:
 
 * the counters of :meth:`CrawlStore.status` (``queued``, ``in_flight``, ``done``,
-  ``failed``, ``seen``, ``stats`` ...) and ``progress`` (done / limit, or None);
+  ``failed``, ``seen``, ``stats`` ...) and ``progress``: for a crawl with a ``limit``
+  (requests admitted), the share of it admitted and ended (1.0 once finished), else None;
 * ``rates``: pages and items per second over the last 1, 5 and 15 minutes, and
   ``last_minute``: the rolling counters (:mod:`statecrawl.frontier.rolling`)
   summed over 60 s: ``status`` (``2xx`` ... ``other``), ``errors`` (download
@@ -175,8 +176,10 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5) -> 
     now_s, now_us = await store.client.time()
     now_ms = now_s * 1000 + now_us // 1000
     meta = {_text(a): _text(b) for a, b in (await store.client.hgetall(store.keys.meta)).items()}
-    limit = snap["limit"]
-    snap["progress"] = min(1.0, snap["done"] / limit) if limit else None
+    limit, admitted = snap["limit"], snap["stats"].get("admitted", 0)
+    handled = max(0, admitted - snap["queued"] - snap["in_flight"])  # counted requests ended
+    snap["progress"] = None if not limit else 1.0 if snap["state"] == "finished" else min(
+        1.0, handled / limit)
     pages = await rates(store.client, store.keys)
     items = await rates(store.client, store.keys, field="items")
     snap["rates"] = {"pages_per_s": {f"{s // 60}m": round(v, 3) for s, v in pages.items()},
