@@ -169,8 +169,10 @@ def _bloom(meta: dict[str, str], entries: int) -> float | None:
     return round(1 - math.exp(-k * entries / m), 6) if m > 0 else None
 
 
-async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5) -> dict[str, Any]:
-    """Everything shown about crawl *store* (module docstring)."""
+async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5,
+                         redis: bool = True) -> dict[str, Any]:
+    """Everything shown about crawl *store* (module docstring). *redis* False leaves out the
+    server's facts (``redis`` is None): ``/metrics`` reads them once for all its crawls."""
     snap = await store.status()
     now_s, now_us = await store.client.time()
     now_ms = now_s * 1000 + now_us // 1000
@@ -208,7 +210,7 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5) -> 
     mode = meta.get("dupefilter", "exact")
     snap["dupefilter"] = {"mode": mode, "entries": snap["seen"],
                           "bloom_fill": _bloom(meta, snap["seen"]) if mode == "bloom" else None}
-    snap["redis"] = await redis_facts(store.client)
+    snap["redis"] = await redis_facts(store.client) if redis else None
     snap["dead_letters"] = await read_dead_letters(store.client, store.keys, dead)
     snap["at"] = now_s + now_us / 1e6
     return snap
