@@ -33,12 +33,12 @@ from collections import Counter
 from typing import Any
 
 from statecrawl.frontier.deadletter import read_dead_letters
-from statecrawl.frontier.rolling import BUCKET_SECONDS, rates
+from statecrawl.frontier.rolling import BUCKET_SECONDS, rates_of
 from statecrawl.frontier.store import LIVE_WORKER_WINDOW, CrawlStore
 
 __all__ = ["SERIES_SECONDS", "crawl_snapshot", "host_rows", "redis_facts"]
 
-#: The span of ``series`` (s).
+#: The span of ``series`` (s); also the longest rate window (15 min), read from the same buckets.
 SERIES_SECONDS = 900
 
 
@@ -96,8 +96,9 @@ def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-async def _buckets(store: CrawlStore) -> tuple[int, list[dict[str, int]]]:
-    """(the newest bucket's number, the last SERIES_SECONDS of buckets, newest first)."""
+async def _buckets(store: CrawlStore) -> tuple[int, int, list[dict[str, int]]]:
+    """(the newest bucket's number, the seconds into it, the last SERIES_SECONDS of buckets,
+    newest first)."""
     now, _ = await store.client.time()
     last = int(now) // BUCKET_SECONDS
     count = SERIES_SECONDS // BUCKET_SECONDS
@@ -105,7 +106,8 @@ async def _buckets(store: CrawlStore) -> tuple[int, list[dict[str, int]]]:
         for bucket in range(last, last - count, -1):
             pipe.hgetall(store.keys.rolling(bucket))
         raw = await pipe.execute()
-    return last, [{_text(a): int(b) for a, b in fields.items()} for fields in raw]
+    return last, int(now) % BUCKET_SECONDS + 1, [{_text(a): int(b) for a, b in fields.items()}
+                                                 for fields in raw]
 
 
 def _errors(fields: dict[str, int]) -> int:
@@ -179,11 +181,10 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5,
     meta = {_text(a): _text(b) for a, b in (await store.client.hgetall(store.keys.meta)).items()}
     limit = snap["limit"]
     snap["progress"] = min(1.0, snap["done"] / limit) if limit else None
-    pages = await rates(store.client, store.keys)
-    items = await rates(store.client, store.keys, field="items")
+    last, into, buckets = await _buckets(store)  # read once: the rates, the minute, the chart
+    pages, items = rates_of(buckets, into), rates_of(buckets, into, field="items")
     snap["rates"] = {"pages_per_s": {f"{s // 60}m": round(v, 3) for s, v in pages.items()},
                      "items_per_s": {f"{s // 60}m": round(v, 3) for s, v in items.items()}}
-    last, buckets = await _buckets(store)
     minute = _last_minute(buckets)
     per_host = minute.pop("hosts")
     snap["last_minute"] = minute
