@@ -96,6 +96,8 @@ COUNTER_STATS = {
     "statecrawl_robots_denied_total": "robots_denied", "statecrawl_leases_released_total": "released",
     "statecrawl_leases_reclaimed_total": "reclaimed", "statecrawl_quarantined_total": "quarantined",
 }
+#: The status classes of the rolling counters, each exported even at 0.
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "other")
 #: Error types kept per crawl and stage; the rest are summed as type ``other``.
 MAX_ERROR_TYPES = 20
 #: States shown as they are in ``statecrawl_crawls`` and ``statecrawl_crawl_info``; any other: ``other``.
@@ -190,8 +192,9 @@ def crawl_rows(snap: dict[str, Any]) -> list[Row]:
             add(f"statecrawl_{kind}_per_second", rate, window)
     minute = snap["last_minute"]
     add("statecrawl_fetches_last_minute", minute["fetches"])
-    for status_class, count in minute["status"].items():
-        add("statecrawl_responses_last_minute", count, status_class)
+    status = minute["status"]
+    for status_class in sorted({*STATUS_CLASSES, *status}):  # every class, 0s too: a steady series
+        add("statecrawl_responses_last_minute", status.get(status_class, 0), status_class)
     for stage, field in (("download", "errors"), ("callback", "callback_errors")):
         for kind, count in _capped(minute[field]).items():
             add("statecrawl_errors_last_minute", count, stage, kind)
