@@ -48,24 +48,19 @@ def metrics_open(env: Mapping[str, str] = os.environ) -> bool:
     return (env.get("STATECRAWL_METRICS_OPEN") or "").strip().lower() in _TRUE
 
 
-class _Metrics:
+async def _scrape(request: Request, limits: MetricsLimits) -> Response:
     """The endpoint; its Redis client is the app's (``app.state.store.client`` on the API,
     ``app.state.redis`` on :func:`metrics_app`)."""
-
-    def __init__(self, limits: MetricsLimits) -> None:
-        self.limits = limits
-
-    async def __call__(self, request: Request) -> Response:
-        state = request.app.state
-        client = getattr(state, "redis", None) or state.store.client
-        try:
-            body = await asyncio.wait_for(exposition(client, self.limits), SCRAPE_TIMEOUT)
-        except asyncio.TimeoutError:
-            return _unavailable(f"reading Redis took longer than {SCRAPE_TIMEOUT:g} s")
-        except (RedisError, OSError) as exc:  # OSError: a socket error redis-py did not wrap
-            logger.warning("metrics: Redis error: %s", exc)
-            return _unavailable(f"Redis did not answer ({type(exc).__name__})")
-        return Response(body, media_type=CONTENT_TYPE)
+    state = request.app.state
+    client = getattr(state, "redis", None) or state.store.client
+    try:
+        body = await asyncio.wait_for(exposition(client, limits), SCRAPE_TIMEOUT)
+    except asyncio.TimeoutError:
+        return _unavailable(f"reading Redis took longer than {SCRAPE_TIMEOUT:g} s")
+    except (RedisError, OSError) as exc:  # OSError: a socket error redis-py did not wrap
+        logger.warning("metrics: Redis error: %s", exc)
+        return _unavailable(f"Redis did not answer ({type(exc).__name__})")
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 def _unavailable(reason: str) -> Response:
@@ -74,9 +69,13 @@ def _unavailable(reason: str) -> Response:
 
 
 def metrics_routes(limits: MetricsLimits | None = None) -> list[Route]:
-    """``GET /metrics`` for an app whose state holds the Redis client (see :class:`_Metrics`);
+    """``GET /metrics`` for an app whose state holds the Redis client (see :func:`_scrape`);
     *limits*: default from ``STATECRAWL_METRICS_MAX_CRAWLS`` / ``_TOP_HOSTS``."""
-    endpoint = _Metrics(limits or MetricsLimits.from_env(os.environ))
+    chosen = limits or MetricsLimits.from_env(os.environ)
+
+    async def endpoint(request: Request) -> Response:
+        return await _scrape(request, chosen)
+
     return [Route(METRICS_PATH, endpoint, methods=["GET"])]
 
 

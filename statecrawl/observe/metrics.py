@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import ResponseError
@@ -48,7 +48,9 @@ __all__ = ["CONTENT_TYPE", "DEFAULT_MAX_CRAWLS", "DEFAULT_TOP_HOSTS", "ENDED_SHO
 
 logger = logging.getLogger("statecrawl.metrics")
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST  #: ``text/plain; version=0.0.4; charset=utf-8``
+#: The classic text format, which generate_latest writes and every Prometheus reads (all
+#: names here are legacy-valid: nothing needs the escaping of 1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_MAX_CRAWLS = 50
 DEFAULT_TOP_HOSTS = 10
 #: A finished crawl keeps its series this many seconds after ``finished_at`` (Redis clock).
