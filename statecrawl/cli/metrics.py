@@ -10,7 +10,7 @@ for a fleet that runs no API, or to scrape Redis from the monitoring network onl
 listens on 127.0.0.1 unless told otherwise (``--listen 0.0.0.0:9108``: a warning without
 ``--api-key``), answers ``/metrics`` alone, one uvicorn process. Redis is PINGed at
 start (an unreachable Redis is exit status 1 there); afterwards a scrape while Redis is
-down answers 503. 9108 is free in Prometheus' default port allocations list.
+down answers 503. SIGINT or SIGTERM stops it, exit status 0. 9108 is free in Prometheus' default port allocations list.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import asyncio
 import errno
 import ipaddress
 import os
+import signal
 import socket
 import sys
 from typing import Any
@@ -120,12 +121,20 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     say(f"metrics on http://{shown}:{port}/metrics (Redis {redact_url(url)}, at most "
         f"{limits.max_crawls} crawls and {limits.top_hosts} hosts each"
         f"{', API key required' if keys else ''})")
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # uvicorn re-raises the signal it stopped on once it is done; this handler takes
+        # it, so a clean stop exits 0 instead of dying of it
+        previous[sig] = signal.signal(sig, lambda signum, frame: None)
     try:
         uvicorn.run(metrics_app(url, limits, api_keys=keys), host=host, port=port,
                     log_level="warning", access_log=False, timeout_graceful_shutdown=5,
                     server_header=False)
     except SystemExit as exc:  # uvicorn's own start-up failure
         return exc.code if isinstance(exc.code, int) and exc.code else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     say("metrics stopped")
     return 0
 
