@@ -1,7 +1,8 @@
 """The HTTP plumbing of the API app: API keys, body limits, and every error as JSON.
 
 * :class:`ApiKeys` -- ASGI middleware: with keys configured, every path but
-  :data:`OPEN_PATHS` needs ``Authorization: Bearer <key>``; keys are compared
+  :data:`OPEN_PATHS` (and the ``open_paths`` it is given: ``/metrics`` when the operator
+  opens it) needs ``Authorization: Bearer <key>``; keys are compared
   in constant time (SHA-256 of both sides, then :func:`hmac.compare_digest`,
   so not even a key's length leaks). Runs before any body is read.
 * :func:`read_json` -- the request body, at most ``max_body`` bytes (413
@@ -28,7 +29,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
-    "DEFAULT_MAX_BODY", "EXCEPTION_HANDLERS", "OPEN_PATHS", "ApiKeys", "BodyError", "bad_request",
+    "DEFAULT_MAX_BODY", "EXCEPTION_HANDLERS", "METRICS_PATH", "OPEN_PATHS", "UNLIMITED_PATHS",
+    "ApiKeys", "BodyError", "bad_request",
     "error", "parse_api_keys", "parse_max_body", "read_json",
 ]
 
@@ -36,6 +38,9 @@ logger = logging.getLogger("statecrawl.api")
 
 DEFAULT_MAX_BODY = 1024 * 1024  #: bytes; the STATECRAWL_API_MAX_BODY setting
 OPEN_PATHS = frozenset({"/openapi.json"})  #: paths that need no API key
+METRICS_PATH = "/metrics"  #: Prometheus' scrape path (:mod:`statecrawl.api.metrics`)
+#: paths the rate and concurrency limits never count (:mod:`statecrawl.api.limits`)
+UNLIMITED_PATHS = OPEN_PATHS | {METRICS_PATH}
 DRAIN = 16  #: a body past the limit is read (and dropped) up to this many times the limit
 
 
@@ -75,9 +80,10 @@ def _digest(value: bytes) -> bytes:
 class ApiKeys:
     """ASGI middleware: 401 ``{success: false, error: "Unauthorized"}`` without a valid key."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[str] = (), open_paths: Iterable[str] = ()) -> None:
         self.app = app
         self.digests = [_digest(k.encode()) for k in keys]
+        self.open_paths = OPEN_PATHS | frozenset(open_paths)
 
     def allowed(self, header: bytes | None) -> bool:
         scheme, _, token = (header or b"").strip().partition(b" ")
@@ -90,7 +96,7 @@ class ApiKeys:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.digests or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.digests or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)

@@ -23,6 +23,7 @@ Routes (``<v>`` is ``v1`` or ``v2``; both read and write the same jobs):
 ``POST <v>/batch/scrape``          a batch job: one request per URL for the scrape
                                    workers (:mod:`.batch`)
 ``GET /openapi.json``              the schema (no API key needed)
+``GET /metrics``                   Prometheus metrics of the crawls (:mod:`.metrics`)
 =================================  ===================================================
 
 An unknown, expired or malformed id is a 404 ``Job not found``; so is an id
@@ -65,6 +66,7 @@ from statecrawl.api.batch import BatchService
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page
 from statecrawl.api.limits import Limits
 from statecrawl.api.map import MapService
+from statecrawl.api.metrics import METRICS_PATH, metrics_routes
 from statecrawl.api.models import (
     BatchScrapeRequest, CrawlRequest, MapRequest, ScrapeRequest, bad_request_body,
 )
@@ -95,7 +97,8 @@ def redis_client(url: str) -> Redis:
 
 def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = DEFAULT_MAX_BODY,
                job_ttl: float = DEFAULT_JOB_TTL, scrape_crawl: str | None = None,
-               rate_limit: int = 0, concurrency: int = 0, finished_ttl: float = 0.0) -> Starlette:
+               rate_limit: int = 0, concurrency: int = 0, finished_ttl: float = 0.0,
+               metrics_open: bool = False) -> Starlette:
     """The API app for the Redis at *redis_url* (one client per process, opened at start-up).
 
     *api_keys*: when any, every route but ``/openapi.json`` needs one as a Bearer token.
@@ -105,7 +108,8 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
     per minute, *concurrency*: requests in flight at once, per API key (else per client
     address), 0 for none; kept in Redis for every process (:mod:`.limits`). *finished_ttl*:
     seconds after which finished crawls are purged by a sweep this process runs at start and
-    every ``API_SWEEP_INTERVAL`` (:mod:`statecrawl.frontier.lifecycle`); 0 keeps them."""
+    every ``API_SWEEP_INTERVAL`` (:mod:`statecrawl.frontier.lifecycle`); 0 keeps them.
+    *metrics_open*: ``/metrics`` answers without an API key."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -139,8 +143,9 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
         ]
         routes += [Route(f"/{version}/{path}", _start, methods=["POST"])
                    for path in ("scrape", "crawl", "map", "batch/scrape")]
+    routes += metrics_routes()
     keys = tuple(api_keys)
-    middleware = [Middleware(ApiKeys, keys=keys),
+    middleware = [Middleware(ApiKeys, keys=keys, open_paths=[METRICS_PATH] if metrics_open else []),
                   Middleware(Limits, redis_url=redis_url, rate_limit=rate_limit,
                              concurrency=concurrency, keyed=bool(keys))]
     app = Starlette(routes=routes, middleware=middleware,

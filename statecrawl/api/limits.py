@@ -17,7 +17,7 @@ whole fleet behind a load balancer, however many processes it has:
   request runs, so a long request keeps its slot and a process that dies mid-request
   frees its slots within :data:`LEASE` seconds.
 
-A refused request spends neither a rate token nor a slot. ``/openapi.json`` is never limited.
+A refused request spends neither a rate token nor a slot. ``/openapi.json`` and ``/metrics`` are never limited.
 
 Who is limited: with API keys, each key, named in Redis by the first 16 hex digits of
 its SHA-256 (no key is stored in Redis); without keys, each client address (as uvicorn
@@ -51,7 +51,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statecrawl.api._http import OPEN_PATHS, error
+from statecrawl.api._http import UNLIMITED_PATHS, error
 from statecrawl.exceptions import ConfigError
 
 __all__ = ["LEASE", "OPEN_FOR", "Limiter", "Limits", "Verdict", "parse_concurrency",
@@ -170,7 +170,7 @@ class Limits:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self.limiter
-        if limiter is None or scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if limiter is None or scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
             try:
                 await self.app(scope, receive, send)
             finally:

@@ -13,6 +13,7 @@
     statecrawl purge CRAWL_ID [--dry-run] [--force]   remove every key of a crawl
     statecrawl hosts CRAWL_ID [--delay S] [--concurrency N] [--host H]   a polite crawl's hosts
     statecrawl serve [--port 3002] [--workers N] [--api-key KEY]   the HTTP API
+    statecrawl metrics [--listen 127.0.0.1:9108] [--once]   Prometheus metrics of the crawls
     statecrawl redis status|stop               the embedded Redis
 
 Every command finds Redis the same way: ``--redis-url``, else
@@ -51,6 +52,7 @@ from statecrawl.cli.crawl import SPIDER, cmd_crawl, default_crawl_id
 from statecrawl.cli.crawls import add_parsers as add_crawls_parsers
 from statecrawl.cli.hosts import add_parser as add_hosts_parser
 from statecrawl.cli.jobs import run_jobs
+from statecrawl.cli.metrics import add_parser as add_metrics_parser
 from statecrawl.cli.serve import add_parser as add_serve_parser
 from statecrawl.cli.status import add_parser as add_status_parser
 from statecrawl.cli.workers import run_worker, worker_command, worker_env
@@ -271,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_hosts_parser(sub, common, _count)
 
     add_serve_parser(sub, common, _count)
+
+    add_metrics_parser(sub, common, _count)
 
     p = sub.add_parser("redis", parents=common, help="the embedded Redis: status or stop")
     p.add_argument("action", choices=("status", "stop"))

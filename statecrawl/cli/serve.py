@@ -16,6 +16,8 @@ starting uvicorn:
 ``STATECRAWL_API_RATE_LIMIT``   requests per minute per API key (``--rate-limit``; 0: none)
 ``STATECRAWL_API_CONCURRENCY``  requests in flight at once per API key (``--concurrency``; 0: none)
 ``STATECRAWL_FINISHED_TTL``  seconds after which finished crawls are purged (0: kept)
+``STATECRAWL_METRICS_OPEN``  ``1``: ``/metrics`` needs no API key (``--metrics-open``)
+``STATECRAWL_METRICS_MAX_CRAWLS``, ``STATECRAWL_METRICS_TOP_HOSTS``  what ``/metrics`` exports
 ========================  ===========================================================
 
 Start-up checks, each a one-line error: Redis answers PING; the address can
@@ -50,12 +52,14 @@ from starlette.applications import Starlette
 
 from statecrawl.api import create_app, job_ttl, parse_api_keys, parse_max_body
 from statecrawl.api.limits import parse_concurrency, parse_rate_limit
+from statecrawl.api.metrics import metrics_open
 from statecrawl.api.scrape import SCRAPE_SPIDER, scrape_crawl_id
 from statecrawl.cli.common import redis_url, say, uses_embedded
 from statecrawl.cli.workers import KILL_AFTER, start_workers, worker_command, worker_env
 from statecrawl.exceptions import ConfigError, StatecrawlError
 from statecrawl.frontier.connection import connect, redact_url, resolve_redis_url
 from statecrawl.frontier.sweep import finished_ttl
+from statecrawl.observe.metrics import MetricsLimits
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_parser", "app_from_env", "cmd_serve"]
 
@@ -80,7 +84,8 @@ def app_from_env() -> Starlette:
                       job_ttl=job_ttl(env.get("STATECRAWL_API_JOB_TTL")),
                       rate_limit=parse_rate_limit(env.get("STATECRAWL_API_RATE_LIMIT")),
                       concurrency=parse_concurrency(env.get("STATECRAWL_API_CONCURRENCY")),
-                      finished_ttl=finished_ttl(env.get("STATECRAWL_FINISHED_TTL")))
+                      finished_ttl=finished_ttl(env.get("STATECRAWL_FINISHED_TTL")),
+                      metrics_open=metrics_open(env))
 
 
 def _loopback(host: str) -> bool:
@@ -122,6 +127,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _max_body(os.environ.get("STATECRAWL_API_MAX_BODY"))
     job_ttl(os.environ.get("STATECRAWL_API_JOB_TTL"))
     finished_ttl(os.environ.get("STATECRAWL_FINISHED_TTL"))
+    MetricsLimits.from_env(os.environ)  # a bad STATECRAWL_METRICS_* is a start-up error
+    open_metrics = args.metrics_open or metrics_open(os.environ)
     rate = args.rate_limit if args.rate_limit is not None else parse_rate_limit(
         os.environ.get("STATECRAWL_API_RATE_LIMIT"))
     concurrency = args.concurrency if args.concurrency is not None else parse_concurrency(
@@ -139,10 +146,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["STATECRAWL_API_KEYS"] = ",".join(keys)
     os.environ["STATECRAWL_API_RATE_LIMIT"] = str(rate)
     os.environ["STATECRAWL_API_CONCURRENCY"] = str(concurrency)
+    os.environ["STATECRAWL_METRICS_OPEN"] = "1" if open_metrics else "0"
     shown = f"[{args.host}]" if ":" in args.host else args.host
     say(f"API listening on http://{shown}:{args.port} ({args.workers} process"
         f"{'es' if args.workers > 1 else ''}, Redis {redact_url(url)}, "
-        f"{'API keys required' if keys else 'no API keys'}); scrape, map and batch scrape are "
+        f"{'API keys required' if keys else 'no API keys'}"
+        f"{'; /metrics open without a key' if keys and open_metrics else ''}); scrape, map and batch scrape are "
         "served by scrape workers (statecrawl worker --serve-scrapes), crawls by job workers "
         "(statecrawl worker --jobs N)")
     if rate or concurrency:
@@ -241,4 +250,7 @@ def add_parser(sub: Any, common: list[argparse.ArgumentParser], count: Any) -> N
     p.add_argument("--crawl-jobs", type=count(0), default=None, metavar="N",
                    help="also run the workers of up to N crawl jobs at once (statecrawl worker "
                         "--jobs N), stopped with the API (default: 2 on the embedded Redis, else 0)")
+    p.add_argument("--metrics-open", action="store_true",
+                   help="answer GET /metrics without an API key even when keys are set "
+                        "(default: $STATECRAWL_METRICS_OPEN, else a key is needed)")
     p.set_defaults(func=cmd_serve)

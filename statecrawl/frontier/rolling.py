@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from statecrawl.frontier.state import WorkerState
 
 __all__ = ["BUCKET_SECONDS", "KEEP_SECONDS", "LATENCY_BOUNDS", "RollingCounters", "rates",
-           "recent_keys", "window"]
+           "rates_of", "recent_keys", "window"]
 
 BUCKET_SECONDS = 10
 KEEP_SECONDS = 3600
@@ -153,6 +153,12 @@ async def rates(client: Redis, keys: CrawlKeys, windows: tuple[int, ...] = (60, 
     """*field* (pages done) per second over each window (s), in one round trip. A window
     counts whole buckets plus the current one, and is divided by the time those cover."""
     buckets, into = await _buckets(client, keys, max(_count(s) for s in windows))
+    return rates_of(buckets, into, windows, field)
+
+
+def rates_of(buckets: list[dict[str, int]], into: int, windows: tuple[int, ...] = (60, 300, 900),
+             field: str = "pages") -> dict[int, float]:
+    """:func:`rates` from buckets already read (newest first; *into*: seconds into the newest)."""
     out = {}
     for seconds in windows:
         n = _count(seconds)

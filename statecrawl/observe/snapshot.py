@@ -34,12 +34,12 @@ from collections import Counter
 from typing import Any
 
 from statecrawl.frontier.deadletter import read_dead_letters
-from statecrawl.frontier.rolling import BUCKET_SECONDS, rates
+from statecrawl.frontier.rolling import BUCKET_SECONDS, rates_of
 from statecrawl.frontier.store import LIVE_WORKER_WINDOW, CrawlStore
 
 __all__ = ["SERIES_SECONDS", "crawl_snapshot", "host_rows", "redis_facts"]
 
-#: The span of ``series`` (s).
+#: The span of ``series`` (s); also the longest rate window (15 min), read from the same buckets.
 SERIES_SECONDS = 900
 
 
@@ -97,8 +97,9 @@ def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-async def _buckets(store: CrawlStore) -> tuple[int, list[dict[str, int]]]:
-    """(the newest bucket's number, the last SERIES_SECONDS of buckets, newest first)."""
+async def _buckets(store: CrawlStore) -> tuple[int, int, list[dict[str, int]]]:
+    """(the newest bucket's number, the seconds into it, the last SERIES_SECONDS of buckets,
+    newest first)."""
     now, _ = await store.client.time()
     last = int(now) // BUCKET_SECONDS
     count = SERIES_SECONDS // BUCKET_SECONDS
@@ -106,7 +107,8 @@ async def _buckets(store: CrawlStore) -> tuple[int, list[dict[str, int]]]:
         for bucket in range(last, last - count, -1):
             pipe.hgetall(store.keys.rolling(bucket))
         raw = await pipe.execute()
-    return last, [{_text(a): int(b) for a, b in fields.items()} for fields in raw]
+    return last, int(now) % BUCKET_SECONDS + 1, [{_text(a): int(b) for a, b in fields.items()}
+                                                 for fields in raw]
 
 
 def _errors(fields: dict[str, int]) -> int:
@@ -170,8 +172,10 @@ def _bloom(meta: dict[str, str], entries: int) -> float | None:
     return round(1 - math.exp(-k * entries / m), 6) if m > 0 else None
 
 
-async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5) -> dict[str, Any]:
-    """Everything shown about crawl *store* (module docstring)."""
+async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5,
+                         redis: bool = True) -> dict[str, Any]:
+    """Everything shown about crawl *store* (module docstring). *redis* False leaves out the
+    server's facts (``redis`` is None): ``/metrics`` reads them once for all its crawls."""
     snap = await store.status()
     now_s, now_us = await store.client.time()
     now_ms = now_s * 1000 + now_us // 1000
@@ -180,11 +184,10 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5) -> 
     handled = max(0, admitted - snap["queued"] - snap["in_flight"])  # counted requests ended
     snap["progress"] = None if not limit else 1.0 if snap["state"] == "finished" else min(
         1.0, handled / limit)
-    pages = await rates(store.client, store.keys)
-    items = await rates(store.client, store.keys, field="items")
+    last, into, buckets = await _buckets(store)  # read once: the rates, the minute, the chart
+    pages, items = rates_of(buckets, into), rates_of(buckets, into, field="items")
     snap["rates"] = {"pages_per_s": {f"{s // 60}m": round(v, 3) for s, v in pages.items()},
                      "items_per_s": {f"{s // 60}m": round(v, 3) for s, v in items.items()}}
-    last, buckets = await _buckets(store)
     minute = _last_minute(buckets)
     per_host = minute.pop("hosts")
     snap["last_minute"] = minute
@@ -211,7 +214,7 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5) -> 
     mode = meta.get("dupefilter", "exact")
     snap["dupefilter"] = {"mode": mode, "entries": snap["seen"],
                           "bloom_fill": _bloom(meta, snap["seen"]) if mode == "bloom" else None}
-    snap["redis"] = await redis_facts(store.client)
+    snap["redis"] = await redis_facts(store.client) if redis else None
     snap["dead_letters"] = await read_dead_letters(store.client, store.keys, dead)
     snap["at"] = now_s + now_us / 1e6
     return snap
