@@ -74,10 +74,9 @@ from statecrawl.api.responses import (
     NOT_FOUND, active_body, errors_body, map_body, start_body, status_body, status_url,
 )
 from statecrawl.api.scrape import ScrapeError, ScrapeService
-from statecrawl.api.worker import expire_crawl_with_job, settle_crawl_job
+from statecrawl.api.worker import cancel_crawl_job, settle_crawl_job
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.sweep import API_SWEEP_INTERVAL, sweep_every
-from statecrawl.frontier.store import CrawlStore
 
 __all__ = ["IDEMPOTENCY_HEADER", "create_app", "redis_client"]
 
@@ -230,14 +229,12 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
 
 async def _cancel(request: Request) -> Response:
     kind, store, job = await _own_job(request)
-    change = None if job is None else await store.cancel(job.id)
+    change = None if job is None else await (
+        cancel_crawl_job(store, job.id) if kind == "crawl" else store.cancel(job.id))
     if change is None:
         return JSONResponse(NOT_FOUND, status_code=404)
     if kind == "crawl" and not change.changed:
         return error(409, f"Crawl is already {change.status}", status=change.status)
-    if kind == "crawl" and job is not None:
-        await CrawlStore(store.client, job.id).cancel()
-        await expire_crawl_with_job(store, job.id)
     return JSONResponse({"success": True, "status": change.status})
 
 
