@@ -23,6 +23,11 @@ Routes (``<v>`` is ``v1`` or ``v2``; both read and write the same jobs):
 ``POST <v>/batch/scrape``          a batch job: one request per URL for the scrape
                                    workers (:mod:`.batch`)
 ``GET /openapi.json``              the schema (no API key needed)
+``GET /crawls``, ``/crawls/{id}``  the live crawl page: the crawl list, one crawl as it runs
+                                   (HTML shells, no API key needed; :mod:`.live`)
+``GET /crawls.json``               the crawls, for the list page
+``GET /crawls/{id}/data``          one crawl's facts (:func:`statecrawl.observe.crawl_snapshot`)
+``POST /crawls/{id}/cancel``       cancel any crawl (a crawl job as ``DELETE``); 404, 409
 =================================  ===================================================
 
 An unknown, expired or malformed id is a 404 ``Job not found``; so is an id
@@ -64,6 +69,7 @@ from statecrawl.api import webhooks
 from statecrawl.api.batch import BatchService
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page
 from statecrawl.api.limits import Limits
+from statecrawl.api.live import live_routes
 from statecrawl.api.map import MapService
 from statecrawl.api.models import (
     BatchScrapeRequest, CrawlRequest, MapRequest, ScrapeRequest, bad_request_body,
@@ -138,6 +144,7 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
         ]
         routes += [Route(f"/{version}/{path}", _start, methods=["POST"])
                    for path in ("scrape", "crawl", "map", "batch/scrape")]
+    routes += live_routes()
     keys = tuple(api_keys)
     middleware = [Middleware(ApiKeys, keys=keys),
                   Middleware(Limits, redis_url=redis_url, rate_limit=rate_limit,
