@@ -1,8 +1,9 @@
 """The HTTP plumbing of the API app: API keys, body limits, and every error as JSON.
 
 * :class:`ApiKeys` -- ASGI middleware: with keys configured, every path but
-  :data:`OPEN_PATHS` (and the ``open_paths`` it is given: ``/metrics`` when the operator
-  opens it) needs ``Authorization: Bearer <key>``; keys are compared
+  :data:`OPEN_PATHS`, the live page's shells (:func:`is_open`) and the ``open_paths`` it
+  is given (``/metrics`` when the operator opens it) needs ``Authorization: Bearer <key>``;
+  keys are compared
   in constant time (SHA-256 of both sides, then :func:`hmac.compare_digest`,
   so not even a key's length leaks). Runs before any body is read.
 * :func:`read_json` -- the request body, at most ``max_body`` bytes (413
@@ -19,6 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 __all__ = [
     "DEFAULT_MAX_BODY", "EXCEPTION_HANDLERS", "METRICS_PATH", "OPEN_PATHS", "UNLIMITED_PATHS",
     "ApiKeys", "BodyError", "bad_request",
-    "error", "parse_api_keys", "parse_max_body", "read_json",
+    "error", "is_open", "parse_api_keys", "parse_max_body", "read_json",
 ]
 
 logger = logging.getLogger("statecrawl.api")
@@ -41,6 +43,10 @@ OPEN_PATHS = frozenset({"/openapi.json"})  #: paths that need no API key
 METRICS_PATH = "/metrics"  #: Prometheus' scrape path (:mod:`statecrawl.api.metrics`)
 #: paths the rate and concurrency limits never count (:mod:`statecrawl.api.limits`)
 UNLIMITED_PATHS = OPEN_PATHS | {METRICS_PATH}
+#: GET paths that need no API key either: the live page's HTML shells and static files
+#: (:mod:`statecrawl.api.live`), which hold no crawl data -- a browser cannot send a Bearer
+#: header when it navigates; the page asks for the key and sends it on its data requests.
+_OPEN_PAGES = re.compile(r"/crawls(?:/[^/]+)?|/static/live/[^/]+")
 DRAIN = 16  #: a body past the limit is read (and dropped) up to this many times the limit
 
 
@@ -73,6 +79,12 @@ def parse_max_body(value: str | int | None) -> int:
     return size
 
 
+def is_open(scope: Scope) -> bool:
+    """Whether the request of *scope* needs no API key (nor counts against a limit)."""
+    return scope["path"] in OPEN_PATHS or (
+        scope.get("method") in ("GET", "HEAD") and _OPEN_PAGES.fullmatch(scope["path"]) is not None)
+
+
 def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
@@ -96,7 +108,8 @@ class ApiKeys:
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.digests or scope["path"] in self.open_paths:
+        if (scope["type"] != "http" or not self.digests or scope["path"] in self.open_paths
+                or is_open(scope)):
             await self.app(scope, receive, send)
             return
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)

@@ -24,6 +24,11 @@ Routes (``<v>`` is ``v1`` or ``v2``; both read and write the same jobs):
                                    workers (:mod:`.batch`)
 ``GET /openapi.json``              the schema (no API key needed)
 ``GET /metrics``                   Prometheus metrics of the crawls (:mod:`.metrics`)
+``GET /crawls``, ``/crawls/{id}``  the live crawl page: the crawl list, one crawl as it runs
+                                   (HTML shells, no API key needed; :mod:`.live`)
+``GET /crawls.json``               the crawls, for the list page
+``GET /crawls/{id}/data``          one crawl's facts (:func:`statecrawl.observe.crawl_snapshot`)
+``POST /crawls/{id}/cancel``       cancel any crawl (a crawl job as ``DELETE``); 404, 409
 =================================  ===================================================
 
 An unknown, expired or malformed id is a 404 ``Job not found``; so is an id
@@ -65,6 +70,7 @@ from statecrawl.api import webhooks
 from statecrawl.api.batch import BatchService
 from statecrawl.api.jobs import DEFAULT_JOB_TTL, Job, JobStore, Page
 from statecrawl.api.limits import Limits
+from statecrawl.api.live import live_routes
 from statecrawl.api.map import MapService
 from statecrawl.api.metrics import METRICS_PATH, metrics_routes
 from statecrawl.api.models import (
@@ -76,10 +82,9 @@ from statecrawl.api.responses import (
     NOT_FOUND, active_body, errors_body, map_body, start_body, status_body, status_url,
 )
 from statecrawl.api.scrape import ScrapeError, ScrapeService
-from statecrawl.api.worker import expire_crawl_with_job, settle_crawl_job
+from statecrawl.api.worker import cancel_crawl_job, settle_crawl_job
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.sweep import API_SWEEP_INTERVAL, sweep_every
-from statecrawl.frontier.store import CrawlStore
 
 __all__ = ["IDEMPOTENCY_HEADER", "create_app", "redis_client"]
 
@@ -144,6 +149,7 @@ def create_app(redis_url: str, *, api_keys: Iterable[str] = (), max_body: int = 
         routes += [Route(f"/{version}/{path}", _start, methods=["POST"])
                    for path in ("scrape", "crawl", "map", "batch/scrape")]
     routes += metrics_routes()
+    routes += live_routes()
     keys = tuple(api_keys)
     middleware = [Middleware(ApiKeys, keys=keys, open_paths=[METRICS_PATH] if metrics_open else []),
                   Middleware(Limits, redis_url=redis_url, rate_limit=rate_limit,
@@ -235,14 +241,12 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
 
 async def _cancel(request: Request) -> Response:
     kind, store, job = await _own_job(request)
-    change = None if job is None else await store.cancel(job.id)
+    change = None if job is None else await (
+        cancel_crawl_job(store, job.id) if kind == "crawl" else store.cancel(job.id))
     if change is None:
         return JSONResponse(NOT_FOUND, status_code=404)
     if kind == "crawl" and not change.changed:
         return error(409, f"Crawl is already {change.status}", status=change.status)
-    if kind == "crawl" and job is not None:
-        await CrawlStore(store.client, job.id).cancel()
-        await expire_crawl_with_job(store, job.id)
     return JSONResponse({"success": True, "status": change.status})
 
 

@@ -51,7 +51,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from statecrawl.api._http import UNLIMITED_PATHS, error
+from statecrawl.api._http import UNLIMITED_PATHS, error, is_open
 from statecrawl.exceptions import ConfigError
 
 __all__ = ["LEASE", "OPEN_FOR", "Limiter", "Limits", "Verdict", "parse_concurrency",
@@ -170,7 +170,8 @@ class Limits:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self.limiter
-        if limiter is None or scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+        if (limiter is None or scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS
+                or is_open(scope)):
             try:
                 await self.app(scope, receive, send)
             finally:

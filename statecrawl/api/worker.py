@@ -48,10 +48,11 @@ from scrapy.exceptions import DropItem, IgnoreRequest
 
 from statecrawl.api import webhooks
 from statecrawl.api.batch import BATCH_META_KEY
-from statecrawl.api.jobs import JobStore, job_ttl
+from statecrawl.api.jobs import JobStore, Transition, job_ttl
 from statecrawl.api.responses import document_from_page
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.rolling import recent_keys
+from statecrawl.frontier.store import CrawlStore
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 from statecrawl.sessions.store import DEFAULT_SESSION
 
@@ -61,8 +62,8 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 __all__ = [
-    "JobDocuments", "JobResult", "RobotsBlocked", "SkipEndedJobs", "crawl_job_outcome", "end_job",
-    "expire_crawl_with_job", "settle_crawl_job",
+    "JobDocuments", "JobResult", "RobotsBlocked", "SkipEndedJobs", "cancel_crawl_job",
+    "crawl_job_outcome", "end_job", "expire_crawl_with_job", "settle_crawl_job",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,17 @@ async def expire_crawl_with_job(store: JobStore, job_id: str) -> None:
         for key in recent_keys(k, now):  # kept an hour at most: never past the job
             pipe.pexpireat(key, int(expires), lt=True)
         await pipe.execute()
+
+
+async def cancel_crawl_job(store: JobStore, job_id: str) -> Transition | None:
+    """Cancel crawl job *job_id* and, if this call ended it, its crawl (its workers stop)
+    and every key of the crawl expiring with the job; None: no such job. The one cancel of
+    ``DELETE /v2/crawl/{id}`` and the live page's Cancel button."""
+    change = await store.cancel(job_id)
+    if change is not None and change.changed:
+        await CrawlStore(store.client, job_id).cancel()
+        await expire_crawl_with_job(store, job_id)
+    return change
 
 
 async def settle_crawl_job(store: JobStore, job_id: str) -> str | None:

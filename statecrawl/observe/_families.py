@@ -41,7 +41,7 @@ SPECS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "statecrawl_metrics_scrape_duration_seconds": ("gauge", (), "Time this scrape took to read Redis."),
     # one crawl
     "statecrawl_crawl_info": ("gauge", ("crawl", "state", "spider", "dupefilter"), "1 for each exported crawl, with its state."),
-    "statecrawl_crawl_progress_ratio": ("gauge", C, "Items done / the crawl's limit (crawls with a limit)."),
+    "statecrawl_crawl_progress_ratio": ("gauge", C, "The share of the crawl's limit (requests) admitted and ended; 1 once finished."),
     "statecrawl_pages_total": ("counter", C, "Pages done: leases acknowledged after their output was committed (stats acked)."),
     "statecrawl_items_total": ("counter", C, "Distinct item keys stored (stats items)."),
     "statecrawl_requests_enqueued_total": ("counter", C, "Requests added to the frontier (stats enqueued)."),
