@@ -29,9 +29,8 @@ in ``sessionStorage`` (gone when the tab closes) and sends it as
 cancelled as ``DELETE /v2/crawl/{id}`` cancels it
 (:func:`statecrawl.api.worker.cancel_crawl_job`: the job, its crawl, the keys'
 expiry); any other crawl (``statecrawl crawl``, ``scrapy crawl``) as ``statecrawl
-cancel`` does (:meth:`CrawlStore.cancel`), after a check that it has not ended: a
-crawl that finishes between that check and the cancel is marked cancelled (its
-workers have stopped either way).
+cancel`` does, by one script (``lua/crawl_cancel.lua``) that leaves a crawl that
+has ended as it is (409).
 """
 
 from __future__ import annotations
@@ -198,12 +197,16 @@ async def _cancel(request: Request) -> Response:
                           "status": change.status}, 409)
         return _json({"success": True, "status": "cancelled", "job": True})
     store = _crawl_store(jobs.client, crawl_id)
-    if store is None or not await store.exists():
+    raw = None if store is None else await _cancel_script(jobs.client)(keys=[store.keys.meta])
+    if raw is None:
         return _json(_NOT_FOUND, 404)
-    raw = await store.client.hget(store.keys.meta, "state")
-    state = raw.decode(errors="replace") if raw else "running"
+    state = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     if state in _ENDED:
         return _json({"success": False, "error": f"Crawl is already {state}", "status": state}, 409)
-    if not await store.cancel():
-        return _json(_NOT_FOUND, 404)  # purged meanwhile
     return _json({"success": True, "status": "cancelled", "job": False})
+
+
+def _cancel_script(client: Redis) -> Any:
+    """``lua/crawl_cancel.lua`` on *client*: cancels a crawl only if it has not ended."""
+    source = resources.files("statecrawl.api").joinpath("lua", "crawl_cancel.lua").read_text()
+    return client.register_script(source)

@@ -136,7 +136,7 @@
     row.hidden = snap.progress === null || snap.progress === undefined;
     if (!row.hidden) {
       document.getElementById("progress").value = snap.progress;
-      setText("progress-text", `${num(snap.done)} of ${num(snap.limit)} pages (${num(100 * snap.progress, 1)} %)`);
+      setText("progress-text", `${num(100 * snap.progress, 1)} % of the limit of ${num(snap.limit)} requests · ${num(snap.done)} pages done`);
     }
   }
 
