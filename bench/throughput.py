@@ -8,6 +8,8 @@ noisy neighbour hurts all of them alike:
 * ``scrapy``      Scrapy's in-memory scheduler and RFPDupeFilter
 * ``scrapy-redis`` scrapy_redis.scheduler.Scheduler + RFPDupeFilter (pickle, BRPOP-free default queue)
 * ``statecrawl``  statecrawl.frontier.scheduler.Scheduler + RedisDupeFilter
+* ``statecrawl+counters`` the same with the per-fetch rolling counters the add-on enables
+  (``statecrawl.frontier.rolling.RollingCounters``; not in the default setups)
 * ``statecrawl x2`` two statecrawl processes sharing one crawl (pages/s of the pair)
 
 The site is the bundled demo site, written out as static files and served by
@@ -49,6 +51,11 @@ SETUPS: dict[str, list[str]] = {
     "statecrawl": ["-s", "SCHEDULER=statecrawl.frontier.scheduler.Scheduler",
                    "-s", "DUPEFILTER_CLASS=statecrawl.frontier.dupefilter.RedisDupeFilter"],
 }
+#: statecrawl with every rolling counter (the add-on's RollingCounters middleware: status
+#: class, bytes, latency, errors and host of each fetch, on top of the commits' own).
+SETUPS["statecrawl+counters"] = [
+    *SETUPS["statecrawl"],
+    "-s", 'DOWNLOADER_MIDDLEWARES={"statecrawl.frontier.rolling.RollingCounters": 960}']
 
 
 def start_site(pages: int, server: str, tmp: Path) -> tuple[subprocess.Popen[str], str]:
@@ -125,7 +132,8 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
-    parser.add_argument("--setups", default=",".join([*SETUPS, "statecrawl x2"]),
+    parser.add_argument("--setups", default=",".join(
+                            [n for n in SETUPS if n != "statecrawl+counters"] + ["statecrawl x2"]),
                         help="comma-separated subset of: %(default)s")
     args = parser.parse_args()
     names = [n.strip() for n in args.setups.split(",") if n.strip()]

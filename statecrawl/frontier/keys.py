@@ -106,9 +106,9 @@ key                            type    contents
                                        its leases back into ``queue``
 ``sc:{id}:tokens``             HASH    ``<worker>`` / ``<worker>|lease`` ->
                                        ``"<token> <result JSON>"``: the last
-                                       commit / lease each worker made, so one
-                                       re-sent after a lost reply is not
-                                       applied twice
+                                       commit / lease of each worker (a re-sent
+                                       one is not applied twice); ``<worker>|info``:
+                                       its heartbeat's JSON (host, pid, leases)
 ``sc:{id}:digests``            HASH    the ``exact`` dupefilter (the default):
                                        field = the first 2 bytes of a request
                                        fingerprint (65,536 buckets), value = the
