@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import ipaddress
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TextIO
 
-from statecrawl.exceptions import StatecrawlError
+from statecrawl.exceptions import ConfigError, StatecrawlError
 from statecrawl.frontier.connection import (
     connect,
     redact_url,
@@ -24,7 +26,8 @@ from statecrawl.frontier.connection import (
 from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier.store import CrawlStore
 
-__all__ = ["error", "one_line", "open_store", "redis_url", "say", "tolerant_stdio", "uses_embedded"]
+__all__ = ["check_bind", "error", "is_loopback", "one_line", "open_store", "redis_url", "say",
+           "tolerant_stdio", "uses_embedded"]
 
 #: errno values of a terminal or pipe that is gone.
 _GONE = frozenset({errno.EIO, errno.EPIPE, errno.ENXIO})
@@ -131,3 +134,32 @@ def error(message: object) -> None:
 def one_line(value: Any, width: int = 200) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def is_loopback(host: str) -> bool:
+    """Whether *host* (a name or an address to listen on) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, port: int, *, option: str, hint: str) -> None:
+    """Bind and release *host*:*port* as uvicorn will (SO_REUSEADDR), so a bad address or a
+    taken port is one clear line instead of a server's log. *option* names the flag that
+    gave the address, *hint* what to do about a port in use."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{option} {host!r}: cannot resolve it ({exc.strerror})") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            why = ("the address is already in use" if exc.errno == errno.EADDRINUSE
+                   else exc.strerror or str(exc))
+            raise StatecrawlError(f"cannot listen on {host}:{port}: {why}; {hint}") from None

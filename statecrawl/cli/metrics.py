@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
-import ipaddress
 import os
 import signal
-import socket
 import sys
 from typing import Any
 
 from statecrawl.api import parse_api_keys
 from statecrawl.api.metrics import metrics_app
-from statecrawl.cli.common import redis_url, say
-from statecrawl.exceptions import ConfigError, StatecrawlError
+from statecrawl.cli.common import check_bind, is_loopback, redis_url, say
+from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.connection import connect, redact_url
 from statecrawl.observe.metrics import MetricsLimits, exposition
 
@@ -51,33 +48,6 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise ConfigError(f"--listen {text!r}: expected HOST:PORT, [IPv6]:PORT or PORT with a "
                           "port from 1 to 65535, e.g. 127.0.0.1:9108")
     return host, int(port_text)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_bind(host: str, port: int) -> None:
-    """Bind and release the address as uvicorn will, so a bad one is one clear line."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ConfigError(f"--listen {host}:{port}: cannot resolve {host!r} ({exc.strerror})") from None
-    family, kind, proto, _name, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            why = ("the address is already in use" if exc.errno == errno.EADDRINUSE
-                   else exc.strerror or str(exc))
-            raise StatecrawlError(f"cannot listen on {host}:{port}: {why}; choose another "
-                                  "address with --listen") from None
 
 
 def _limits(args: argparse.Namespace) -> MetricsLimits:
@@ -112,11 +82,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
     host, port = parse_listen(args.listen or DEFAULT_LISTEN)
     keys = parse_api_keys(args.api_key)
-    if not keys and not _loopback(host):
+    if not keys and not is_loopback(host):
         say(f"warning: metrics on {host} without --api-key: anyone who reaches this port reads "
             "the crawl ids, hosts and workers of this Redis")
     asyncio.run(_ping(url))
-    _check_bind(host, port)
+    check_bind(host, port, option="--listen", hint="choose another address with --listen")
     shown = f"[{host}]" if ":" in host else host
     say(f"metrics on http://{shown}:{port}/metrics (Redis {redact_url(url)}, at most "
         f"{limits.max_crawls} crawls and {limits.top_hosts} hosts each"

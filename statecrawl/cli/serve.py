@@ -38,11 +38,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
-import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,9 +51,9 @@ from statecrawl.api import create_app, job_ttl, parse_api_keys, parse_max_body
 from statecrawl.api.limits import parse_concurrency, parse_rate_limit
 from statecrawl.api.metrics import metrics_open
 from statecrawl.api.scrape import SCRAPE_SPIDER, scrape_crawl_id
-from statecrawl.cli.common import redis_url, say, uses_embedded
+from statecrawl.cli.common import check_bind, is_loopback, redis_url, say, uses_embedded
 from statecrawl.cli.workers import KILL_AFTER, start_workers, worker_command, worker_env
-from statecrawl.exceptions import ConfigError, StatecrawlError
+from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.connection import connect, redact_url, resolve_redis_url
 from statecrawl.frontier.sweep import finished_ttl
 from statecrawl.observe.metrics import MetricsLimits
@@ -88,33 +85,6 @@ def app_from_env() -> Starlette:
                       metrics_open=metrics_open(env))
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_bind(host: str, port: int) -> None:
-    """Bind and release *host*:*port* as uvicorn will (SO_REUSEADDR), so a taken port is one
-    clear line instead of a uvicorn log."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ConfigError(f"--host {host!r}: cannot resolve it ({exc.strerror})") from None
-    family, kind, proto, _name, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            why = "the address is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-            raise StatecrawlError(f"cannot listen on {host}:{port}: {why}; stop what holds it or "
-                                  "choose another port with --port") from None
-
-
 async def _ping(url: str) -> None:
     client = await connect(url, name="statecrawl:serve")
     await client.aclose()
@@ -134,11 +104,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     concurrency = args.concurrency if args.concurrency is not None else parse_concurrency(
         os.environ.get("STATECRAWL_API_CONCURRENCY"))
     url = redis_url(args)
-    if not keys and not _loopback(args.host):
+    if not keys and not is_loopback(args.host):
         say(f"warning: listening on {args.host} without API keys: anyone who reaches this port "
             "can read and cancel every job; set --api-key or STATECRAWL_API_KEYS")
     asyncio.run(_ping(url))
-    _check_bind(args.host, args.port)
+    check_bind(args.host, args.port, option="--host",
+               hint="stop what holds it or choose another port with --port")
     embedded = uses_embedded(args)  # (before our own STATECRAWL_REDIS_URL below)
     scrapers = args.scrape_workers if args.scrape_workers is not None else int(embedded)
     jobs = args.crawl_jobs if args.crawl_jobs is not None else 2 * int(embedded)
