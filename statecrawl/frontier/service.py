@@ -159,7 +159,8 @@ class ServiceClient:
         deadline = loop.time() + timeout
         k = self.store.keys
         ticket, reply = k.ticket(request_id), k.reply(request_id)
-        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        pool = getattr(self.client, "connection_pool", self.client)  # a cluster client: none
+        socket_timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
         wait_slice = min(_WAIT_SLICE, socket_timeout / 2) if socket_timeout else _WAIT_SLICE
         replied = False
         try:
