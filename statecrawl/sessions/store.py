@@ -271,7 +271,7 @@ class SessionStore:
         again), and their Playwright storage states with them.
         """
         keys, args = self._sync_args(limits, deltas or {}, ensure)
-        if is_cluster(self.client):  # a cluster pipeline does not load scripts: call it after
+        if is_cluster(self.client):  # a cluster pipeline refuses EVALSHA: the script after
             if jars:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for sid, changes in jars.items():
