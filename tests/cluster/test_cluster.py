@@ -33,6 +33,7 @@ from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
 from statecrawl.frontier.lifecycle import crawl_pattern
 from statecrawl.frontier.liveness import HeartbeatThread, listen_for_work
 from statecrawl.frontier.store import CrawlStore
+from statecrawl.observe.metrics import exposition
 from statecrawl.observe.snapshot import redis_facts
 from tests.cluster.conftest import LocalCluster
 from tests.conftest import ROOT, run_client, run_store, scrapy_crawl, worker_env
@@ -289,3 +290,15 @@ def test_the_watchdog_and_the_heartbeat_work_on_a_crawl_of_another_master(
             beat.join(5)
             loop.close()
         assert not beat.is_alive() and events == []
+
+
+def test_metrics_exposition_reads_crawls_of_every_master(
+        redis_cluster: LocalCluster, crawled: tuple[list[str], DemoSite, Path]) -> None:
+    ids = crawled[0]
+
+    async def body(client: Any) -> bytes:
+        return await exposition(client)
+
+    text = run_client(redis_cluster.url, body).decode()
+    for cid in ids[:2]:  # (the third was purged by the CLI test)
+        assert f'crawl="{cid}"' in text, text[:2000]
