@@ -9,10 +9,12 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # Redis and Chromium come from Debian packages when missing (`playwright
-# install` needs the internet; Debian's chromium does not).
+# install` needs the internet; Debian's chromium does not). redis-cli (Debian's
+# redis-tools, which redis-server depends on) builds the tests' local Redis Cluster.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
 	  || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \

@@ -25,6 +25,7 @@ import redis
 from redis.asyncio import Redis as AsyncRedis
 
 from statecrawl.demo.site import DemoSite
+from statecrawl.frontier.connection import redis_from_url
 from statecrawl.frontier.store import CrawlStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ class RedisServer:
     port: int
     dir: Path
     proc: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more redis-server options (later ones win)
 
     @property
     def url(self) -> str:
@@ -53,7 +55,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--logfile", str(self.dir / "redis.log")],
+             "--logfile", str(self.dir / "redis.log"), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis(port=self.port)
@@ -139,7 +141,7 @@ T = TypeVar("T")
 def run_client(redis_url: str, body: Callable[[AsyncRedis], Awaitable[T]]) -> T:
     """Run *body* with a fresh asyncio Redis client (bytes replies) on its own loop."""
     async def main() -> T:
-        client = AsyncRedis.from_url(redis_url)
+        client = redis_from_url(redis_url)  # a cluster client for a redis+cluster:// URL
         try:
             return await body(client)
         finally:
@@ -151,7 +153,7 @@ def run_client(redis_url: str, body: Callable[[AsyncRedis], Awaitable[T]]) -> T:
 def run_store(redis_url: str, crawl_id: str, body: Callable[[CrawlStore], Awaitable[T]]) -> T:
     """Run *body* with a fresh CrawlStore for *crawl_id* (its crawl opened) on its own loop."""
     async def main() -> T:
-        client = AsyncRedis.from_url(redis_url)
+        client = redis_from_url(redis_url)
         try:
             store = CrawlStore(client, crawl_id)
             await store.open_crawl(spider="test")

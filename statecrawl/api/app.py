@@ -83,6 +83,7 @@ from statecrawl.api.responses import (
 )
 from statecrawl.api.scrape import ScrapeError, ScrapeService
 from statecrawl.api.worker import cancel_crawl_job, settle_crawl_job
+from statecrawl.frontier.connection import redis_from_url
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.sweep import API_SWEEP_INTERVAL, sweep_every
 
@@ -94,7 +95,7 @@ _MAX_IDEMPOTENCY_KEY = 256  # characters
 
 def redis_client(url: str) -> Redis:
     """The app's client: bytes replies (the job store needs them), bounded connect and reads."""
-    client: Redis = Redis.from_url(url, decode_responses=False, socket_connect_timeout=5,
+    client: Redis = redis_from_url(url, decode_responses=False, socket_connect_timeout=5,
                                    socket_timeout=15, health_check_interval=30,
                                    client_name="statecrawl:api")
     return client

@@ -53,6 +53,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statecrawl.api._http import UNLIMITED_PATHS, error, is_open
 from statecrawl.exceptions import ConfigError
+from statecrawl.frontier.connection import redis_from_url
 
 __all__ = ["LEASE", "OPEN_FOR", "Limiter", "Limits", "Verdict", "parse_concurrency",
            "parse_rate_limit"]
@@ -142,7 +143,7 @@ class Limiter:
 
 def limits_client(url: str) -> Redis:
     """The limiter's own client: short timeouts, so a hung Redis costs a request 2 s, once."""
-    client: Redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2,
+    client: Redis = redis_from_url(url, socket_connect_timeout=2, socket_timeout=2,
                                    health_check_interval=30, client_name="statecrawl:api-limits")
     return client
 

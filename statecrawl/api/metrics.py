@@ -31,6 +31,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from statecrawl.api._http import EXCEPTION_HANDLERS, METRICS_PATH, ApiKeys
+from statecrawl.frontier.connection import redis_from_url
 from statecrawl.observe.metrics import CONTENT_TYPE, MetricsLimits, exposition
 
 __all__ = ["METRICS_PATH", "SCRAPE_TIMEOUT", "metrics_app", "metrics_routes", "metrics_open"]
@@ -85,7 +86,7 @@ def metrics_app(redis_url: str, limits: MetricsLimits, *, api_keys: Iterable[str
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client: Redis = Redis.from_url(redis_url, decode_responses=False,
+        client: Redis = redis_from_url(redis_url, decode_responses=False,
                                        socket_connect_timeout=5, socket_timeout=8,
                                        health_check_interval=30, client_name=client_name)
         app.state.redis = client

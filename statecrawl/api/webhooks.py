@@ -64,6 +64,7 @@ from redis.exceptions import RedisError
 from statecrawl.api.jobs import JobStore
 from statecrawl.api.models import Webhook
 from statecrawl.exceptions import AddressRefused, ConfigError
+from statecrawl.frontier.cluster import is_cluster, node_of
 from statecrawl.net.addresses import Allowlist, judge
 
 __all__ = [
@@ -121,10 +122,14 @@ async def enqueue(client: Redis, job_id: str, kind: str, event: Event,
     if event not in _EVENTS or kind not in _TYPE_PREFIX:
         raise ValueError(f"unknown webhook event {kind!r}/{event!r}")
     keys = JobStore.keys(job_id)
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.get(keys[1])
-        pipe.time()
-        raw, (sec, usec) = await pipe.execute()
+    if is_cluster(client):  # a cluster pipeline refuses TIME: the job's master's clock
+        raw = await client.get(keys[1])
+        sec, usec = await client.time(target_nodes=node_of(client, keys[0]))  # type: ignore[call-arg]
+    else:
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.get(keys[1])
+            pipe.time()
+            raw, (sec, usec) = await pipe.execute()
     webhook = webhook_of(json.loads(raw) if raw else None)
     if webhook is None or event not in webhook.events:
         return False
@@ -134,10 +139,15 @@ async def enqueue(client: Redis, job_id: str, kind: str, event: Event,
         payload["error"] = error
     entry = json.dumps({"event": event, "attempt": 0, "payload": payload},
                        separators=(",", ":"), ensure_ascii=False)
+    push, push_keys = client.register_script(_lua("push")), [keys[0], hooks_key(job_id)]
+    due = {job_id: int(sec) * 1000 + int(usec) // 1000}
+    if is_cluster(client):  # a cluster pipeline refuses EVALSHA: two calls, push first
+        pushed = await push(keys=push_keys, args=[f"{uuid.uuid4()} {entry}"])
+        await client.zadd(HOOKS_KEY, due, nx=True)
+        return bool(pushed)
     async with client.pipeline(transaction=False) as pipe:
-        await client.register_script(_lua("push"))(keys=[keys[0], hooks_key(job_id)],
-                                                   args=[f"{uuid.uuid4()} {entry}"], client=pipe)
-        pipe.zadd(HOOKS_KEY, {job_id: int(sec) * 1000 + int(usec) // 1000}, nx=True)
+        await push(keys=push_keys, args=[f"{uuid.uuid4()} {entry}"], client=pipe)
+        pipe.zadd(HOOKS_KEY, due, nx=True)
         pushed, _ = await pipe.execute()
     return bool(pushed)
 

@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 from statecrawl.cli.common import redis_url, say
 from statecrawl.exceptions import ConfigError, StatecrawlError
 from statecrawl.frontier.connection import connect
-from statecrawl.frontier.keys import CRAWLS_KEY
+from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
 from statecrawl.frontier.lifecycle import PurgeResult, crawl_bytes, purge_crawl, sweep_finished
 from statecrawl.frontier.sweep import finished_ttl
 from statecrawl.frontier.store import CrawlStore
@@ -99,8 +99,14 @@ async def _list(args: argparse.Namespace) -> tuple[list[dict[str, Any]], bool]:
                 say(f"purged {len(purged)} crawl{'' if len(purged) == 1 else 's'} finished more "
                     f"than {ttl:g} s ago (STATECRAWL_FINISHED_TTL): "
                     f"{', '.join(r.crawl_id for r in purged)}")
+        listed = set(await client.smembers(CRAWLS_KEY))
+        sizes, complete = ({}, True) if args.no_bytes else await crawl_bytes(client)
+        for cid in sorted(sizes):  # its meta written, its index entry not (a crash between)
+            if cid.encode() not in listed and _meta_key(cid) and await client.exists(_meta_key(cid)):
+                await client.sadd(CRAWLS_KEY, cid)
+                listed.add(cid.encode())
         rows = []
-        for raw in sorted(await client.smembers(CRAWLS_KEY)):
+        for raw in sorted(listed):
             try:
                 store = CrawlStore(client, raw.decode())
             except (ConfigError, UnicodeDecodeError):
@@ -117,15 +123,21 @@ async def _list(args: argparse.Namespace) -> tuple[list[dict[str, Any]], bool]:
             else:
                 row.update(state=shown_state(s), done=s["done"], failed=s["failed"], queued=s["queued"])
             rows.append(row)
-        complete = True
         if rows and not args.no_bytes:
-            sizes, complete = await crawl_bytes(client)
             for row in rows:
                 row["bytes"] = sizes.get(row["crawl_id"], 0)
                 row["bytes_complete"] = complete
         return rows, complete
     finally:
         await client.aclose()
+
+
+def _meta_key(crawl_id: str) -> str:
+    """The meta key of *crawl_id*, '' if it is not a crawl id (a key statecrawl did not write)."""
+    try:
+        return CrawlKeys(crawl_id).meta
+    except ConfigError:
+        return ""
 
 
 # -- purge -------------------------------------------------------------------------------

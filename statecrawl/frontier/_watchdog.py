@@ -20,7 +20,10 @@ statecrawl may be imported from a zip, where this file has no path of its own
 (scrapyd's egg comes before an editable install on ``sys.path``). It then
 reads one JSON line of configuration, the Lua it runs included (the Redis
 URL is never on the command line, where ``ps`` would show its password), and
-blocks reading stdin until EOF. SIGINT and SIGTERM are ignored: a Ctrl-C to
+blocks reading stdin until EOF. For a Redis Cluster the configuration
+carries the seed nodes (``nodes``) and the first seed's ``redis://`` URL,
+parsed by :mod:`statecrawl.frontier.cluster` in the worker: the watchdog
+builds redis-py's ``RedisCluster`` from them and needs no parser of its own. SIGINT and SIGTERM are ignored: a Ctrl-C to
 the process group must not make it leave before the worker has drained.
 """
 
@@ -30,26 +33,49 @@ import json
 import signal
 import sys
 import time
+from typing import Any
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 
 #: How long to keep trying to reach Redis after the worker died.
 RETRY_FOR = 60.0
+
+
+#: What a failed call may raise: redis-py's errors, and the cluster client's "cannot connect".
+FAILURES = (redis.RedisError, RedisClusterException, OSError)
+
+
+def client(config: dict[str, object]) -> Any:
+    """The Redis client: a cluster one when the config lists the cluster's seed ``nodes``
+    (``url`` is then the first seed's redis:// URL); it connects at once, and may raise."""
+    url, nodes = str(config["url"]), config.get("nodes")
+    if isinstance(nodes, list) and nodes:
+        seeds = [ClusterNode(str(host), int(port)) for host, port in nodes[1:]]
+        return RedisCluster.from_url(url, startup_nodes=seeds, socket_timeout=5,
+                                     socket_connect_timeout=5)
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
 
 
 class Leaver:
     """Runs leave.lua for the worker; connects and loads the script up front."""
 
     def __init__(self, config: dict[str, object]) -> None:
-        source = str(config["script"])  # requeue_owned.lua + leave.lua
+        self.source = str(config["script"])  # requeue_owned.lua + leave.lua
+        self.config = config
         self.keys, self.worker = config["keys"], str(config["worker"])
-        self.client = redis.Redis.from_url(
-            str(config["url"]), socket_timeout=5, socket_connect_timeout=5)
-        self.script = self.client.register_script(source)
+        self.client: Any = None
         try:  # so that the leave itself is one EVALSHA on an open connection
-            self.client.script_load(source)
-        except (redis.RedisError, OSError):
+            self._connect()
+            self.client.script_load(self.source)
+        except FAILURES:
             pass  # Redis is down now; the leave retries
+
+    def _connect(self) -> None:
+        if self.client is None:
+            self.client = client(self.config)
+            self.script = self.client.register_script(self.source)
 
     def leave(self) -> int:
         """Give the worker's leases back; returns how many. Retries for RETRY_FOR s."""
@@ -57,13 +83,15 @@ class Leaver:
         try:
             while True:
                 try:
+                    self._connect()
                     return int(self.script(keys=self.keys, args=[self.worker, "reclaimed"]))
-                except (redis.RedisError, OSError):
+                except FAILURES:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
         finally:
-            self.client.close()
+            if self.client is not None:
+                self.client.close()
 
 
 def main() -> int:

@@ -23,6 +23,14 @@ gets its Redis from here, so the rules are decided once:
 * **Say what is wrong.** A refused password (``NOAUTH``, ``WRONGPASS``) is
   "authentication failed", pointing at the password in the URL, not at a
   Redis that is not running.
+* **One or many nodes.** ``redis+cluster://host:port[,host:port...]``
+  (``rediss+cluster://`` with TLS) names a Redis Cluster by a seed list;
+  :func:`redis_from_url` builds redis-py's ``RedisCluster`` for it and
+  ``Redis`` for any other URL, so every client (workers, heartbeat,
+  watchdog, work listener, sessions, CLI, API) takes either form. The URL
+  form and what differs on a cluster: :mod:`statecrawl.frontier.cluster`.
+  A cluster URL is a URL like any other here: it never starts the embedded
+  Redis, which runs only when no URL is set.
 * **No secrets in logs.** URLs may carry a password (``redis://:pw@host``,
   ``?password=pw``); every message goes through :func:`redact_url`.
 """
@@ -34,17 +42,19 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from statecrawl.exceptions import ConfigError, RedisUnavailable
 from statecrawl.frontier import embedded
+from statecrawl.frontier.cluster import cluster_client, is_cluster, is_cluster_url
 from statecrawl.frontier.keys import validate_crawl_id
 from statecrawl.frontier._scrapy_redis import (
     SCRAPY_REDIS_DEFAULT_URL,
@@ -65,6 +75,7 @@ __all__ = [
     "crawl_id_for",
     "redact_url",
     "resolve_redis",
+    "redis_from_url",
     "redis_url_from_settings",
     "redis_url_source",
     "resolve_redis_url",
@@ -252,25 +263,34 @@ def _unavailable(url: str, exc: BaseException) -> RedisUnavailable:
     )
 
 
-def _bad_url(url: str, exc: ValueError) -> ConfigError:
+def _bad_url(url: str, exc: Exception) -> ConfigError:
     return ConfigError(
         f"invalid Redis URL {redact_url(url)}: {exc}. Expected redis://[:password@]host:port/db, "
-        "rediss://... (TLS) or unix:///path/to/redis.sock"
+        "rediss://... (TLS), unix:///path/to/redis.sock or, for a Redis Cluster, "
+        "redis+cluster://[:password@]host:port[,host:port...] (rediss+cluster:// for TLS)"
     )
 
 
-def _from_url(cls: Any, url: str, name: str) -> Any:
-    """A client of *cls* (sync or asyncio) for *url*; a malformed URL is a ConfigError."""
+def redis_from_url(url: str, *, sync: bool = False, **kwargs: Any) -> Any:
+    """A client for *url*, not yet connected: redis-py's ``Redis`` (``redis.asyncio`` unless
+    *sync*) or, for a ``redis+cluster://`` URL, its ``RedisCluster``
+    (:mod:`statecrawl.frontier.cluster`), with *kwargs*. Every client statecrawl opens is
+    built here. A malformed URL is a :class:`ConfigError`; a sync cluster client connects at
+    once, and raises ``redis.ConnectionError`` when it cannot."""
     try:
-        return cls.from_url(
-            url,
-            decode_responses=False,
-            health_check_interval=HEALTH_CHECK_INTERVAL,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            client_name=name,
-        )
-    except ValueError as exc:
+        if is_cluster_url(url):
+            return cluster_client(url, sync=sync, **kwargs)
+        return (redis.Redis if sync else redis.asyncio.Redis).from_url(url, **kwargs)
+    except (ValueError, RedisClusterException) as exc:
         raise _bad_url(url, exc) from exc
+
+
+def _from_url(url: str, name: str, *, sync: bool) -> Any:
+    """statecrawl's client for *url* (sync or asyncio): bytes replies, health checks, a
+    bounded connect, *name* as CLIENT SETNAME."""
+    return redis_from_url(url, sync=sync, decode_responses=False,
+                          health_check_interval=HEALTH_CHECK_INTERVAL,
+                          socket_connect_timeout=CONNECT_TIMEOUT, client_name=name)
 
 
 async def connect(url: str, *, name: str = "statecrawl") -> redis.asyncio.Redis:
@@ -279,9 +299,19 @@ async def connect(url: str, *, name: str = "statecrawl") -> redis.asyncio.Redis:
     Responses stay ``bytes`` (``decode_responses=False``) because stored
     values are JSON bytes and fingerprints are binary-safe keys. ``name`` is
     sent as CLIENT SETNAME so ``CLIENT LIST`` shows which worker holds which
-    connection.
+    connection. A cluster URL gives a ``redis.asyncio.RedisCluster`` (typed as
+    ``Redis``: statecrawl calls only what both have), checked by loading the
+    cluster's slot map from the seeds, each tried once, then a PING.
     """
-    client = _from_url(redis.asyncio.Redis, url, name)
+    client = _from_url(url, name, sync=False)
+    if is_cluster(client):
+        try:
+            await client.initialize()
+            await client.ping()
+        except (redis.RedisError, RedisClusterException, OSError) as exc:
+            await client.aclose()
+            raise _unavailable(url, exc) from exc
+        return cast("redis.asyncio.Redis", client)
     retry = client.get_retry()
     client.set_retry(AsyncRetry(NoBackoff(), 0))
     try:
@@ -291,12 +321,22 @@ async def connect(url: str, *, name: str = "statecrawl") -> redis.asyncio.Redis:
         raise _unavailable(url, exc) from exc
     if retry is not None:
         client.set_retry(retry)
-    return client
+    return cast("redis.asyncio.Redis", client)
 
 
 def connect_sync(url: str, *, name: str = "statecrawl") -> redis.Redis:
     """Blocking twin of :func:`connect`, for CLI commands run outside the reactor."""
-    client = _from_url(redis.Redis, url, name)
+    try:
+        client = _from_url(url, name, sync=True)
+    except (redis.RedisError, OSError) as exc:  # a sync cluster client connects at once
+        raise _unavailable(url, exc) from exc
+    if is_cluster(client):
+        try:
+            client.ping()
+        except (redis.RedisError, RedisClusterException, OSError) as exc:
+            client.close()
+            raise _unavailable(url, exc) from exc
+        return cast("redis.Redis", client)
     retry = client.get_retry()
     client.set_retry(Retry(NoBackoff(), 0))
     try:
@@ -306,4 +346,4 @@ def connect_sync(url: str, *, name: str = "statecrawl") -> redis.Redis:
         raise _unavailable(url, exc) from exc
     if retry is not None:
         client.set_retry(retry)
-    return client
+    return cast("redis.Redis", client)

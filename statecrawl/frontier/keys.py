@@ -301,24 +301,26 @@ key                            type    contents
 ``meta["cookiejar"]``, and the login), ``pool-<n>`` (pool sessions), or the
 ``cookiejar`` value (``[A-Za-z0-9._:-]{1,64}``, else ``h:`` + a hash of it).
 
-A request's life: the commit script checks its fingerprint against the
-crawl's dupefilter (``digests``, ``bloom`` or ``seen``, as
-``meta.dupefilter`` says) and appends it to its score's ``fifo`` list (one
-atomic step per batch); the lease script pops it, gives it an id and stores
-it in ``reqs`` + ``leases`` (a polite crawl's lease first sorts it into
-``hostq``); a request given back goes to ``queue`` by id; the
-commit script that carries the request's callback output (new requests and
-items) also deletes the lease and the ``reqs`` entry, in that order,
-atomically. A request whose worker dies stays in ``leases`` under that
-worker's id; putting such leases back into ``queue`` needs only the worker id
-(issue 3: reclaim).
+A request's life: the commit script checks its fingerprint against the crawl's
+dupefilter (``digests``, ``bloom`` or ``seen``, as ``meta.dupefilter`` says) and appends
+it to its score's ``fifo`` list (one atomic step per batch); the lease script pops it,
+gives it an id and stores it in ``reqs`` + ``leases`` (a polite crawl's lease first sorts
+it into ``hostq``); a request given back goes to ``queue`` by id; the commit script that
+carries the request's callback output (new requests and items) also deletes the lease and
+the ``reqs`` entry, in that order, atomically. A request whose worker dies stays in
+``leases`` under that worker's id; putting such leases back into ``queue`` needs only the
+worker id (issue 3: reclaim).
 The crawl is finished when ``fifo``, ``queue``, ``leases`` (and ``hostq``) are empty.
 
-A crawl's end: every key above whose name starts with ``sc:{<id>}:`` is the
-crawl's, and ``statecrawl purge`` (:mod:`statecrawl.frontier.lifecycle`)
-deletes them all -- ``meta`` first, then the rest by ``SCAN`` -- and drops
-the id from ``sc:crawls``, ``sc:api:active:<kind>`` and ``sc:api:hooks``. A
-new key of a crawl needs no change there, only this prefix.
+Global keys -- ``sc:crawls``, ``sc:api:active:<kind>``, ``sc:api:hooks`` -- are indexes
+outside every crawl's hash tag (other slots on a Redis Cluster), so no script, transaction
+or pipeline writes one with a crawl's keys: an id is added after the crawl's ``meta``
+exists and dropped last. A crash in between leaves a crawl unlisted, listed again by the
+next ``open_crawl`` or by ``statecrawl list`` (which finds metas by ``SCAN``), or an id
+listed with no crawl, which readers skip and drop. ``statecrawl purge``
+(:mod:`statecrawl.frontier.lifecycle`) deletes ``meta`` first, then every other key under
+``sc:{<id>}:`` by ``SCAN`` (each master of a cluster), then the index entries: a new key
+of a crawl needs no change there, only this prefix.
 """
 
 from __future__ import annotations

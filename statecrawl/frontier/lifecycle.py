@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from statecrawl.exceptions import ConfigError, StatecrawlError
+from statecrawl.frontier.cluster import scan_nodes
 from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys, validate_crawl_id
 from statecrawl.frontier.store import LIVE_WORKER_WINDOW, script_source
 
@@ -100,15 +101,24 @@ def _crawl_of(key: bytes) -> str | None:
     return key[4:end].decode(errors="replace")
 
 
-async def _scan(client: Redis, pattern: str) -> AsyncIterator[list[bytes]]:
-    """The keys matching *pattern*, one SCAN reply at a time (a key may come twice)."""
-    cursor = 0
-    while True:
-        cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT)
-        if keys:
-            yield keys
-        if int(cursor) == 0:
-            return
+async def _scan(client: Redis, crawl_id: str | None) -> AsyncIterator[list[bytes]]:
+    """The keys of *crawl_id* (None: of every crawl), one SCAN reply at a time (a key may
+    come twice). On a cluster, SCAN walks one node: every master is walked in turn, or only
+    the one crawl's master (its keys share a hash tag)."""
+    pattern = crawl_pattern(crawl_id)
+    for node in scan_nodes(client, None if crawl_id is None else CrawlKeys(crawl_id).meta):
+        cursor = 0
+        while True:
+            if node is None:
+                cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT)
+            else:  # a cluster client answers {node name: cursor}, keys
+                cursors, keys = await client.scan(cursor, match=pattern, count=SCAN_COUNT,
+                                                  target_nodes=node)  # type: ignore[call-arg]
+                cursor = next(iter(cursors.values()), 0)
+            if keys:
+                yield keys
+            if int(cursor) == 0:
+                break
 
 
 async def _sizes(client: Redis, keys: list[bytes]) -> list[int]:
@@ -180,7 +190,7 @@ async def _unlink(client: Redis, results: dict[str, PurgeResult]) -> None:
         result.keys += n
         result.bytes += sum(sizes)
 
-    async for keys in _scan(client, crawl_pattern(only)):
+    async for keys in _scan(client, only):
         for key in keys:
             cid = _crawl_of(key)
             if cid in pending:
@@ -193,7 +203,7 @@ async def _unlink(client: Redis, results: dict[str, PurgeResult]) -> None:
 
 async def _count_left(client: Redis, crawl_id: str) -> int:
     left: set[bytes] = set()
-    async for keys in _scan(client, crawl_pattern(crawl_id)):
+    async for keys in _scan(client, crawl_id):
         left.update(keys)
     return len(left)
 
@@ -211,7 +221,7 @@ async def purge_crawl(client: Redis, crawl_id: str, *, force: bool = False, dry_
     live_ms = int(LIVE_WORKER_WINDOW * 1000)
     if dry_run:
         found: set[bytes] = set()
-        async for keys in _scan(client, crawl_pattern(crawl_id)):
+        async for keys in _scan(client, crawl_id):
             found.update(keys)
         if not found and not result.indexes:
             raise UnknownCrawl(f"no crawl {crawl_id!r} in this Redis: no key and no index names it")
@@ -334,7 +344,7 @@ async def crawl_bytes(client: Redis, crawl_id: str | None = None,
     totals: dict[str, int] = {}
     measured = 0
     seen: set[bytes] = set()
-    async for keys in _scan(client, crawl_pattern(crawl_id)):
+    async for keys in _scan(client, crawl_id):
         fresh = [key for key in keys if key not in seen][:max(0, max_keys - measured)]
         seen.update(fresh)
         for key, size in zip(fresh, await _sizes(client, fresh) if fresh else []):

@@ -28,12 +28,14 @@ import threading
 import time
 from collections.abc import Callable
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 import redis.asyncio
 from redis.exceptions import RedisError
 
+from statecrawl.frontier.cluster import is_cluster_url, node_urls, parse_cluster_url
+from statecrawl.frontier.connection import redis_from_url
 from statecrawl.frontier.store import heartbeat_keys, script_source
 
 if TYPE_CHECKING:
@@ -77,10 +79,16 @@ class HeartbeatThread(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
 
+    def _client(self) -> Any:
+        """This thread's own blocking client (a cluster one for a cluster URL: it connects
+        here, and may raise ConnectionError)."""
+        return redis_from_url(self.url, sync=True, socket_timeout=max(1.0, self.interval * 5),
+                              socket_connect_timeout=2.0)
+
     def run(self) -> None:
-        client = redis.Redis.from_url(self.url, socket_timeout=max(1.0, self.interval * 5),
-                                      socket_connect_timeout=2.0)
-        script = client.register_script(script_source("host_done.lua", "heartbeat.lua"))
+        client: Any = None
+        script: Any = None
+        source = script_source("host_done.lua", "heartbeat.lua")
         keys = heartbeat_keys(self.keys)
         failing = False
         last = told = time.monotonic()
@@ -98,6 +106,9 @@ class HeartbeatThread(threading.Thread):
                     if self.info is not None and now - told >= INFO_EVERY:
                         args.append(self.info())
                         told = now
+                    if client is None:
+                        client = self._client()
+                        script = client.register_script(source)
                     out = script(keys=keys, args=args)
                 except (RedisError, OSError) as exc:
                     if not failing:
@@ -113,7 +124,8 @@ class HeartbeatThread(threading.Thread):
                     dead = [w.decode() for w in out[2:]]
                     self.loop.call_soon_threadsafe(self.on_reclaimed, int(out[1]), dead)
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
 
 def start_watchdog(url: str, keys: CrawlKeys, worker: str) -> subprocess.Popen[bytes]:
@@ -130,8 +142,12 @@ def start_watchdog(url: str, keys: CrawlKeys, worker: str) -> subprocess.Popen[b
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
     )
     assert proc.stdin is not None
-    config = {"url": url, "keys": heartbeat_keys(keys), "worker": worker,
-              "script": script_source("host_done.lua", "requeue_owned.lua", "leave.lua")}
+    config: dict[str, object] = {
+        "url": url, "keys": heartbeat_keys(keys), "worker": worker,
+        "script": script_source("host_done.lua", "requeue_owned.lua", "leave.lua")}
+    if is_cluster_url(url):  # the watchdog knows only redis-py: one seed's URL, and the seeds
+        seeds = parse_cluster_url(url)
+        config.update(url=seeds.node_url, nodes=[list(node) for node in seeds.nodes])
     proc.stdin.write(json.dumps(program).encode() + b"\n" + json.dumps(config).encode() + b"\n")
     proc.stdin.flush()
     return proc
@@ -144,9 +160,13 @@ async def listen_for_work(url: str, channel: str, on_work: Callable[[str], None]
     ``reclaimed`` (a dead worker's leases came back) or ``released`` (a
     stopping worker gave its leases back).
     """
-    backoff = 0.1
+    # On a cluster a message published on any node (by PUBLISH or a script) reaches every
+    # node: subscribe on one seed, the next one after each lost connection.
+    urls = node_urls(url) if is_cluster_url(url) else [url]
+    backoff, attempt = 0.1, 0
     while True:
-        client = redis.asyncio.Redis.from_url(url)
+        client = redis.asyncio.Redis.from_url(urls[attempt % len(urls)])
+        attempt += 1
         try:
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(channel)

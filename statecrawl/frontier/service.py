@@ -60,6 +60,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from statecrawl.exceptions import CrawlStateLost
+from statecrawl.frontier.cluster import is_cluster
 from statecrawl.frontier.serialize import get_request_json
 from statecrawl.frontier.store import CrawlStore, PendingRequest, script_source
 
@@ -159,7 +160,8 @@ class ServiceClient:
         deadline = loop.time() + timeout
         k = self.store.keys
         ticket, reply = k.ticket(request_id), k.reply(request_id)
-        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        pool = getattr(self.client, "connection_pool", self.client)  # a cluster client: none
+        socket_timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout")
         wait_slice = min(_WAIT_SLICE, socket_timeout / 2) if socket_timeout else _WAIT_SLICE
         replied = False
         try:
@@ -178,8 +180,9 @@ class ServiceClient:
     async def _ticket_and_enqueue(self, ticket: str, secret: bytes, ttl_ms: int,
                                   body: bytes) -> None:
         """Write the ticket and enqueue *body*: in one round trip once the crawl is open here
-        (the commit script loaded), else (or if Redis lost the script or the crawl) one by one."""
-        if self._opened:
+        (the commit script loaded), else (or if Redis lost the script or the crawl, or on a
+        cluster) one by one."""
+        if self._opened and not is_cluster(self.client):  # a cluster pipeline refuses EVALSHA
             script, keys, args = self.store.commit_call(self.writer, dedupe="none",
                                                         requests=[_pending(body, 0)])
             async with self.client.pipeline(transaction=False) as pipe:

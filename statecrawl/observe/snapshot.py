@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from statecrawl.frontier.cluster import is_cluster, node_of
 from statecrawl.frontier.deadletter import read_dead_letters
 from statecrawl.frontier.rolling import BUCKET_SECONDS, rates_of
 from statecrawl.frontier.store import LIVE_WORKER_WINDOW, CrawlStore
@@ -77,19 +78,31 @@ async def host_rows(store: CrawlStore, top: int) -> dict[str, Any]:
     }
 
 
-async def redis_facts(client: Any) -> dict[str, Any]:
-    """Redis' used memory, its scripts' mean run time (µs) and one PING's round trip (ms)."""
+async def _info(client: Any, section: str, key: str | None) -> list[dict[str, Any]]:
+    """``INFO section`` of Redis; on a cluster, of *key*'s master, or of every master."""
+    if not is_cluster(client):
+        return [await client.info(section)]
+    nodes = [node_of(client, key)] if key is not None else client.get_primaries()
+    return [await client.info(section, target_nodes=node) for node in nodes]
+
+
+async def redis_facts(client: Any, key: str | None = None) -> dict[str, Any]:
+    """Redis' used memory, its scripts' mean run time (µs) and one PING's round trip (ms).
+
+    On a Redis Cluster, of the master holding *key* (a crawl's key: its node), or, with no
+    *key*, summed over every master (memory, script calls and time)."""
     started = time.perf_counter()
     await client.ping()
     ping_ms = (time.perf_counter() - started) * 1000
-    memory = await client.info("memory")
-    stats = await client.info("commandstats")
-    calls = usec = 0
-    for name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall"):
-        entry = stats.get(name) or {}
-        calls += int(entry.get("calls", 0))
-        usec += int(entry.get("usec", 0))
-    return {"used_memory": int(memory.get("used_memory", 0)), "ping_ms": round(ping_ms, 3),
+    used = calls = usec = 0
+    for memory in await _info(client, "memory", key):
+        used += int(memory.get("used_memory", 0))
+    for stats in await _info(client, "commandstats", key):
+        for name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall"):
+            entry = stats.get(name) or {}
+            calls += int(entry.get("calls", 0))
+            usec += int(entry.get("usec", 0))
+    return {"used_memory": used, "ping_ms": round(ping_ms, 3),
             "script_calls": calls, "script_usec_per_call": round(usec / calls, 2) if calls else None}
 
 
@@ -214,7 +227,7 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5,
     mode = meta.get("dupefilter", "exact")
     snap["dupefilter"] = {"mode": mode, "entries": snap["seen"],
                           "bloom_fill": _bloom(meta, snap["seen"]) if mode == "bloom" else None}
-    snap["redis"] = await redis_facts(store.client) if redis else None
+    snap["redis"] = await redis_facts(store.client, store.keys.meta) if redis else None
     snap["dead_letters"] = await read_dead_letters(store.client, store.keys, dead)
     snap["at"] = now_s + now_us / 1e6
     return snap

@@ -36,6 +36,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from statecrawl.exceptions import SerializationError
+from statecrawl.frontier.cluster import is_cluster
 from statecrawl.frontier.deadletter import DEAD_LETTER_MAX, dead_letter
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.serialize import dumps, json_type, loads
@@ -270,11 +271,19 @@ class SessionStore:
         again), and their Playwright storage states with them.
         """
         keys, args = self._sync_args(limits, deltas or {}, ensure)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for sid, changes in (jars or {}).items():
-                self.queue_jar(pipe, sid, changes)
-            await self._sync(keys=keys, args=args, client=pipe)  # queued, not sent yet
-            results = await pipe.execute()
+        if is_cluster(self.client):  # a cluster pipeline refuses EVALSHA: the script after
+            if jars:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for sid, changes in jars.items():
+                        self.queue_jar(pipe, sid, changes)
+                    await pipe.execute()
+            results = [await self._sync(keys=keys, args=args)]
+        else:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for sid, changes in (jars or {}).items():
+                    self.queue_jar(pipe, sid, changes)
+                await self._sync(keys=keys, args=args, client=pipe)  # queued, not sent yet
+                results = await pipe.execute()
         result = self._parse_sync(results[-1])
         if result.retired:
             await self.client.delete(*(key for sid in result.retired

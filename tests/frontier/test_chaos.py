@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 import redis
@@ -44,6 +45,16 @@ KILLS = 3
 #: requests that waited for robots.txt; statecrawl.frontier.robots fixes that, and these
 #: tests check it is never fetched.
 ROBOTS_PATH = "/private/secret.html"
+
+
+class Server(Protocol):
+    """What these helpers need of a Redis: its URL and a blocking client (a RedisServer, or a
+    local Redis Cluster: tests/cluster)."""
+
+    @property
+    def url(self) -> str: ...
+
+    def client(self) -> Any: ...
 
 
 class Worker:
@@ -120,7 +131,7 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, poll:
         time.sleep(poll)
 
 
-def check_every_page_once(server: RedisServer, crawl_id: str, site: DemoSite, out: Path,
+def check_every_page_once(server: Server, crawl_id: str, site: DemoSite, out: Path,
                           context: str = "") -> None:
     """The crawl is complete and drained, and Redis and `statecrawl export` hold each URL once."""
     client = server.client()
@@ -143,6 +154,12 @@ def check_every_page_once(server: RedisServer, crawl_id: str, site: DemoSite, ou
 
 def test_victim_killed_repeatedly_every_page_exactly_once(
         redis_server: RedisServer, crawl_id: str, tmp_path: Path) -> None:
+    chaos_crawl(redis_server, crawl_id, tmp_path)
+
+
+def chaos_crawl(redis_server: Server, crawl_id: str, tmp_path: Path) -> None:
+    """The chaos test's body, on the Redis of *redis_server* (a single server or a cluster:
+    tests/cluster runs it there)."""
     seed = int(os.environ.get("STATECRAWL_CHAOS_SEED") or random.randrange(2**32))
     print(f"chaos seed {seed} (replay: STATECRAWL_CHAOS_SEED={seed})")
     rng = random.Random(seed)
