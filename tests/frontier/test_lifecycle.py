@@ -252,13 +252,15 @@ def test_sweep_every_runs_at_once_and_is_cancellable(redis_server: RedisServer, 
         await _finished(client, crawl_id, 600)
         task = asyncio.ensure_future(sweep_every(client, 300, 3600))
         deadline = time.monotonic() + 10
-        while await client.exists(CrawlKeys(crawl_id).meta):
+        keys = CrawlKeys(crawl_id)
+        # the purge deletes meta first, the other keys after it: wait for the last of them
+        while await client.exists(keys.meta, keys.items):
             assert time.monotonic() < deadline, "the first sweep did not come"
             await asyncio.sleep(0.02)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        return int(await client.exists(CrawlKeys(crawl_id).items))
+        return int(await client.exists(keys.meta, keys.items, keys.stats))
 
     assert run_client(redis_server.url, body) == 0
 
