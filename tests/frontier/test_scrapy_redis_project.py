@@ -173,6 +173,10 @@ def test_redis_crawl_spider_crawls_every_page_once(project: Path, redis_server: 
         for url in pages:
             # a fetch Scrapy retried (a transport error) reached the site twice, legitimately
             retried = log.count(f"Retrying <GET {url}>")
+            # "/" goes out on the connection robots.txt left idle: when the site closes it as
+            # the request arrives, Twisted's pool resends it once without telling Scrapy (seen
+            # once in CI: 2 hits, 1 "Crawled" line)
+            retried += url == site.url + "/"
             assert 1 <= site.hits[url[len(site.url):]] <= 1 + retried, (
                 url, [line[-300:] for line in log.splitlines() if f"{url}>" in line][:12])
         assert all(i["spider"] == "mycrawler_redis" and i["crawled"] for i in
