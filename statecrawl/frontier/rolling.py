@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from statecrawl.frontier.state import WorkerState
 
 __all__ = ["BUCKET_SECONDS", "KEEP_SECONDS", "LATENCY_BOUNDS", "RollingCounters", "rates",
-           "rates_of", "recent_keys", "window"]
+           "rates_of", "read_buckets", "recent_keys", "window"]
 
 BUCKET_SECONDS = 10
 KEEP_SECONDS = 3600
@@ -115,9 +115,12 @@ def _host(url: str) -> str:
         return "-"
 
 
-async def _buckets(client: Redis, keys: CrawlKeys, count: int) -> tuple[list[dict[str, int]], int]:
-    """The last *count* buckets, newest first, and the seconds of the newest so far."""
-    now, _ = await client.time()
+async def read_buckets(client: Redis, keys: CrawlKeys, count: int,
+                       now: int | None = None) -> tuple[int, int, list[dict[str, int]]]:
+    """(the newest bucket's number, the seconds into it, the last *count* buckets, newest
+    first), at Redis time *now* (s; read from Redis when None), in one round trip."""
+    if now is None:
+        now, _ = await client.time()
     last = int(now) // BUCKET_SECONDS
     async with client.pipeline(transaction=False) as pipe:
         for bucket in range(last, last - count, -1):
@@ -125,7 +128,7 @@ async def _buckets(client: Redis, keys: CrawlKeys, count: int) -> tuple[list[dic
         raw = await pipe.execute()
     buckets = [{(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in fields.items()}
                for fields in raw]
-    return buckets, int(now) % BUCKET_SECONDS + 1
+    return last, int(now) % BUCKET_SECONDS + 1, buckets
 
 
 def recent_keys(keys: CrawlKeys, now: float) -> list[str]:
@@ -141,7 +144,7 @@ def _count(seconds: int) -> int:
 async def window(client: Redis, keys: CrawlKeys, seconds: int) -> dict[str, int]:
     """Each field summed over the buckets of the last *seconds* (Redis' clock), the current
     (partial) bucket included."""
-    buckets, _ = await _buckets(client, keys, _count(seconds))
+    _, _, buckets = await read_buckets(client, keys, _count(seconds))
     total: collections.Counter[str] = collections.Counter()
     for fields in buckets:
         total.update(fields)
@@ -152,7 +155,7 @@ async def rates(client: Redis, keys: CrawlKeys, windows: tuple[int, ...] = (60, 
                 field: str = "pages") -> dict[int, float]:
     """*field* (pages done) per second over each window (s), in one round trip. A window
     counts whole buckets plus the current one, and is divided by the time those cover."""
-    buckets, into = await _buckets(client, keys, max(_count(s) for s in windows))
+    _, into, buckets = await read_buckets(client, keys, max(_count(s) for s in windows))
     return rates_of(buckets, into, windows, field)
 
 

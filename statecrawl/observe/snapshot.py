@@ -35,7 +35,7 @@ from typing import Any
 
 from statecrawl.frontier.cluster import is_cluster, node_of
 from statecrawl.frontier.deadletter import read_dead_letters
-from statecrawl.frontier.rolling import BUCKET_SECONDS, rates_of
+from statecrawl.frontier.rolling import BUCKET_SECONDS, rates_of, read_buckets
 from statecrawl.frontier.store import LIVE_WORKER_WINDOW, CrawlStore
 
 __all__ = ["SERIES_SECONDS", "crawl_snapshot", "host_rows", "redis_facts"]
@@ -108,20 +108,6 @@ async def redis_facts(client: Any, key: str | None = None) -> dict[str, Any]:
 
 def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-async def _buckets(store: CrawlStore) -> tuple[int, int, list[dict[str, int]]]:
-    """(the newest bucket's number, the seconds into it, the last SERIES_SECONDS of buckets,
-    newest first)."""
-    now, _ = await store.client.time()
-    last = int(now) // BUCKET_SECONDS
-    count = SERIES_SECONDS // BUCKET_SECONDS
-    async with store.client.pipeline(transaction=False) as pipe:
-        for bucket in range(last, last - count, -1):
-            pipe.hgetall(store.keys.rolling(bucket))
-        raw = await pipe.execute()
-    return last, int(now) % BUCKET_SECONDS + 1, [{_text(a): int(b) for a, b in fields.items()}
-                                                 for fields in raw]
 
 
 def _errors(fields: dict[str, int]) -> int:
@@ -197,7 +183,9 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5,
     handled = max(0, admitted - snap["queued"] - snap["in_flight"])  # counted requests ended
     snap["progress"] = None if not limit else 1.0 if snap["state"] == "finished" else min(
         1.0, handled / limit)
-    last, into, buckets = await _buckets(store)  # read once: the rates, the minute, the chart
+    # read once, at the snapshot's time: the rates, the last minute, the chart
+    last, into, buckets = await read_buckets(store.client, store.keys,
+                                             SERIES_SECONDS // BUCKET_SECONDS, now_s)
     pages, items = rates_of(buckets, into), rates_of(buckets, into, field="items")
     snap["rates"] = {"pages_per_s": {f"{s // 60}m": round(v, 3) for s, v in pages.items()},
                      "items_per_s": {f"{s // 60}m": round(v, 3) for s, v in items.items()}}
