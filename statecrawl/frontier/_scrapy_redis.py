@@ -193,8 +193,10 @@ class Lifecycle:
     worker_timeout: float
 
     @classmethod
-    def from_settings(cls, settings: BaseSettings, spider: object, worker_timeout: float
-                      ) -> Lifecycle:
+    def from_settings(cls, settings: BaseSettings, spider: object, worker_timeout: float,
+                      *, epoch: str | None = None) -> Lifecycle:
+        """*epoch*: the crawl this worker must join (:func:`~statecrawl.frontier.connection.
+        crawl_epoch`), which no ``SCHEDULER_FLUSH_ON_START`` may start over."""
         explicit = settings.get("SCHEDULER_PERSIST")
         persist = (settings.getbool("SCHEDULER_PERSIST") if explicit is not None
                    else not uses_scrapy_redis(settings, spider))
@@ -204,7 +206,7 @@ class Lifecycle:
                         "deleted (items are kept) and the next run crawls every page again. Set "
                         "SCHEDULER_PERSIST=True to keep them")
         flush = settings.getbool("SCHEDULER_FLUSH_ON_START")
-        if flush and settings.get("STATECRAWL_CRAWL_EPOCH"):
+        if flush and epoch:
             logger.warning("statecrawl: SCHEDULER_FLUSH_ON_START is ignored: this worker joins a "
                            "crawl started for it (STATECRAWL_CRAWL_EPOCH is set)")
             flush = False

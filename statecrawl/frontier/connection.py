@@ -186,6 +186,14 @@ def crawl_id_for(crawler: Crawler) -> str:
     return validate_crawl_id(str(crawl_id))
 
 
+def crawl_epoch(settings: BaseSettings) -> str | None:
+    """The epoch of the crawl this worker must join: the ``STATECRAWL_CRAWL_EPOCH`` setting,
+    else the environment variable of that name (how ``statecrawl crawl`` and ``statecrawl
+    worker`` pass it: Scrapy does not read ``STATECRAWL_*`` variables into its settings)."""
+    return str(settings.get("STATECRAWL_CRAWL_EPOCH") or os.environ.get("STATECRAWL_CRAWL_EPOCH")
+               or "") or None
+
+
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``, safe to log.
 

@@ -44,7 +44,7 @@ from statecrawl.frontier._commit import (
 from statecrawl.frontier._engine import fail_exit, hangup_stops_gracefully
 from statecrawl.frontier._group import GroupCommitMixin
 from statecrawl.frontier._scrapy_redis import Lifecycle
-from statecrawl.frontier.connection import connect, crawl_id_for, worker_redis
+from statecrawl.frontier.connection import connect, crawl_epoch, crawl_id_for, worker_redis
 from statecrawl.frontier.liveness import Liveness
 from statecrawl.frontier.packing import RequestCodec
 from statecrawl.frontier.redis_errors import retry_outage
@@ -171,7 +171,8 @@ class WorkerState(GroupCommitMixin):
         self.client = await connect(url, name=f"statecrawl:{self.worker_id}")
         self.url = url
         store = CrawlStore(self.client, crawl_id_for(self.crawler))
-        self.lifecycle = Lifecycle.from_settings(settings, spider, self.worker_timeout)
+        epoch = crawl_epoch(settings)
+        self.lifecycle = Lifecycle.from_settings(settings, spider, self.worker_timeout, epoch=epoch)
         await retry_outage("flushing the crawl", lambda: self.lifecycle.before_open(
             store, self.worker_id), logger)
         await retry_outage("joining the crawl", lambda: store.open_crawl(
@@ -179,7 +180,7 @@ class WorkerState(GroupCommitMixin):
             start_url=getattr(spider, "start_url", None),
             limit=getattr(spider, "crawl_limit", None),
             args=getattr(spider, "crawl_args", None),
-            expect_epoch=settings.get("STATECRAWL_CRAWL_EPOCH") or None,
+            expect_epoch=epoch,
         ), logger)
         for hook in self.open_hooks:
             await retry_outage("configuring the crawl", lambda: hook(store), logger)

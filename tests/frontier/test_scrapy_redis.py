@@ -26,7 +26,7 @@ from statecrawl.frontier._scrapy_redis import (
     uses_scrapy_redis,
     warn_if_split,
 )
-from statecrawl.frontier.connection import redis_url_from_settings, redis_url_source
+from statecrawl.frontier.connection import crawl_epoch, redis_url_from_settings, redis_url_source
 from statecrawl.frontier.store import CrawlStore, PendingRequest
 from tests.conftest import run_store
 
@@ -116,8 +116,19 @@ def test_persist_default_follows_the_project(caplog: pytest.LogCaptureFixture) -
     assert Lifecycle.from_settings(Settings({"SCHEDULER_PERSIST": True}), spider, 1.0).persist
     assert Lifecycle.from_settings(Settings({}), object(), 1.0).persist  # statecrawl's own
     assert not Lifecycle.from_settings(Settings({"SCHEDULER_PERSIST": False}), None, 1.0).persist
-    epoch = Settings({"SCHEDULER_FLUSH_ON_START": True, "STATECRAWL_CRAWL_EPOCH": "e"})
-    assert not Lifecycle.from_settings(epoch, None, 1.0).flush_on_start
+    flush = Settings({"SCHEDULER_FLUSH_ON_START": True})
+    assert Lifecycle.from_settings(flush, None, 1.0).flush_on_start
+    assert not Lifecycle.from_settings(flush, None, 1.0, epoch="e").flush_on_start
+
+
+def test_the_epoch_comes_from_the_setting_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`statecrawl crawl` passes it in the environment, which Scrapy does not read into
+    settings: missed there, a worker that joined after Redis lost the crawl made it anew."""
+    monkeypatch.delenv("STATECRAWL_CRAWL_EPOCH", raising=False)
+    assert crawl_epoch(Settings({})) is None
+    monkeypatch.setenv("STATECRAWL_CRAWL_EPOCH", "from-env")
+    assert crawl_epoch(Settings({})) == "from-env"
+    assert crawl_epoch(Settings({"STATECRAWL_CRAWL_EPOCH": "set"})) == "set"
 
 
 def _req(url: str) -> PendingRequest:
