@@ -10,7 +10,8 @@ the pages open in the browser finish, holds new ones back for that moment,
 closes the browser, and the next page launches a fresh one (scrapy-playwright
 relaunches a disconnected browser). A browser that crashes is relaunched the
 same way; the requests it was rendering fail with an error and are retried
-by Scrapy's RetryMiddleware -- the worker goes on.
+by Scrapy's RetryMiddleware, those waiting for a page get one in the new
+browser -- the worker goes on.
 
 Which Chromium (:func:`chromium_path`): ``STATECRAWL_CHROMIUM_PATH``, else the
 system's (``chromium`` from Debian, ``chromium-browser``, ``google-chrome``),
@@ -156,6 +157,7 @@ class BrowserHandler(ScrapyPlaywrightDownloadHandler):
         self._idle.set()
         self._launched = False
         self._launching = asyncio.Lock()
+        self._contexts: list[Any] = []  # scrapy-playwright's context wrappers, until forgotten
 
     if inspect.iscoroutinefunction(ScrapyPlaywrightDownloadHandler.download_request):
         # A polite crawl's request waits for its slot here, after every middleware,
@@ -238,6 +240,41 @@ class BrowserHandler(ScrapyPlaywrightDownloadHandler):
             if not task.done():  # timed out, or this download was cancelled
                 task.cancel()
                 await asyncio.wait({task}, timeout=5)
+
+    # -- waking the requests that wait for a page of a context that is gone --------------
+    # scrapy-playwright forgets a context when it closes or its browser dies,
+    # and a page's close event releases its context's page semaphore only if
+    # the context is still known *by name*: when the context's close event comes
+    # first (it does when Chromium dies), a request waiting on that semaphore
+    # is never woken (it waited for hard_timeout). Woken, it finds the context
+    # closed and scrapy-playwright retries it in a new one. No one takes a
+    # forgotten context's semaphore again, so releasing more than was held is
+    # harmless.
+
+    async def _create_browser_context(self, *args: Any, **kwargs: Any) -> Any:
+        wrapper = await super()._create_browser_context(*args, **kwargs)
+        self._contexts.append(wrapper)
+        return wrapper
+
+    def _make_close_browser_context_callback(self, *args: Any, **kwargs: Any) -> Any:
+        forget = super()._make_close_browser_context_callback(*args, **kwargs)
+
+        def close_browser_context_callback() -> None:
+            forget()
+            self._wake_waiters_of_forgotten_contexts()
+
+        return close_browser_context_callback
+
+    async def _browser_disconnected_callback(self) -> None:
+        await super()._browser_disconnected_callback()
+        self._wake_waiters_of_forgotten_contexts()
+
+    def _wake_waiters_of_forgotten_contexts(self) -> None:
+        known = {id(wrapper) for wrapper in self.context_wrappers.values()}
+        for wrapper in [w for w in self._contexts if id(w) not in known]:
+            self._contexts.remove(wrapper)
+            for _ in range(self._open + self.config.max_pages_per_context):
+                wrapper.semaphore.release()
 
     async def _restart(self) -> None:
         """Close the browser once its pages are done; the next page launches a new one."""

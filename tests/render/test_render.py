@@ -230,8 +230,11 @@ def _chromium_pids(ancestor: int) -> list[int]:
 def test_browser_crash_fails_the_request_not_the_worker(redis_server: RedisServer,
                                                         crawl_id: str, tmp_path: Path) -> None:
     with RenderSite(pages=30, script_every=1, delay=0.3) as site:
+        # two pages at a time: when Chromium dies, more requests wait for a page than render
         proc = scrapy_crawl(["-a", f"url={site.url}/", "-a", f"crawl_id={crawl_id}",
-                             "-a", "render=browser", "-s", "RETRY_TIMES=3"],
+                             "-a", "render=browser", "-s", "RETRY_TIMES=3",
+                             "-s", "STATECRAWL_RENDER_MAX_PAGES=2",
+                             "-s", "STATECRAWL_RENDER_TIMEOUT=10"],
                             worker_env(redis_server.url, tmp_path), wait=False)
         killed: list[int] = []
 
@@ -264,3 +267,5 @@ def test_browser_crash_fails_the_request_not_the_worker(redis_server: RedisServe
         assert set(site.page_urls()) <= set(items)
         rendered = [u for u in site.script_built_urls() if RENDERED_MARK in items[u]["markdown"]]
         assert len(rendered) >= 25, output[-3000:]  # retried in a new browser
+        # those waiting for a page of the dead browser were woken, not failed by the hard timeout
+        assert "statecrawl/render_timeouts" not in output, output[-3000:]
