@@ -53,7 +53,8 @@ from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.service import SERVICE_META_KEY
 from statecrawl.output.items import Page, Reply
 from statecrawl.render.middleware import RENDERER_META_KEY
-from statecrawl.spiders.site import FORMATS, fill_page, markdown_images, response_fields
+from statecrawl.spiders._args import FORMATS
+from statecrawl.spiders.site import fill_page, markdown_images, response_fields
 
 __all__ = ["DEFAULT_CRAWL_ID", "SCRAPE_META_KEY", "SITEMAP_MAX_BYTES", "SITEMAP_MAX_LINKS",
            "ScrapeSpider", "sitemap_links"]

@@ -66,7 +66,7 @@ from statecrawl.render.middleware import (
     WAIT_UNTIL,
 )
 from statecrawl.sessions.login import pop_session_args
-from statecrawl.spiders._args import FORMATS, bool_arg, formats_arg, int_arg, seconds_arg
+from statecrawl.spiders._args import bool_arg, formats_arg, int_arg, seconds_arg
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _REDIRECTS = [301, 302, 303, 307, 308]

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import redis
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Response, sync_playwright
 from scrapy.settings import Settings
 
