@@ -142,7 +142,8 @@ class LeasingMixin:
                 self._finished = True
                 wake(self.crawler.engine)
                 return
-            elif not self.service and not self._idle and self._open_leases:
+            elif (not self.service and not self._idle and self._open_leases
+                  and store.next_due_in is None):
                 return  # our own in-flight requests will kick us when they commit
             if self.service:
                 # The frontier is drained. New work is announced on its channel (the first

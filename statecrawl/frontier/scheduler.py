@@ -377,6 +377,15 @@ class Scheduler(LeasingMixin, BaseScheduler):
             self._wakeup.set()
             if self._short():
                 self._refill()
+        elif result.acked and self._short() and (
+                not self._open_leases
+                or (self.state.store is not None and self.state.store.next_due_in is not None)):
+            # Nothing came with it, and either nothing of ours in flight will commit to ask
+            # again or a polite crawl's hosts wait for their slots: the refill loop sleeps
+            # until the first is due (woken if it sleeps already: this ack freed a slot).
+            # Without it the engine's 5 s heartbeat asked next.
+            self._wakeup.set()
+            self._refill()
 
     def _on_work(self, kind: str) -> None:
         if kind in ("reclaimed", "released"):
