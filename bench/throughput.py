@@ -6,6 +6,8 @@ Setups, run in alternation (round-robin, ``--rounds`` times each) so that a
 noisy neighbour hurts all of them alike:
 
 * ``scrapy``      Scrapy's in-memory scheduler and RFPDupeFilter
+* ``scrapy+freeze`` the same with ``gc.freeze()`` once the engine started, as statecrawl's
+  workers do (``STATECRAWL_GC_FREEZE``): the comparison that leaves only statecrawl's own cost
 * ``scrapy-redis`` scrapy_redis.scheduler.Scheduler + RFPDupeFilter (pickle, BRPOP-free default queue)
 * ``statecrawl``  statecrawl.frontier.scheduler.Scheduler + RedisDupeFilter
 * ``statecrawl+counters`` the same with the per-fetch rolling counters the add-on enables
@@ -45,6 +47,9 @@ SPIDER = Path(__file__).resolve().parent / "trivial_spider.py"
 
 SETUPS: dict[str, list[str]] = {
     "scrapy": [],
+    # plain Scrapy with the garbage collector tuned as statecrawl's workers tune it
+    # (STATECRAWL_GC_FREEZE): what is left is statecrawl's own cost
+    "scrapy+freeze": ["-a", "gc_freeze=1"],
     "scrapy-redis": ["-s", "SCHEDULER=scrapy_redis.scheduler.Scheduler",
                      "-s", "DUPEFILTER_CLASS=scrapy_redis.dupefilter.RFPDupeFilter",
                      "-s", "SCHEDULER_FLUSH_ON_START=True"],
@@ -163,10 +168,12 @@ def main() -> int:
     base = statistics.median(figures["scrapy"])
     base_cpu = statistics.median(cpu["scrapy"])
     print(f"\n{args.pages}-page demo site, {args.rounds} rounds, medians:")
+    frozen = statistics.median(figures["scrapy+freeze"]) if "scrapy+freeze" in names else None
     for name in names:
         med, ms = statistics.median(figures[name]), statistics.median(cpu[name])
         print(f"  {name:<14} {med:8.1f} pages/s  {med / base:5.2f}x scrapy"
-              f"   {ms:6.2f} CPU ms/page  {base_cpu / ms:5.2f}x scrapy's efficiency")
+              + (f"  {med / frozen:5.2f}x scrapy+freeze" if frozen else "")
+              + f"   {ms:6.2f} CPU ms/page  {base_cpu / ms:5.2f}x scrapy's efficiency")
     return 0
 
 

@@ -9,6 +9,7 @@ to close (process start-up excluded).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -24,8 +25,9 @@ class TrivialSpider(Spider):
     custom_settings = {"LOG_LEVEL": "WARNING", "TELNETCONSOLE_ENABLED": False,
                        "ROBOTSTXT_OBEY": False, "CONCURRENT_REQUESTS": 16}
 
-    def __init__(self, url: str = "", **kwargs: object) -> None:
+    def __init__(self, url: str = "", gc_freeze: str = "", **kwargs: object) -> None:
         super().__init__(**kwargs)
+        self.gc_freeze = gc_freeze == "1"  # -a gc_freeze=1: what statecrawl's workers do
         self.start_url = url
         self.host = urlsplit(url).netloc
         self.first: float | None = None
@@ -37,7 +39,14 @@ class TrivialSpider(Spider):
     def from_crawler(cls, crawler, *args, **kwargs):  # type: ignore[no-untyped-def]
         spider = super().from_crawler(crawler, *args, **kwargs)
         crawler.signals.connect(spider.closed_signal, signal=signals.spider_closed)
+        if spider.gc_freeze:
+            crawler.signals.connect(spider.freeze, signal=signals.engine_started)
         return spider
+
+    def freeze(self) -> None:
+        """Plain Scrapy given statecrawl's ``STATECRAWL_GC_FREEZE`` (the fair comparison)."""
+        gc.collect()
+        gc.freeze()
 
     async def start(self):  # type: ignore[no-untyped-def]
         yield Request(self.start_url)

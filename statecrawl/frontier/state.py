@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import json
 import logging
 import os
@@ -59,13 +60,28 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from scrapy.crawler import Crawler
 
-__all__ = ["RETRY_ERRORS", "WorkerState"]
+__all__ = ["RETRY_ERRORS", "WorkerState", "freeze_startup_heap"]
 
 logger = logging.getLogger(__name__)
 
 #: Errors a Redis operation may fail with; which of them are worth a retry
 #: with backoff is :func:`statecrawl.frontier.redis_errors.is_transient`'s call.
 RETRY_ERRORS = (RedisError, OSError)
+
+def freeze_startup_heap() -> int:
+    """Collect, then move every object alive (modules, classes, the crawler just built) out of
+    the garbage collector's reach; return how many there are.
+
+    A worker allocates fast (requests, responses, leases), so full collections come often,
+    and each walked every object its imports made: on ``bench/throughput.py`` that was ~15%
+    of a worker's CPU per page (and of plain Scrapy's). Frozen objects are never collected:
+    a cycle of start-up objects dropped later stays in memory, which start-up being over
+    makes rare (``gc.freeze``).
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
 
 class WorkerState(GroupCommitMixin):
     """One worker's connection to one crawl (see the module docstring)."""
@@ -202,6 +218,9 @@ class WorkerState(GroupCommitMixin):
         )
         await self._liveness.start()
         logger.info("statecrawl: worker %s joined crawl %r", self.worker_id, self.store.crawl_id)
+        if self.crawler.settings.getbool("STATECRAWL_GC_FREEZE", True):
+            logger.debug("statecrawl: %d start-up objects frozen out of the garbage collector's "
+                         "reach (STATECRAWL_GC_FREEZE)", freeze_startup_heap())
 
     # -- stopping ---------------------------------------------------------------
 
