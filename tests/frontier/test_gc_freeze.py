@@ -14,8 +14,8 @@ def test_freeze_moves_the_live_objects_out_of_the_collectors_reach() -> None:
     gc.unfreeze()
     try:
         assert gc.get_freeze_count() == 0
-        frozen = freeze_startup_heap()
-        assert frozen == gc.get_freeze_count() > 1000  # this test process' imports at least
+        frozen = freeze_startup_heap()  # this test process' imports at least:
+        assert frozen > 1000 and gc.get_freeze_count() > 1000  # (refcounting still frees some)
     finally:
         gc.unfreeze()  # leave the test process as it was
 
