@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 #: with backoff is :func:`statecrawl.frontier.redis_errors.is_transient`'s call.
 RETRY_ERRORS = (RedisError, OSError)
 
+
 def freeze_startup_heap() -> int:
     """Collect, then move every object alive (modules, classes, the crawler just built) out of
     the garbage collector's reach; return how many there are.
