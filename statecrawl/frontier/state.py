@@ -49,6 +49,7 @@ from statecrawl.frontier.connection import connect, crawl_epoch, crawl_id_for, w
 from statecrawl.frontier.liveness import Liveness
 from statecrawl.frontier.packing import RequestCodec
 from statecrawl.frontier.redis_errors import retry_outage
+from statecrawl.frontier.replication import ReplicaWait
 from statecrawl.frontier.store import (
     CommitResult,
     CrawlStore,
@@ -188,6 +189,7 @@ class WorkerState(GroupCommitMixin):
         self.client = await connect(url, name=f"statecrawl:{self.worker_id}")
         self.url = url
         store = CrawlStore(self.client, crawl_id_for(self.crawler))
+        store.replica_wait = ReplicaWait.from_settings(settings, self.crawler.stats)
         epoch = crawl_epoch(settings)
         self.lifecycle = Lifecycle.from_settings(settings, spider, self.worker_timeout, epoch=epoch)
         await retry_outage("flushing the crawl", lambda: self.lifecycle.before_open(
@@ -354,5 +356,7 @@ class WorkerState(GroupCommitMixin):
             if self._liveness is not None:
                 await self._liveness.stop(max(1.0, self.stop.left(10.0)))
             assert self.client is not None
+            if self.store.replica_wait is not None:
+                await self.store.replica_wait.aclose()
             await self.client.aclose()
             self.store = None

@@ -8,7 +8,6 @@ is atomic and costs one round trip however many requests it carries.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,17 +19,29 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
-from statecrawl.exceptions import CrawlStateLost, SerializationError
+from statecrawl.exceptions import CrawlStateLost
+from statecrawl.frontier.batch import (
+    CommitResult,
+    PendingItem,
+    PendingRequest,
+    commit_result,
+    error_item,
+    error_item_data,
+    item_key,
+)
+from statecrawl.frontier.batch import reply_bytes as _bytes
+from statecrawl.frontier.batch import reply_text as _text
 from statecrawl.frontier.deadletter import DATA_MAX, DEAD_LETTER_MAX
-from statecrawl.frontier.item_codec import load_item, pack_item
+from statecrawl.frontier.item_codec import load_item
 from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
+from statecrawl.frontier.replication import ReplicaWait
 from statecrawl.frontier.rolling import recent_keys
 from statecrawl.frontier.serialize import dumps
 
 __all__ = [
     "DEDUPE_MODES", "CommitResult", "CrawlStore", "Heartbeat", "PendingItem", "PendingRequest",
     "commit_result", "error_item", "error_item_data", "heartbeat_keys", "item_key", "new_token",
-    "script_source",
+    "script_source",  # the commit's values live in statecrawl.frontier.batch
 ]
 
 #: Dupefilter modes of the commit script (``lua/dedupe_<mode>.lua``); see
@@ -49,40 +60,6 @@ def script_source(*names: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class PendingRequest:
-    """A request ready to be committed to the frontier."""
-
-    fingerprint: bytes
-    filter: bool  # False for dont_filter requests
-    score: int  # -priority
-    body: bytes  # request JSON
-    counted: bool = True  # counts against the crawl's limit (not robots.txt, sitemaps, retries)
-    record: bool = False  # not deduplicated, but recorded as seen (a pushed start URL)
-
-    @property
-    def flags(self) -> int:
-        """commit.lua's flags: 1 = deduplicate, 2 = not counted against the limit, 4 = record."""
-        return (1 if self.filter else 0) | (0 if self.counted else 2) | (4 if self.record else 0)
-
-
-@dataclass(frozen=True, slots=True)
-class PendingItem:
-    key: str
-    failed: bool
-    body: bytes  # the stored item (item_codec.pack_item); empty when a sink holds it
-    in_sink: bool = False  # written to the crawl's sink: Redis counts its key only
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    enqueued: int
-    duplicates: int
-    limit_dropped: int
-    acked: int
-    leased: tuple[tuple[str, bytes], ...] = ()  # (lease id, request JSON), when asked to lease
-
-
-@dataclass(frozen=True, slots=True)
 class Heartbeat:
     was_registered: bool  # False: this worker had been declared dead and forgotten
     reclaimed: int  # leases of dead workers put back into the frontier
@@ -98,54 +75,6 @@ def heartbeat_keys(k: CrawlKeys) -> list[str]:
     return [k.queue, k.leases, k.workers, k.stats, k.tokens, k.ready, k.hosts]
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _bytes(value: bytes | str) -> bytes:
-    # results replayed from the tokens hash come back through cjson as str
-    return value.encode() if isinstance(value, str) else value
-
-
-def commit_result(out: Sequence[Any]) -> CommitResult:
-    """The reply of the commit script (:meth:`CrawlStore.commit_call`) as a CommitResult."""
-    leased = tuple((_text(out[i]), _bytes(out[i + 1])) for i in range(4, len(out), 2))
-    return CommitResult(int(out[0]), int(out[1]), int(out[2]), int(out[3]), leased)
-
-
-def item_key(item: dict[str, Any], body: bytes) -> str:
-    """The key an item is stored under: its ``url``, else a hash of its JSON."""
-    url = item.get("url")
-    if isinstance(url, str) and url:
-        return url
-    return "sha1:" + hashlib.sha1(body).hexdigest()
-
-
-#: Fields an error item keeps of the item it stands for (all small).
-_ERROR_ITEM_FIELDS = ("url", "final_url", "status", "content_type", "title", "depth", "renderer",
-                      "crawl_id", "fetched_at")
-
-
-def error_item_data(data: Mapping[str, Any], kind: str, message: str) -> dict[str, Any]:
-    """A small stand-in for an item that cannot be stored: its identity, and an ``error``."""
-    out = {k: data[k] for k in _ERROR_ITEM_FIELDS
-           if k in data and (not isinstance(data[k], str) or len(data[k]) <= 8192)}
-    out["error"] = {"type": kind, "message": message}
-    return out
-
-
-def error_item(item: PendingItem, kind: str, message: str) -> PendingItem:
-    """:func:`error_item_data` for an item already packed (same key; a sink's item keeps
-    its object and is counted failed)."""
-    if item.in_sink:
-        return PendingItem(item.key, True, b"", in_sink=True)
-    try:
-        data = load_item(item.body)
-    except (SerializationError, ValueError):
-        data = {}
-    body = dumps(error_item_data(data if isinstance(data, dict) else {}, kind, message), "item")
-    return PendingItem(item.key, True, pack_item(body))
-
 
 class CrawlStore:
     """Operations on one crawl's keys. Creating it does no I/O.
@@ -160,6 +89,7 @@ class CrawlStore:
         self.crawl_id = crawl_id
         self.epoch: str | None = None
         self.next_due_in: float | None = None  # see lease()
+        self.replica_wait: ReplicaWait | None = None  # leases and commits WAIT for replicas
         self._quarantine = client.register_script(
             script_source("dead_letter.lua", "host_done.lua", "quarantine.lua"))
         self._open_crawl = client.register_script(script_source("open_crawl.lua"))
@@ -221,6 +151,8 @@ class CrawlStore:
     async def run_checked(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run a script that checks the crawl's epoch; SCLOST becomes CrawlStateLost."""
         try:
+            if self.replica_wait is not None:
+                return await self.replica_wait.run(self.client, script, keys, args)
             return await script(keys=keys, args=args)
         except ResponseError as exc:
             if str(exc).startswith("SCLOST"):

@@ -21,7 +21,8 @@
 -- A commit is applied at most once: the worker's last commit token and its
 -- result are kept in the tokens hash (a worker has one commit in flight at a
 -- time), so a worker that lost the reply (Redis restarted, connection cut)
--- can send the same commit again safely.
+-- can send the same commit again safely. The replay writes the token again
+-- (same value), so a WAIT for replicas after it covers the commit too.
 --
 -- The crawl's epoch (a random token meta holds from its creation) must be the
 -- one the worker joined: if meta is gone or holds another epoch, Redis lost
@@ -55,6 +56,9 @@ local i = 5
 
 local last = redis.call('HGET', tokens, worker)
 if last and string.sub(last, 1, #token + 1) == token .. ' ' then
+  -- written again (unchanged), so that a WAIT after this replay covers the commit
+  -- (statecrawl.frontier.replication)
+  redis.call('HSET', tokens, worker, last)
   return cjson.decode(string.sub(last, #token + 2))
 end
 if redis.call('HGET', meta, 'epoch') ~= epoch then

@@ -27,6 +27,7 @@ local worker, n, token = ARGV[1], tonumber(ARGV[2]), ARGV[4]
 local field = worker .. '|lease'
 local last = redis.call('HGET', tokens, field)
 if last and string.sub(last, 1, #token + 1) == token .. ' ' then
+  redis.call('HSET', tokens, field, last)  -- a write, so a WAIT after the replay covers it
   return cjson.decode(string.sub(last, #token + 2))
 end
 if redis.call('HGET', meta, 'epoch') ~= ARGV[5] then
