@@ -1,6 +1,8 @@
-"""statecrawl on a local Redis Cluster: what waiting for replicas costs.
+"""statecrawl on a local Redis Cluster: one crawl over three masters, and what waiting
+for replicas costs.
 
     .venv/bin/python bench/cluster.py [--commits 2000] [--rounds 3] [--pages 1500] [--workers 2]
+                                      [--scale-pages 3000] [--scale-workers 6] [--shards 16]
 
 Starts a cluster of 6 ``redis-server`` processes (3 masters + 3 replicas, no
 persistence) on 127.0.0.1 in a temp dir, and measures, with and without
@@ -14,10 +16,16 @@ persistence) on 127.0.0.1 in a temp dir, and measures, with and without
    ``--pages`` pages, one crawl per mode per round (alternating); pages/s from the
    first page stored to the last, median over the rounds.
 
-One crawl lives in one slot (one master) until issue 17's sharding lands: the
-figures of one crawl spread over the masters (pages/s and Redis CPU per master,
-key and memory balance) are not measured here yet. Runs need ``redis-server``
-and ``redis-cli`` (``make install``).
+3. **one crawl, one node or three masters**: ``--scale-workers`` workers crawl
+   ``--scale-pages`` pages, on one ``redis-server`` (1 shard) and on the cluster
+   (``--shards`` shards, statecrawl/frontier/shards.py), alternating; pages/s
+   (median), each master's Redis CPU seconds over the crawl, and the crawl's keys
+   and bytes (``MEMORY USAGE``) on each master once it is done, with max/mean.
+   Items go to a directory sink, so Redis holds the frontier and dupefilter only.
+
+``--parts`` picks the figures (default ``1,2,3``). The machine runs the workers,
+the sites and every Redis: on few cores the workers, not Redis, set the pace.
+Runs need ``redis-server`` and ``redis-cli`` (``make install``).
 """
 
 from __future__ import annotations
@@ -35,12 +43,13 @@ from pathlib import Path
 
 import redis
 
-from _common import free_port  # noqa: E402  (bench/ is on sys.path when run as a script)
+from _common import free_port, start_redis  # noqa: E402  (bench/ is on sys.path when run as a script)
 from _procs import ROOT, base_env, percentile
 
 sys.path.insert(0, str(ROOT))
 from statecrawl.demo.site import DemoSite  # noqa: E402
 from statecrawl.frontier.connection import redis_from_url  # noqa: E402
+from statecrawl.frontier.lifecycle import crawl_pattern  # noqa: E402
 from statecrawl.frontier.replication import ReplicaWait  # noqa: E402
 from statecrawl.frontier.store import CrawlStore, PendingItem, PendingRequest  # noqa: E402
 
@@ -138,36 +147,85 @@ def _req(key: str) -> PendingRequest:
 # -- 2: a crawl ---------------------------------------------------------------------------
 
 
-def crawl_rate(url: str, wait: bool, pages: int, workers: int, tmp: Path) -> float:
-    """Pages/s of *workers* workers crawling a demo site, first page stored to last."""
+def crawl(url: str, extra: list[str], pages: int, workers: int, tmp: Path) -> tuple[float, str]:
+    """(pages/s, crawl id) of *workers* workers crawling a demo site with the settings
+    *extra*, items to a directory sink; the rate from the first page stored to the last."""
     crawl_id = "bench-" + uuid.uuid4().hex[:8]
-    items = f"sc:{{{crawl_id}}}:items"
+    stats = f"sc:{{{crawl_id}}}:stats"
     client = redis_from_url(url, sync=True)
     with DemoSite(pages=pages) as site:
         args = [sys.executable, "-m", "scrapy", "crawl", "site", "-a", f"url={site.url}/", "-a",
-                f"crawl_id={crawl_id}", "-s", "LOG_LEVEL=WARNING",
-                "-s", f"STATECRAWL_REDIS_WAIT_REPLICAS={1 if wait else 0}"]
-        env = base_env(STATECRAWL_REDIS_URL=url)
+                f"crawl_id={crawl_id}", "-s", "LOG_LEVEL=WARNING", *extra]
+        env = base_env(STATECRAWL_REDIS_URL=url, STATECRAWL_SINK=str(tmp / crawl_id))
         procs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                   stderr=open(tmp / f"{crawl_id}-{i}.log", "w"))
                  for i in range(workers)]
         first = last = None
-        seen = 0
-        while any(p.poll() is None for p in procs):
-            n = client.hlen(items)
+        seen = base = 0
+        while True:
+            running = any(p.poll() is None for p in procs)
+            n = int(client.hget(stats, "items") or 0)
             now = time.monotonic()
             if n and first is None:
                 first, base = now, n
             if n > seen:
                 seen, last = n, now
+            if not running:
+                break
             time.sleep(0.02)
-        n = client.hlen(items)
-        if n > seen:
-            seen, last = n, time.monotonic()
+    client.close()
     codes = [p.returncode for p in procs]
     if codes != [0] * workers or first is None or last is None or last <= first:
         raise RuntimeError(f"crawl {crawl_id} failed: exit codes {codes} (logs in {tmp})")
-    return (seen - base) / (last - first)
+    return (seen - base) / (last - first), crawl_id
+
+
+# -- 3: one crawl on one node, or spread over three masters -------------------------------
+
+
+def masters(url: str) -> list[int]:
+    """The ports of a cluster's masters, or of the one server of a redis:// URL."""
+    if not url.startswith("redis+cluster://"):
+        return [int(url.rsplit(":", 1)[1].split("/")[0])]
+    client = redis_from_url(url, sync=True)
+    try:
+        return sorted(int(node.port) for node in client.get_primaries())
+    finally:
+        client.close()
+
+
+def cpu_of(ports: list[int]) -> list[float]:
+    """Each server's CPU seconds so far (INFO cpu: user + sys)."""
+    out = []
+    for port in ports:
+        info = redis.Redis(port=port).info("cpu")
+        out.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
+    return out
+
+
+def spread_of(ports: list[int], crawl_id: str) -> tuple[list[int], list[int]]:
+    """(keys, bytes) of the crawl on each server (SCAN of its pattern, MEMORY USAGE)."""
+    keys, size = [], []
+    for port in ports:
+        client = redis.Redis(port=port)
+        found = list(client.scan_iter(match=crawl_pattern(crawl_id), count=1000))
+        keys.append(len(found))
+        size.append(sum(int(client.memory_usage(k, samples=5) or 0) for k in found))
+    return keys, size
+
+
+def scale(url: str, shards: int, pages: int, workers: int, tmp: Path) -> dict[str, object]:
+    ports = masters(url)
+    before = cpu_of(ports)
+    rate, crawl_id = crawl(url, ["-s", f"STATECRAWL_SHARDS={shards}"], pages, workers, tmp)
+    cpu = [after - b for after, b in zip(cpu_of(ports), before)]
+    keys, size = spread_of(ports, crawl_id)
+    return {"rate": rate, "cpu": cpu, "keys": keys, "bytes": size}
+
+
+def _ratio(values: list[int] | list[float]) -> str:
+    mean = sum(values) / len(values)
+    return f"{max(values) / mean:.2f}" if mean else "-"
 
 
 def main() -> None:
@@ -176,36 +234,69 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pages", type=int, default=1500)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--scale-pages", type=int, default=3000)
+    ap.add_argument("--scale-workers", type=int, default=6)
+    ap.add_argument("--shards", type=int, default=16)
+    ap.add_argument("--parts", default="1,2,3", help="which figures: 1,2,3")
     opts = ap.parse_args()
+    parts = {int(p) for p in opts.parts.split(",")}
     tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     procs, url = start_cluster(tmp)
+    single, port = start_redis(tmp)
+    single_url = f"redis://127.0.0.1:{port}/0"
     try:
         lat: dict[bool, list[float]] = {False: [], True: []}
         rates: dict[bool, list[float]] = {False: [], True: []}
+        runs: dict[str, list[dict[str, object]]] = {"one node": [], "3 masters": []}
         for r in range(opts.rounds):
-            for wait in ((False, True) if r % 2 == 0 else (True, False)):
-                lat[wait] += asyncio.run(commit_latencies(url, wait, opts.commits))
-            for wait in ((False, True) if r % 2 == 0 else (True, False)):
-                rates[wait].append(crawl_rate(url, wait, opts.pages, opts.workers, tmp))
-                print(f"round {r + 1}: {'WAIT 1' if wait else 'no WAIT'} crawl "
-                      f"{rates[wait][-1]:.1f} pages/s", flush=True)
-        print(f"\n1. commit latency, {opts.rounds} x {opts.commits} page-sized commits per mode (ms)")
-        print(f"   {'mode':<10} {'median':>8} {'p90':>8} {'p99':>8}")
-        for wait in (False, True):
-            ms = [t * 1000 for t in lat[wait]]
-            print(f"   {'WAIT 1' if wait else 'no WAIT':<10} {statistics.median(ms):8.3f} "
-                  f"{percentile(ms, 90):8.3f} {percentile(ms, 99):8.3f}")
-        ratio = statistics.median(lat[True]) / statistics.median(lat[False])
-        print(f"   WAIT / no WAIT (medians): {ratio:.2f}x")
-        print(f"\n2. a crawl of {opts.pages} pages, {opts.workers} workers, median of {opts.rounds}")
-        for wait in (False, True):
-            print(f"   {'WAIT 1' if wait else 'no WAIT':<10} {statistics.median(rates[wait]):8.1f} pages/s  "
-                  f"({', '.join(f'{x:.1f}' for x in rates[wait])})")
-        print(f"   WAIT / no WAIT: {statistics.median(rates[True]) / statistics.median(rates[False]):.2f}x")
+            order = (False, True) if r % 2 == 0 else (True, False)
+            if 1 in parts:
+                for wait in order:
+                    lat[wait] += asyncio.run(commit_latencies(url, wait, opts.commits))
+            if 2 in parts:
+                for wait in order:
+                    extra = ["-s", f"STATECRAWL_REDIS_WAIT_REPLICAS={1 if wait else 0}"]
+                    rates[wait].append(crawl(url, extra, opts.pages, opts.workers, tmp)[0])
+                    print(f"round {r + 1}: {'WAIT 1' if wait else 'no WAIT'} crawl "
+                          f"{rates[wait][-1]:.1f} pages/s", flush=True)
+            if 3 in parts:
+                setups = [("one node", single_url, 1), ("3 masters", url, opts.shards)]
+                for name, where, shards in (setups if r % 2 == 0 else setups[::-1]):
+                    runs[name].append(scale(where, shards, opts.scale_pages, opts.scale_workers, tmp))
+                    print(f"round {r + 1}: {name} {runs[name][-1]['rate']:.1f} pages/s", flush=True)
+        if 1 in parts:
+            print(f"\n1. commit latency, {opts.rounds} x {opts.commits} page-sized commits per mode (ms)")
+            print(f"   {'mode':<10} {'median':>8} {'p90':>8} {'p99':>8}")
+            for wait in (False, True):
+                ms = [t * 1000 for t in lat[wait]]
+                print(f"   {'WAIT 1' if wait else 'no WAIT':<10} {statistics.median(ms):8.3f} "
+                      f"{percentile(ms, 90):8.3f} {percentile(ms, 99):8.3f}")
+            ratio = statistics.median(lat[True]) / statistics.median(lat[False])
+            print(f"   WAIT / no WAIT (medians): {ratio:.2f}x")
+        if 2 in parts:
+            print(f"\n2. a crawl of {opts.pages} pages, {opts.workers} workers, median of {opts.rounds}")
+            for wait in (False, True):
+                print(f"   {'WAIT 1' if wait else 'no WAIT':<10} {statistics.median(rates[wait]):8.1f} "
+                      f"pages/s  ({', '.join(f'{x:.1f}' for x in rates[wait])})")
+            print(f"   WAIT / no WAIT: {statistics.median(rates[True]) / statistics.median(rates[False]):.2f}x")
+        if 3 in parts:
+            print(f"\n3. one crawl of {opts.scale_pages} pages, {opts.scale_workers} workers: one "
+                  f"redis-server (1 shard) vs 3 masters ({opts.shards} shards); items in a "
+                  f"directory sink, so Redis holds the frontier and dupefilter")
+            for name, found in runs.items():
+                each = [float(x["rate"]) for x in found]  # type: ignore[arg-type]
+                last = found[-1]
+                cpu = last["cpu"]
+                print(f"   {name:<10} {statistics.median(each):8.1f} pages/s (median of "
+                      f"{len(each)}: {', '.join(f'{x:.1f}' for x in each)})")
+                print(f"              Redis CPU s per master (last run): "
+                      f"{', '.join(f'{c:.2f}' for c in cpu)} (sum {sum(cpu):.2f}, max/mean {_ratio(cpu)})")
+                print(f"              keys per master {last['keys']} (max/mean {_ratio(last['keys'])}), "
+                      f"bytes per master {last['bytes']} (max/mean {_ratio(last['bytes'])})")
     finally:
-        for p in procs:
+        for p in [*procs, single]:
             p.terminate()
-        for p in procs:
+        for p in [*procs, single]:
             p.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -301,16 +301,12 @@ key                            type    contents
 ``meta["cookiejar"]``, and the login), ``pool-<n>`` (pool sessions), or the
 ``cookiejar`` value (``[A-Za-z0-9._:-]{1,64}``, else ``h:`` + a hash of it).
 
-A request's life: the commit script checks its fingerprint against the crawl's
-dupefilter (``digests``, ``bloom`` or ``seen``, as ``meta.dupefilter`` says) and appends
-it to its score's ``fifo`` list (one atomic step per batch); the lease script pops it,
-gives it an id and stores it in ``reqs`` + ``leases`` (a polite crawl's lease first sorts
-it into ``hostq``); a request given back goes to ``queue`` by id; the commit script that
-carries the request's callback output (new requests and items) also deletes the lease and
-the ``reqs`` entry, in that order, atomically. A request whose worker dies stays in
-``leases`` under that worker's id; putting such leases back into ``queue`` needs only the
-worker id (issue 3: reclaim).
-The crawl is finished when ``fifo``, ``queue``, ``leases`` (and ``hostq``) are empty.
+A request's way through these keys: :mod:`statecrawl.frontier.store`. A crawl made with
+``STATECRAWL_SHARDS`` > 1 (``meta.shards``; ``meta.shards_ready`` once all were made) has
+shards 1..n-1 too, ``sc:{<id>~<n>}:``, each with its part of the frontier and dupefilter
+in keys named as above (``seq``, ``fifo`` + lists, ``queue``, ``reqs``, ``leases``,
+``digests``, ``stats``, ``tokens``, ``workers``, ``ts:<bucket>``, ``dead``) and a
+``shard`` HASH (``epoch``, ``state``): :mod:`statecrawl.frontier.shards`.
 
 Global keys -- ``sc:crawls``, ``sc:api:active:<kind>``, ``sc:api:hooks`` -- are indexes
 outside every crawl's hash tag (other slots on a Redis Cluster), so no script, transaction
@@ -319,8 +315,8 @@ exists and dropped last. A crash in between leaves a crawl unlisted, listed agai
 next ``open_crawl`` or by ``statecrawl list`` (which finds metas by ``SCAN``), or an id
 listed with no crawl, which readers skip and drop. ``statecrawl purge``
 (:mod:`statecrawl.frontier.lifecycle`) deletes ``meta`` first, then every other key under
-``sc:{<id>}:`` by ``SCAN`` (each master of a cluster), then the index entries: a new key
-of a crawl needs no change there, only this prefix.
+``sc:{<id>}:`` or ``sc:{<id>~<n>}:`` by ``SCAN`` (each master of a cluster), then the
+index entries: a new key of a crawl needs no change there, only this prefix.
 """
 
 from __future__ import annotations
@@ -330,35 +326,43 @@ from dataclasses import dataclass
 
 from statecrawl.exceptions import ConfigError
 
-__all__ = ["CRAWLS_KEY", "CrawlKeys", "validate_crawl_id"]
+__all__ = ["CRAWLS_KEY", "MAX_SHARDS", "CrawlKeys", "validate_crawl_id"]
 
 CRAWLS_KEY = "sc:crawls"
+MAX_SHARDS = 1024  #: most shards one crawl may have (STATECRAWL_SHARDS)
 _CRAWL_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def validate_crawl_id(crawl_id: str) -> str:
     """Return *crawl_id* if it is usable as part of a key, else raise ConfigError."""
     if not isinstance(crawl_id, str) or not _CRAWL_ID.fullmatch(crawl_id):
-        raise ConfigError(
-            f"invalid crawl id {crawl_id!r}: use 1-64 characters from A-Z a-z 0-9 . _ -"
-        )
+        raise ConfigError(f"invalid crawl id {crawl_id!r}: use 1-64 characters from A-Z a-z 0-9 . _ -")
     return crawl_id
 
 
 @dataclass(frozen=True)
 class CrawlKeys:
-    """The names of one crawl's keys (see the module docstring)."""
+    """The names of one crawl's keys (see the module docstring); with *shard* > 0, of
+    that shard's (``sc:{<id>~<shard>}:``, its meta hash named ``shard``)."""
 
     crawl_id: str
+    shard: int = 0
 
     def __post_init__(self) -> None:
         validate_crawl_id(self.crawl_id)
+        if not 0 <= self.shard < MAX_SHARDS:
+            raise ConfigError(f"shard {self.shard} out of range")
 
     @property
     def prefix(self) -> str:
+        if self.shard:
+            return f"sc:{{{self.crawl_id}~{self.shard}}}:"
         return f"sc:{{{self.crawl_id}}}:"
 
-    meta = property(lambda self: self.prefix + "meta")
+    def of_shard(self, shard: int) -> CrawlKeys:  # shard *shard* of this crawl (0: its own)
+        return self if shard == self.shard else CrawlKeys(self.crawl_id, shard)
+
+    meta = property(lambda self: self.prefix + ("shard" if self.shard else "meta"))
     seq = property(lambda self: self.prefix + "seq")
     queue = property(lambda self: self.prefix + "queue")
     fifo = property(lambda self: self.prefix + "fifo")
@@ -390,30 +394,26 @@ class CrawlKeys:
         """The cookie jar of *session* (an id from :func:`statecrawl.sessions.store.session_id`)."""
         return f"{self.prefix}jar:{session}"
 
-    def browser(self, session: str) -> str:
-        """The Playwright storage state of *session*."""
+    def browser(self, session: str) -> str:  # the Playwright storage state of *session*
         return f"{self.prefix}browser:{session}"
 
     def ticket(self, request_id: str) -> str:
         """A service request's ticket (:mod:`statecrawl.frontier.service`)."""
         return f"{self.prefix}ticket:{request_id}"
 
-    def reply(self, request_id: str) -> str:
-        """The list a service request's reply is pushed to."""
+    def reply(self, request_id: str) -> str:  # the list a service request's reply is pushed to
         return f"{self.prefix}reply:{request_id}"
 
     def rolling(self, bucket: int) -> str:
         """The rolling counters of one 10-second bucket (:mod:`statecrawl.frontier.rolling`)."""
         return f"{self.ts}:{bucket}"
 
-    def fifo_list(self, score: int | str) -> str:
-        """The frontier's list of requests of *score* (-priority)."""
+    def fifo_list(self, score: int | str) -> str:  # the frontier's list of *score* (-priority)
         return f"{self.fifo}:{score}"
 
     def all(self) -> list[str]:
-        """Every fixed-name key of the crawl (for deletion); per-session jars and
-        storage states: :meth:`statecrawl.sessions.store.SessionStore.delete`; the
-        frontier's lists: :meth:`fifo_list` of each score in :attr:`fifo`."""
+        """Every fixed-name key of the crawl (for deletion); sessions' jars and storage states:
+        :meth:`statecrawl.sessions.store.SessionStore.delete`; lists: :meth:`fifo_list`."""
         return [self.meta, self.seq, self.queue, self.fifo, self.zdict, self.reqs, self.leases, self.workers,
                 self.seen, self.digests, self.bloom, self.items, self.failed, self.dead, self.stats,
                 self.tokens, self.render_hosts, self.sessions, self.pool, self.session_seq,

@@ -87,10 +87,12 @@ def _glob_escape(text: str) -> str:
 
 
 def crawl_pattern(crawl_id: str | None = None) -> str:
-    """The SCAN pattern of one crawl's keys (``sc:\\{<id>\\}:*``), or of every crawl's."""
+    """The SCAN pattern of one crawl's keys (``sc:\\{<id>[}~][:0-9]*``: its own,
+    ``sc:{<id>}:...``, and its shards', ``sc:{<id>~<n>}:...``; an id has neither ``}`` nor
+    ``~``), or of every crawl's."""
     if crawl_id is None:
         return "sc:\\{*"
-    return f"sc:\\{{{_glob_escape(validate_crawl_id(crawl_id))}\\}}:*"
+    return f"sc:\\{{{_glob_escape(validate_crawl_id(crawl_id))}[}}~][:0-9]*"
 
 
 def _crawl_of(key: bytes) -> str | None:
@@ -98,15 +100,22 @@ def _crawl_of(key: bytes) -> str | None:
     end = key.find(b"}:", 4)
     if not key.startswith(b"sc:{") or end < 0:
         return None
-    return key[4:end].decode(errors="replace")
+    return key[4:end].split(b"~", 1)[0].decode(errors="replace")  # a shard's: its crawl
+
+
+def _shard_of(key: bytes) -> int:
+    """``sc:{<id>~<n>}:...`` -> n; 0 for a crawl's own keys."""
+    tag = key[4:key.find(b"}:", 4)]
+    _, sep, shard = tag.partition(b"~")
+    return int(shard) if sep and shard.isdigit() else 0
 
 
 async def _scan(client: Redis, crawl_id: str | None) -> AsyncIterator[list[bytes]]:
     """The keys of *crawl_id* (None: of every crawl), one SCAN reply at a time (a key may
-    come twice). On a cluster, SCAN walks one node: every master is walked in turn, or only
-    the one crawl's master (its keys share a hash tag)."""
+    come twice). On a cluster, SCAN walks one node: every master is walked in turn (a
+    sharded crawl's shards are other hash tags, on any master)."""
     pattern = crawl_pattern(crawl_id)
-    for node in scan_nodes(client, None if crawl_id is None else CrawlKeys(crawl_id).meta):
+    for node in scan_nodes(client):  # a sharded crawl's shards may be on any master
         cursor = 0
         while True:
             if node is None:
@@ -143,6 +152,7 @@ class PurgeResult:
     left: int = 0  # keys still there at the end (a worker wrote them back, or a new crawl)
     recreated: bool = False  # the crawl was created again during the purge: stopped
     job_running: bool = False  # (dry run) its API job runs: refused without force
+    epoch: str = field(default="", repr=False)  # meta's epoch before the purge (shards' guard)
 
     @property
     def refused(self) -> bool:
@@ -174,16 +184,22 @@ async def _unlink(client: Redis, results: dict[str, PurgeResult]) -> None:
     """Unlink every key of the crawls in *results* (whose meta is gone), in batches; adds
     to each result's ``keys`` and ``bytes``. One SCAN however many crawls."""
     script = client.register_script(script_source("purge_batch.lua"))
+    in_shard = client.register_script(script_source("purge_shard_batch.lua"))
     only = next(iter(results)) if len(results) == 1 else None
-    pending: dict[str, set[bytes]] = {cid: set() for cid in results}
+    # one batch per hash tag: the crawl's own, and each shard's of a sharded crawl
+    pending: dict[tuple[str, int], set[bytes]] = {}
 
-    async def flush(cid: str) -> None:
-        batch, pending[cid] = sorted(pending[cid]), set()
+    async def flush(group: tuple[str, int]) -> None:
+        batch, pending[group] = sorted(pending.get(group, ())), set()
+        cid, shard = group
         result = results[cid]
         if not batch or result.recreated:
             return
         sizes = await _sizes(client, batch)
-        n = int(await script(keys=[CrawlKeys(cid).meta, *batch]))
+        if shard:
+            n = int(await in_shard(keys=[CrawlKeys(cid, shard).meta, *batch], args=[result.epoch]))
+        else:
+            n = int(await script(keys=[CrawlKeys(cid).meta, *batch]))
         if n < 0:
             result.recreated = True
             return
@@ -193,12 +209,13 @@ async def _unlink(client: Redis, results: dict[str, PurgeResult]) -> None:
     async for keys in _scan(client, only):
         for key in keys:
             cid = _crawl_of(key)
-            if cid in pending:
-                pending[cid].add(key)
-                if len(pending[cid]) >= BATCH:
-                    await flush(cid)
-    for cid in results:
-        await flush(cid)
+            if cid in results:
+                group = (cid, _shard_of(key))
+                pending.setdefault(group, set()).add(key)
+                if len(pending[group]) >= BATCH:
+                    await flush(group)
+    for group in list(pending):
+        await flush(group)
 
 
 async def _count_left(client: Redis, crawl_id: str) -> int:
@@ -239,9 +256,10 @@ async def purge_crawl(client: Redis, crawl_id: str, *, force: bool = False, dry_
     head = [k.meta, k.prefix + "job"]
     sizes = await _sizes(client, [key.encode() for key in head])
     step = client.register_script(script_source("purge_meta.lua"))
-    outcome, state, live, _epoch = await step(keys=[k.meta, k.workers, k.prefix + "job"],
-                                              args=["force" if force else "idle", live_ms, 0])
+    outcome, state, live, epoch = await step(keys=[k.meta, k.workers, k.prefix + "job"],
+                                             args=["force" if force else "idle", live_ms, 0])
     outcome, result.state = outcome.decode(), state.decode(errors="replace")
+    result.epoch = epoch.decode(errors="replace") if isinstance(epoch, bytes) else str(epoch or "")
     result.live_workers = int(live)
     if outcome == "live":
         raise CrawlRunning(f"crawl {crawl_id!r} is running ({result.live_workers} live worker"
@@ -318,11 +336,11 @@ async def sweep_finished(client: Redis, ttl: float, *, exclude: Iterable[str] = 
     for cid in due:
         k = CrawlKeys(cid)
         sizes = await _sizes(client, [k.meta.encode(), (k.prefix + "job").encode()])
-        outcome, _, _, _ = await step(keys=[k.meta, k.workers, k.prefix + "job"],
-                                      args=["ttl", int(LIVE_WORKER_WINDOW * 1000), ttl])
+        outcome, _, _, epoch = await step(keys=[k.meta, k.workers, k.prefix + "job"],
+                                          args=["ttl", int(LIVE_WORKER_WINDOW * 1000), ttl])
         if outcome == b"purged":  # else it ran again, or a worker joined: kept
             results[cid] = PurgeResult(cid, state="finished", keys=sum(1 for n in sizes if n),
-                                       bytes=sum(sizes))
+                                       bytes=sum(sizes), epoch=epoch.decode(errors="replace"))
     if results:
         await _unlink(client, results)
         await _drop_indexes(client, [cid for cid, r in results.items() if not r.recreated])

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -65,16 +65,18 @@ class HeartbeatThread(threading.Thread):
         self, *, url: str, keys: CrawlKeys, worker: str, interval: float, timeout: float,
         loop: asyncio.AbstractEventLoop, on_reclaimed: Callable[[int, list[str]], None],
         on_forgotten: Callable[[], None], on_recovered: Callable[[], None],
-        info: Callable[[], str] | None = None,
+        info: Callable[[], str] | None = None, shards: int = 1,
     ) -> None:
         super().__init__(name=f"statecrawl-heartbeat-{worker}", daemon=True)
         self.url, self.keys, self.worker = url, keys, worker
+        self.shards = shards  # > 1: also sweep dead workers' leases out of shards 1..n-1
         self.interval, self.timeout_ms = interval, int(timeout * 1000)
         self.loop = loop
         self.on_reclaimed, self.on_forgotten = on_reclaimed, on_forgotten
         self.on_recovered = on_recovered
         self.info = info  # what this worker tells of itself, sent once a second (INFO_EVERY)
         self._stop_event = threading.Event()
+        self._sweeper: Any = None
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -91,7 +93,7 @@ class HeartbeatThread(threading.Thread):
         source = script_source("host_done.lua", "heartbeat.lua")
         keys = heartbeat_keys(self.keys)
         failing = False
-        last = told = time.monotonic()
+        last = told = swept = time.monotonic()
         try:
             while not self._stop_event.wait(self.interval):
                 now = time.monotonic()
@@ -123,9 +125,31 @@ class HeartbeatThread(threading.Thread):
                 if int(out[1]) or len(out) > 2:
                     dead = [w.decode() for w in out[2:]]
                     self.loop.call_soon_threadsafe(self.on_reclaimed, int(out[1]), dead)
+                if self.shards > 1 and (now - swept) * 1000 >= self.timeout_ms / 2:
+                    swept = now
+                    try:
+                        reclaimed = self._sweep(client)
+                    except (RedisError, OSError) as exc:
+                        logger.warning("statecrawl: cannot sweep the crawl's shards (%s)", exc)
+                        continue
+                    if reclaimed:
+                        self.loop.call_soon_threadsafe(self.on_reclaimed, reclaimed, [])
         finally:
             if client is not None:
                 client.close()
+
+    def _sweep(self, client: Any) -> int:
+        """Give back the leases held in shards 1..n-1 by workers shard 0 no longer lists
+        (statecrawl.frontier.shards); returns how many."""
+        if self._sweeper is None:
+            self._sweeper = client.register_script(script_source("host_done.lua", "sweep_orphans.lua"))
+        live = [w.decode() for w in client.zrange(self.keys.workers, 0, -1)]
+        reclaimed = 0
+        for shard in range(1, self.shards):
+            k = self.keys.of_shard(shard)
+            reclaimed += int(self._sweeper(keys=[k.queue, k.leases, k.stats, k.ready, k.hosts,
+                                                 k.workers], args=[self.timeout_ms, *live]))
+        return reclaimed
 
 
 def start_watchdog(url: str, keys: CrawlKeys, worker: str) -> subprocess.Popen[bytes]:
@@ -153,8 +177,10 @@ def start_watchdog(url: str, keys: CrawlKeys, worker: str) -> subprocess.Popen[b
     return proc
 
 
-async def listen_for_work(url: str, channel: str, on_work: Callable[[str], None]) -> None:
-    """Call *on_work(kind)* for each message on *channel*, reconnecting with backoff, forever.
+async def listen_for_work(url: str, channel: str | Sequence[str],
+                          on_work: Callable[[str], None]) -> None:
+    """Call *on_work(kind)* for each message on *channel* (or each of several: a sharded
+    crawl's shards), reconnecting with backoff, forever.
 
     *kind* is the message: ``work`` (requests entered an empty frontier),
     ``reclaimed`` (a dead worker's leases came back) or ``released`` (a
@@ -169,7 +195,7 @@ async def listen_for_work(url: str, channel: str, on_work: Callable[[str], None]
         attempt += 1
         try:
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(channel)
+                await pubsub.subscribe(*([channel] if isinstance(channel, str) else channel))
                 backoff = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=None)
@@ -192,13 +218,15 @@ class Liveness:
         watchdog: bool, on_work: Callable[[str], None],
         on_reclaimed: Callable[[int, list[str]], None], on_forgotten: Callable[[], None],
         on_recovered: Callable[[], None], info: Callable[[], str] | None = None,
+        shards: int = 1,
     ) -> None:
         self.url, self.keys, self.worker, self.use_watchdog = url, keys, worker, watchdog
+        self.channels = [keys.of_shard(s).queue for s in range(shards)]
         self.on_work = on_work
         self.heartbeat: HeartbeatThread | None = HeartbeatThread(
             url=url, keys=keys, worker=worker, interval=interval, timeout=timeout,
             loop=asyncio.get_running_loop(), on_reclaimed=on_reclaimed,
-            on_forgotten=on_forgotten, on_recovered=on_recovered, info=info,
+            on_forgotten=on_forgotten, on_recovered=on_recovered, info=info, shards=shards,
         )
         self.watchdog: subprocess.Popen[bytes] | None = None
         self.listener: asyncio.Task[None] | None = None
@@ -208,7 +236,7 @@ class Liveness:
         self.heartbeat.start()
         if self.use_watchdog:
             self.watchdog = await asyncio.to_thread(start_watchdog, self.url, self.keys, self.worker)
-        self.listener = asyncio.ensure_future(listen_for_work(self.url, self.keys.queue, self.on_work))
+        self.listener = asyncio.ensure_future(listen_for_work(self.url, self.channels, self.on_work))
 
     async def stop_heartbeat(self) -> None:
         """Stop beating (before leaving: a beat after leave.lua would register a ghost)."""

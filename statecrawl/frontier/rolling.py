@@ -115,20 +115,24 @@ def _host(url: str) -> str:
         return "-"
 
 
-async def read_buckets(client: Redis, keys: CrawlKeys, count: int,
-                       now: int | None = None) -> tuple[int, int, list[dict[str, int]]]:
+async def read_buckets(client: Redis, keys: CrawlKeys, count: int, now: int | None = None,
+                       shards: int = 1) -> tuple[int, int, list[dict[str, int]]]:
     """(the newest bucket's number, the seconds into it, the last *count* buckets, newest
-    first), at Redis time *now* (s; read from Redis when None), in one round trip."""
+    first), at Redis time *now* (s; read from Redis when None), in one round trip. A
+    sharded crawl's commits count in each shard's buckets: *shards* of them are summed."""
     if now is None:
         now, _ = await client.time()
     last = int(now) // BUCKET_SECONDS
     async with client.pipeline(transaction=False) as pipe:
-        for bucket in range(last, last - count, -1):
-            pipe.hgetall(keys.rolling(bucket))
+        for shard in range(shards):
+            for bucket in range(last, last - count, -1):
+                pipe.hgetall(keys.of_shard(shard).rolling(bucket))
         raw = await pipe.execute()
-    buckets = [{(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in fields.items()}
-               for fields in raw]
-    return last, int(now) % BUCKET_SECONDS + 1, buckets
+    buckets: list[collections.Counter[str]] = [collections.Counter() for _ in range(count)]
+    for i, fields in enumerate(raw):
+        buckets[i % count].update({(k.decode() if isinstance(k, bytes) else k): int(v)
+                                   for k, v in fields.items()})
+    return last, int(now) % BUCKET_SECONDS + 1, [dict(b) for b in buckets]
 
 
 def recent_keys(keys: CrawlKeys, now: float) -> list[str]:

@@ -50,6 +50,7 @@ from statecrawl.frontier.liveness import Liveness
 from statecrawl.frontier.packing import RequestCodec
 from statecrawl.frontier.redis_errors import retry_outage
 from statecrawl.frontier.replication import ReplicaWait
+from statecrawl.frontier.shards import check_sharded, shard_count
 from statecrawl.frontier.store import (
     CommitResult,
     CrawlStore,
@@ -200,9 +201,12 @@ class WorkerState(GroupCommitMixin):
             limit=getattr(spider, "crawl_limit", None),
             args=getattr(spider, "crawl_args", None),
             expect_epoch=epoch,
+            shards=shard_count(settings.get("STATECRAWL_SHARDS", 1)),
         ), logger)
         for hook in self.open_hooks:
             await retry_outage("configuring the crawl", lambda: hook(store), logger)
+        if store.sharding is not None:
+            await check_sharded(store, self.dedupe_mode)
         await retry_outage("reading the crawl's dictionary",
                            lambda: self.codec.load(store.client, store.keys), logger)
         self.store = store
@@ -218,6 +222,7 @@ class WorkerState(GroupCommitMixin):
             timeout=self.worker_timeout, watchdog=self._use_watchdog, on_work=self._on_work,
             on_reclaimed=self._on_reclaimed, on_forgotten=self._on_forgotten,
             on_recovered=self.recovered, info=self.worker_info,
+            shards=store.sharding.count if store.sharding is not None else 1,
         )
         await self._liveness.start()
         logger.info("statecrawl: worker %s joined crawl %r", self.worker_id, self.store.crawl_id)

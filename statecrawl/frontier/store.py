@@ -4,6 +4,19 @@
 :mod:`statecrawl.frontier.keys`. Each operation that touches more than one key is one
 Lua script (``statecrawl/frontier/lua/*.lua``), loaded once and run with EVALSHA, so it
 is atomic and costs one round trip however many requests it carries.
+
+A request's life: the commit script checks its fingerprint against the crawl's
+dupefilter (``digests``, ``bloom`` or ``seen``, as ``meta.dupefilter`` says) and appends
+it to its score's ``fifo`` list (one atomic step per batch); the lease script pops it,
+gives it an id and stores it in ``reqs`` + ``leases`` (a polite crawl's lease first sorts
+it into ``hostq``); a request given back goes to ``queue`` by id; the commit script that
+carries the request's callback output (new requests and items) also deletes the lease and
+the ``reqs`` entry, in that order, atomically. A request whose worker dies stays in
+``leases`` under that worker's id; putting such leases back into ``queue`` needs only the
+worker id (issue 3: reclaim).
+The crawl is finished when ``fifo``, ``queue``, ``leases`` (and ``hostq``) are empty.
+A sharded crawl (:mod:`statecrawl.frontier.shards`) runs the same scripts on each
+shard's keys.
 """
 
 from __future__ import annotations
@@ -19,7 +32,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
-from statecrawl.exceptions import CrawlStateLost
+from statecrawl.exceptions import ConfigError, CrawlStateLost
+from statecrawl.frontier._admin import CrawlAdmin
 from statecrawl.frontier.batch import (
     CommitResult,
     PendingItem,
@@ -35,7 +49,7 @@ from statecrawl.frontier.deadletter import DATA_MAX, DEAD_LETTER_MAX
 from statecrawl.frontier.item_codec import load_item
 from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
 from statecrawl.frontier.replication import ReplicaWait
-from statecrawl.frontier.rolling import recent_keys
+from statecrawl.frontier.shards import Sharding, split_id
 from statecrawl.frontier.serialize import dumps
 
 __all__ = [
@@ -76,7 +90,7 @@ def heartbeat_keys(k: CrawlKeys) -> list[str]:
 
 
 
-class CrawlStore:
+class CrawlStore(CrawlAdmin):
     """Operations on one crawl's keys. Creating it does no I/O.
 
     Leases and commits carry the crawl's *epoch*, learnt by :meth:`open_crawl`;
@@ -90,6 +104,7 @@ class CrawlStore:
         self.epoch: str | None = None
         self.next_due_in: float | None = None  # see lease()
         self.replica_wait: ReplicaWait | None = None  # leases and commits WAIT for replicas
+        self.sharding: Sharding | None = None  # a crawl of several shards (shards.py)
         self._quarantine = client.register_script(
             script_source("dead_letter.lua", "host_done.lua", "quarantine.lua"))
         self._open_crawl = client.register_script(script_source("open_crawl.lua"))
@@ -104,6 +119,7 @@ class CrawlStore:
         self._flush = client.register_script(script_source("flush_crawl.lua"))
         self._forget = client.register_script(script_source("forget_finished.lua"))
         self._queued = client.register_script(script_source("take_leases.lua", "queued.lua"))
+        self._status = client.register_script(script_source("take_leases.lua", "status.lua"))
         self._expire_items = client.register_script(script_source("expire_items.lua"))
         self._record_sink = client.register_script(script_source("record_sink.lua"))
 
@@ -119,23 +135,37 @@ class CrawlStore:
 
     async def open_crawl(
         self, *, spider: str, start_url: str | None = None, limit: int | None = None,
-        args: dict[str, Any] | None = None, expect_epoch: str | None = None,
+        args: dict[str, Any] | None = None, expect_epoch: str | None = None, shards: int = 1,
     ) -> str:
         """Create the crawl's metadata if new; return its state.
 
         With *expect_epoch* (the epoch of a crawl known to exist, e.g. one the
         CLI created), a crawl that is missing or has another epoch is not
-        created again: :class:`CrawlStateLost`.
+        created again: :class:`CrawlStateLost`. *shards* applies to a new crawl
+        only (:mod:`statecrawl.frontier.shards`); :attr:`sharding` is set for a
+        crawl that has more than one.
         """
         k = self.keys
-        out = await self.run_checked(self._open_crawl, [k.meta], [
-            expect_epoch or "", new_token(), f"{time.time():.3f}", spider, start_url or "",
-            dumps(args, "spider arguments") if args else "",
-            "" if limit is None else int(limit)])
-        state, epoch = (_text(v) for v in out)
+        try:
+            out = await self.run_checked(self._open_crawl, [k.meta], [
+                expect_epoch or "", new_token(), f"{time.time():.3f}", spider, start_url or "",
+                dumps(args, "spider arguments") if args else "",
+                "" if limit is None else int(limit), shards])
+        except ResponseError as exc:
+            if str(exc).startswith("SCSHARDS"):
+                raise ConfigError(f"crawl {self.crawl_id!r}: {str(exc)[9:]} (STATECRAWL_SHARDS; "
+                                  "leave the limit out, or run it on one shard)") from None
+            raise
+        state, epoch = _text(out[0]), _text(out[1])
         # the set of crawls is another key (another slot on a cluster): not in the script
         await self.client.sadd(CRAWLS_KEY, self.crawl_id)
         self.epoch = epoch
+        count = int(out[2] or 1)
+        if count > 1:
+            self.sharding = Sharding(self, count)
+            await self.sharding.open(create=not out[3])
+            if not out[3]:
+                await self.client.hset(k.meta, "shards_ready", 1)
         return state
 
     def _lost_message(self) -> str:
@@ -167,7 +197,16 @@ class CrawlStore:
         Re-sending a lease with the same *token* (after a lost reply) returns
         the same requests instead of leasing more.
         """
-        k = self.keys
+        if self.sharding is not None:
+            self.next_due_in = None
+            return await self.sharding.lease(worker, n, check_finished=check_finished,
+                                             token=token or new_token())
+        return await self.lease_on(self.keys, worker, n, check_finished=check_finished, token=token)
+
+    async def lease_on(
+        self, k: CrawlKeys, worker: str, n: int, *, check_finished: bool, token: str | None = None
+    ) -> tuple[str, list[tuple[str, bytes]]]:
+        """:meth:`lease` from the keys *k* (the crawl's, or one shard's)."""
         out = await self.run_checked(
             self._lease, [k.meta, k.queue, k.reqs, k.leases, k.workers, k.stats, k.tokens,
                           k.hostq, k.ready, k.hosts, k.seq, k.fifo],
@@ -190,19 +229,27 @@ class CrawlStore:
         *token* is a no-op that returns the first result (the same leases).
         *counters* are added to the crawl's stats hash in the same step.
         """
-        script, keys, args = self.commit_call(worker, dedupe=dedupe, requests=requests,
-                                              items=items, acks=acks, token=token,
-                                              counters=counters, want=want)
+        if self.sharding is not None:
+            return await self.sharding.commit(
+                worker, dedupe=dedupe, requests=requests, items=items, acks=acks,
+                token=token or new_token(), counters=dict(counters or {}), want=want)
+        return await self.commit_on(self.keys, worker, dedupe=dedupe, requests=requests,
+                                    items=items, acks=acks, token=token, counters=counters,
+                                    want=want)
+
+    async def commit_on(self, k: CrawlKeys, worker: str, **batch: Any) -> CommitResult:
+        """:meth:`commit` on the keys *k* (the crawl's, or one shard's): one script call."""
+        script, keys, args = self.commit_call(worker, keys_of=k, **batch)
         return commit_result(await self.run_checked(script, keys, args))
 
     def commit_call(
         self, worker: str, *, dedupe: str, requests: Sequence[PendingRequest] = (),
         items: Sequence[PendingItem] = (), acks: Sequence[str] = (), token: str | None = None,
-        counters: Mapping[str, int] | None = None, want: int = 0,
+        counters: Mapping[str, int] | None = None, want: int = 0, keys_of: CrawlKeys | None = None,
     ) -> tuple[AsyncScript, list[str], list[Any]]:
-        """The script, keys and arguments of :meth:`commit` (for a caller that pipelines
-        it with other commands; :func:`commit_result` reads its reply)."""
-        k = self.keys
+        """The script, keys and arguments of :meth:`commit` on one slot (for a caller that
+        pipelines it with other commands; :func:`commit_result` reads its reply)."""
+        k = keys_of or self.keys
         counters = counters or {}
         args: list[Any] = [worker, token or new_token(), max(0, want), self._epoch(),
                            len(counters)]
@@ -232,8 +279,9 @@ class CrawlStore:
                          data: bytes | None = None) -> bool:
         """Move *worker*'s leased request *request_id* to the dead-letter list; False if not its.
         *data* is what the dead letter shows of it (default: the stored value)."""
-        k = self.keys
-        args = [worker, request_id, error[:1024], DEAD_LETTER_MAX, DATA_MAX]
+        shard, raw_id = split_id(request_id)  # a shard's dead letters are in its own list
+        k = self.keys.of_shard(shard)
+        args = [worker, raw_id, error[:1024], DEAD_LETTER_MAX, DATA_MAX]
         if data is not None:
             args.append(data[:DATA_MAX])
         return bool(await self._quarantine(
@@ -243,9 +291,16 @@ class CrawlStore:
         """Give *ids* (leased by *worker*) back to the frontier."""
         if not ids:
             return 0
-        k = self.keys
-        return int(await self._release(keys=[k.queue, k.leases, k.stats, k.ready, k.hosts],
-                                       args=[worker, *ids]))
+        grouped: dict[int, list[str]] = {}
+        for lease_id in ids:
+            shard, raw_id = split_id(lease_id)
+            grouped.setdefault(shard, []).append(raw_id)
+        released = 0
+        for shard, raw_ids in grouped.items():
+            k = self.keys.of_shard(shard)
+            released += int(await self._release(keys=[k.queue, k.leases, k.stats, k.ready, k.hosts],
+                                                args=[worker, *raw_ids]))
+        return released
 
     async def heartbeat(self, worker: str, timeout: float) -> Heartbeat:
         """Record *worker* as alive and reclaim the leases of workers silent for *timeout* s."""
@@ -255,52 +310,39 @@ class CrawlStore:
 
     async def reconcile(self, worker: str, known: Sequence[str]) -> int:
         """Give back every lease of *worker* in Redis that is not in *known*."""
-        k = self.keys
+        if self.sharding is not None:
+            return await self.sharding.reconcile(worker, known)
+        return await self.reconcile_on(self.keys, worker, known)
+
+    async def reconcile_on(self, k: CrawlKeys, worker: str, known: Sequence[str]) -> int:
         return int(await self._reconcile(keys=[k.queue, k.leases, k.stats, k.ready, k.hosts],
                                          args=[worker, *known]))
 
     async def leave(self, worker: str) -> int:
         """Forget *worker*, giving back any lease it still holds; returns how many."""
-        return int(await self._leave(keys=heartbeat_keys(self.keys), args=[worker]))
+        if self.sharding is not None:
+            return await self.sharding.leave(worker)
+        return await self.leave_on(self.keys, worker)
 
-    async def flush(self, worker: str, timeout: float) -> int:
-        """Delete the crawl's state (not its items or sessions) if no other worker is live
-        (heartbeat within *timeout* s), and register *worker*; returns the other live workers."""
-        k = self.keys
-        return int(await self._flush(
-            keys=[k.workers, k.fifo, k.zdict, k.meta, k.seq, k.queue, k.reqs, k.leases, k.seen,
-                  k.digests, k.bloom, k.stats, k.tokens, k.spider_state, k.hostq, k.ready,
-                  k.hosts],
-            args=[worker, int(timeout * 1000)]))
-
-    async def forget_finished(self, worker: str, timeout: float) -> str:
-        """Delete a finished crawl's dupefilter and frontier remnants, if *worker* is its last;
-        ``forgotten``, ``running`` (not finished) or ``others`` (other workers live)."""
-        k = self.keys
-        return _text(await self._forget(
-            keys=[k.meta, k.queue, k.leases, k.workers, k.stats, k.fifo, k.seq, k.reqs, k.tokens,
-                  k.seen, k.digests, k.bloom, k.hostq, k.ready],
-            args=[worker, int(timeout * 1000)]))
-
-    async def exists(self) -> bool:
-        return bool(await self.client.exists(self.keys.meta))
+    async def leave_on(self, k: CrawlKeys, worker: str) -> int:
+        return int(await self._leave(keys=heartbeat_keys(k), args=[worker]))
 
     async def status(self) -> dict[str, Any]:
         """A snapshot of the crawl, as shown by ``statecrawl status``."""
         k = self.keys
-        now_s, now_us = await self.client.time()
-        now_ms = now_s * 1000 + now_us // 1000
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hgetall(k.meta)
-            pipe.hlen(k.leases)
-            pipe.hlen(k.items)
-            pipe.scard(k.failed)
-            pipe.scard(k.seen)
-            pipe.zcount(k.workers, now_ms - int(LIVE_WORKER_WINDOW * 1000), "+inf")
-            pipe.hgetall(k.stats)
-            meta, in_flight, done, failed, seen, workers, stats = await pipe.execute()
-        queued = await self._queued(keys=[k.queue, k.fifo, k.hostq])
-        meta = {a.decode(): b.decode() for a, b in meta.items()}
+        out = await self._status(
+            keys=[k.meta, k.leases, k.items, k.failed, k.seen, k.workers, k.stats, k.queue,
+                  k.fifo, k.hostq], args=[int(LIVE_WORKER_WINDOW * 1000)])
+        in_flight, done, failed, seen, workers, queued = (int(out[i]) for i in (1, 2, 3, 4, 5, 7))
+        meta = {_text(a): _text(b) for a, b in zip(out[0][::2], out[0][1::2])}
+        stats = {_bytes(a): int(b) for a, b in zip(out[6][::2], out[6][1::2])}
+        shards = int(meta.get("shards") or 1)
+        if shards > 1:  # the other shards' frontier, leases and counters
+            more_queued, more_leases, more_stats = await Sharding(self, shards).totals()
+            queued, in_flight = queued + more_queued, in_flight + more_leases
+            for name, value in more_stats.items():
+                name_b = name.encode()
+                stats[name_b] = int(stats.get(name_b, 0)) + value
         return {
             "crawl_id": self.crawl_id,
             "state": meta.get("state", "unknown"),
@@ -318,35 +360,15 @@ class CrawlStore:
             "created_at": float(meta["created_at"]) if "created_at" in meta else None,
             "finished_at": float(meta["finished_at"]) if "finished_at" in meta else None,
             "forgotten": "forgotten_at" in meta,
+            "shards": shards,
             "stats": {a.decode(): int(b) for a, b in stats.items()},
         }
 
-    async def cancel(self) -> bool:
-        """Mark the crawl cancelled; workers stop taking leases and exit."""
-        if not await self.exists():
-            return False
-        await self.client.hset(self.keys.meta, "state", "cancelled")
-        return True
+    async def queued_on(self, k: CrawlKeys) -> int:
+        """Requests queued in the keys *k* (the crawl's, or one shard's)."""
+        return int(await self._queued(keys=[k.queue, k.fifo, k.hostq]))
 
     async def iter_items(self, batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
         """Every item kept in Redis as (key, decoded JSON), in no particular order."""
         async for key, raw in self.client.hscan_iter(self.keys.items, count=batch):
             yield key.decode(), load_item(raw)
-
-    async def record_sink(self, sink: str) -> str:
-        """Record *sink* as the crawl's if it has none yet; return the one recorded."""
-        return _text(await self._record_sink(keys=[self.keys.meta, self.keys.items], args=[sink]))
-
-    async def expire_items(self, ttl: float) -> bool:
-        """Give the items kept in Redis an expiry of *ttl* s if the crawl is finished and they
-        have none yet (an API job's own expiry is kept); True if one was set."""
-        return bool(await self._expire_items(keys=[self.keys.meta, self.keys.items],
-                                             args=[max(1, int(ttl))]))
-
-    async def delete(self) -> None:
-        """Remove every key of the crawl (its rolling counters: the last hour's buckets)."""
-        scores = await self.client.zrange(self.keys.fifo, 0, -1)
-        buckets = recent_keys(self.keys, (await self.client.time())[0])
-        await self.client.delete(*self.keys.all(), *(self.keys.fifo_list(_text(s)) for s in scores),
-                                 *buckets)
-        await self.client.srem(CRAWLS_KEY, self.crawl_id)

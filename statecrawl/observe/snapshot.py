@@ -185,7 +185,8 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5,
         1.0, handled / limit)
     # read once, at the snapshot's time: the rates, the last minute, the chart
     last, into, buckets = await read_buckets(store.client, store.keys,
-                                             SERIES_SECONDS // BUCKET_SECONDS, now_s)
+                                             SERIES_SECONDS // BUCKET_SECONDS, now_s,
+                                             shards=snap["shards"])
     pages, items = rates_of(buckets, into), rates_of(buckets, into, field="items")
     snap["rates"] = {"pages_per_s": {f"{s // 60}m": round(v, 3) for s, v in pages.items()},
                      "items_per_s": {f"{s // 60}m": round(v, 3) for s, v in items.items()}}
@@ -216,6 +217,11 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5,
     snap["dupefilter"] = {"mode": mode, "entries": snap["seen"],
                           "bloom_fill": _bloom(meta, snap["seen"]) if mode == "bloom" else None}
     snap["redis"] = await redis_facts(store.client, store.keys.meta) if redis else None
-    snap["dead_letters"] = await read_dead_letters(store.client, store.keys, dead)
+    letters = []  # a sharded crawl's shards keep their own (newest last in each)
+    for shard in range(snap["shards"]):
+        letters += await read_dead_letters(store.client, store.keys.of_shard(shard), dead)
+    if snap["shards"] > 1:
+        letters = sorted(letters, key=lambda d: -float(d.get("at") or 0))[:dead]
+    snap["dead_letters"] = letters
     snap["at"] = now_s + now_us / 1e6
     return snap

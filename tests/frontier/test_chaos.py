@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -157,16 +157,19 @@ def test_victim_killed_repeatedly_every_page_exactly_once(
     chaos_crawl(redis_server, crawl_id, tmp_path)
 
 
-def chaos_crawl(redis_server: Server, crawl_id: str, tmp_path: Path) -> None:
+def chaos_crawl(redis_server: Server, crawl_id: str, tmp_path: Path, extra: Sequence[str] = (),
+                shards: int = 1) -> None:
     """The chaos test's body, on the Redis of *redis_server* (a single server or a cluster:
-    tests/cluster runs it there)."""
+    tests/cluster runs it there); *extra* arguments for the workers (a sharded crawl's
+    ``STATECRAWL_SHARDS``: *shards*, whose reclaims are counted in every shard)."""
     seed = int(os.environ.get("STATECRAWL_CHAOS_SEED") or random.randrange(2**32))
     print(f"chaos seed {seed} (replay: STATECRAWL_CHAOS_SEED={seed})")
     rng = random.Random(seed)
     client = redis_server.client()
     k = f"sc:{{{crawl_id}}}:"
     with DemoSite(pages=2000, delay=0.005) as site:
-        args = ["-a", f"url={site.url}/", "-a", f"crawl_id={crawl_id}", "-s", "RETRY_TIMES=0"]
+        args = ["-a", f"url={site.url}/", "-a", f"crawl_id={crawl_id}", "-s", "RETRY_TIMES=0",
+                *extra]
 
         def start(name: str) -> Worker:
             return Worker(args, worker_env(redis_server.url, tmp_path / name), tmp_path / f"{name}.log")
@@ -204,6 +207,8 @@ def chaos_crawl(redis_server: Server, crawl_id: str, tmp_path: Path) -> None:
         logs = "\n".join(w.log() for w in (survivor, victim))
         assert [survivor.proc.returncode, victim.proc.returncode] == [0, 0], f"seed {seed}\n{logs}"
         assert "Spider closed (finished)" in survivor.text(), logs
-        assert int(client.hget(k + "stats", "reclaimed") or 0) > 0, (seed, held_at_kill)
+        reclaimed = sum(int(client.hget(f"sc:{{{crawl_id}{f'~{n}' if n else ''}}}:stats",
+                                        "reclaimed") or 0) for n in range(shards))
+        assert reclaimed > 0, (seed, held_at_kill)
         check_every_page_once(redis_server, crawl_id, site, tmp_path / "export",
                                        context=f"seed {seed}:")

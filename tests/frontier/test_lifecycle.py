@@ -80,7 +80,7 @@ def _snapshot(server: RedisServer, crawl_id: str) -> dict[bytes, bytes | None]:
 
 
 def test_pattern_escapes_the_id_and_the_braces() -> None:
-    assert crawl_pattern("a.b-c_1") == "sc:\\{a.b\\-c_1\\}:*"
+    assert crawl_pattern("a.b-c_1") == "sc:\\{a.b\\-c_1[}~][:0-9]*"
     assert crawl_pattern() == "sc:\\{*"
     with pytest.raises(ConfigError):
         crawl_pattern("a*b")

@@ -6,16 +6,26 @@
 -- and creating in one script matters: a check, then a reconnect to a Redis
 -- that restarted empty, then a create, would make the lost crawl anew.
 --
+-- A crawl created with shards > 1 records `shards` (statecrawl.frontier.shards); the
+-- count of an existing crawl never changes. A sharded crawl takes no page limit (it
+-- is counted in one place): the script fails with "SCSHARDS" and writes nothing.
+--
 -- KEYS: meta
 -- ARGV: expect_epoch ('' = none) new_epoch created_at spider start_url ('' = none)
---       args_json ('' = none) limit ('' = leave as is)
--- Returns {state, epoch}.
+--       args_json ('' = none) limit ('' = leave as is) shards ('' = 1)
+-- Returns {state, epoch, shards, shards_ready}.
 local meta = KEYS[1]
 local expect, new_epoch, created_at, spider, start_url, args, limit =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 if expect ~= '' and redis.call('HGET', meta, 'epoch') ~= expect then
   return redis.error_reply('SCLOST the crawl is gone from Redis or was created again')
 end
+local is_new = redis.call('HEXISTS', meta, 'epoch') == 0
+local shards = tonumber(redis.call('HGET', meta, 'shards') or (is_new and ARGV[8]) or '1') or 1
+if shards > 1 and (tonumber(limit) or 0) > 0 then
+  return redis.error_reply('SCSHARDS a crawl spread over shards takes no page limit')
+end
+if is_new and shards > 1 then redis.call('HSET', meta, 'shards', shards) end
 redis.call('HSETNX', meta, 'epoch', new_epoch)
 redis.call('HSETNX', meta, 'state', 'running')
 redis.call('HSETNX', meta, 'created_at', created_at)
@@ -23,4 +33,4 @@ redis.call('HSETNX', meta, 'spider', spider)
 if start_url ~= '' then redis.call('HSETNX', meta, 'start_url', start_url) end
 if args ~= '' then redis.call('HSETNX', meta, 'args', args) end
 if limit ~= '' then redis.call('HSET', meta, 'limit', limit) end
-return redis.call('HMGET', meta, 'state', 'epoch')
+return redis.call('HMGET', meta, 'state', 'epoch', 'shards', 'shards_ready')

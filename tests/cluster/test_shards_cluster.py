@@ -1,0 +1,64 @@
+"""One crawl spread over the masters of the session's cluster (STATECRAWL_SHARDS).
+
+A crawl id is picked whose 8 shards cover all three masters; two ``scrapy crawl
+site`` workers crawl it; every page is stored and exported once, each master holds
+some of the crawl's keys and served some of its pages, and ``statecrawl status``
+and ``purge`` see and remove every shard.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from statecrawl.cli import main as cli
+from statecrawl.demo.site import DemoSite
+from statecrawl.frontier.keys import CrawlKeys
+from statecrawl.frontier.lifecycle import crawl_pattern
+from tests.cluster.conftest import LocalCluster
+from tests.conftest import scrapy_crawl, worker_env
+from tests.frontier.test_chaos import check_every_page_once
+
+SHARDS = 8
+
+
+def _spread_id(cluster: LocalCluster) -> tuple[str, dict[int, str]]:
+    """A crawl id whose shards sit on every master, and each shard's master."""
+    masters = set(cluster.masters())
+    with cluster.client() as client:
+        for i in range(500):
+            cid = f"spread-{uuid.uuid4().hex[:6]}-{i}"
+            where = {s: client.get_node_from_key(CrawlKeys(cid, s).meta).name for s in range(SHARDS)}
+            if set(where.values()) == masters:
+                return cid, where
+    raise AssertionError("no crawl id spreads over every master")
+
+
+@pytest.mark.slow
+def test_a_sharded_crawl_spreads_over_the_masters(redis_cluster: LocalCluster, tmp_path: Path) -> None:
+    crawl_id, where = _spread_id(redis_cluster)
+    with DemoSite(pages=200) as site:
+        procs = [scrapy_crawl(["-a", f"url={site.url}/", "-a", f"crawl_id={crawl_id}",
+                               "-s", "RETRY_TIMES=0", "-s", f"STATECRAWL_SHARDS={SHARDS}"],
+                              worker_env(redis_cluster.url, tmp_path / f"w{i}"), wait=False)
+                 for i in range(2)]
+        logs = [p.communicate(timeout=180)[0] for p in procs]  # type: ignore[union-attr]
+        assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+        check_every_page_once(redis_cluster, crawl_id, site, tmp_path / "export", context="cluster shards:")
+    acked_by_master: dict[str, int] = {}
+    with redis_cluster.client() as client:
+        for shard, master in where.items():
+            acked = int(client.hget(CrawlKeys(crawl_id, shard).stats, "acked") or 0)
+            acked_by_master[master] = acked_by_master.get(master, 0) + acked
+    assert all(n > 0 for n in acked_by_master.values()) and len(acked_by_master) == 3, acked_by_master
+    assert cli(["--redis-url", redis_cluster.url, "status", crawl_id]) == 0
+    assert cli(["--redis-url", redis_cluster.url, "purge", crawl_id]) == 0
+    for node in redis_cluster.nodes:
+        client = node.client()
+        try:
+            if client.info("replication")["role"] == "master":
+                assert list(client.scan_iter(match=crawl_pattern(crawl_id))) == [], node.port
+        finally:
+            client.close()
