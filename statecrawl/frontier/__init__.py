@@ -10,7 +10,7 @@ its output lives here, with what it needs to reach Redis:
 * ``store`` (``CrawlStore``: one crawl's operations, each a Lua script in
   ``lua/``) and ``keys`` (the Redis key schema, in its docstring);
 * ``dupefilter``, ``serialize`` + ``_request_schema`` (requests as JSON,
-  checked both ways), ``scope`` (what a worker may fetch), ``robots``,
+  checked both ways) on ``plainjson`` (plain JSON in and out), ``scope`` (what a worker may fetch), ``robots``,
   ``deadletter``, ``item_codec`` (items at rest: zstd frames with the
   dictionary in ``data/``, older plain JSON still read);
 * ``liveness`` + ``_watchdog`` (heartbeat, reclaim of dead workers),

@@ -8,7 +8,8 @@ spider* by name, and private or dunder names are refused (except the few
 private callbacks Scrapy's own ``CrawlSpider`` and ``SitemapSpider`` build,
 on spiders of those classes). That is the difference from pickle
 (scrapy-redis' default), where anyone who can write to Redis runs code on
-every worker.
+every worker. The plain JSON itself -- :func:`dumps` and :func:`loads`,
+re-exported here -- is :mod:`statecrawl.frontier.plainjson`.
 
 Writing and reading apply the same checks (:mod:`statecrawl.frontier._request_schema`):
 a request that cannot be stored raises :class:`SerializationError` naming the
@@ -24,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
@@ -44,6 +44,7 @@ from statecrawl.frontier._request_schema import (
     check_url,
     json_type,
 )
+from statecrawl.frontier.plainjson import check_plain, dumps, loads
 
 if TYPE_CHECKING:
     from scrapy import Spider
@@ -87,67 +88,8 @@ _REQUEST_CLASSES: dict[str, type[Request]] = {
     "XmlRpcRequest": XmlRpcRequest,
 }
 _FORMAT = 1
-_MAX_DEPTH = 64
 #: The largest request JSON stored or read back.
 MAX_REQUEST_BYTES = 1024 * 1024
-
-
-def _check_plain(value: Any, path: str, depth: int = 0) -> None:
-    """Raise unless *value* is plain JSON data (no NaN, str keys only)."""
-    if depth > _MAX_DEPTH:
-        raise SerializationError(f"{path}: nested deeper than {_MAX_DEPTH} levels")
-    if value is None or isinstance(value, (bool, int, str)):
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise SerializationError(f"{path}: {value!r} is not valid JSON")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{path}[{i}]", depth + 1)
-        return
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise SerializationError(f"{path}: key {k!r} is not a string")
-            _check_plain(v, f"{path}.{k}", depth + 1)
-        return
-    raise SerializationError(
-        f"{path}: {type(value).__name__} is not plain JSON data "
-        "(use str, int, float, bool, None, list or dict)"
-    )
-
-
-def dumps(value: Any, what: str = "value") -> bytes:
-    """Encode plain JSON data compactly; raise SerializationError otherwise."""
-    _check_plain(value, what)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]} is out of range")
-    return value
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def loads(raw: bytes | str, what: str = "value") -> Any:
-    """Decode JSON read from the store. Only JSON types (and finite numbers) can come out.
-
-    Any failure (invalid JSON or UTF-8, numbers out of range, nesting too deep
-    for the parser) is a :class:`SerializationError`: data from Redis never
-    raises anything else here.
-    """
-    try:
-        return json.loads(raw, parse_float=_finite, parse_constant=_no_constants)
-    except RecursionError:
-        raise SerializationError(f"{what}: stored data is nested too deeply") from None
-    except Exception as exc:  # noqa: BLE001 - ValueError, UnicodeDecodeError, TypeError...
-        raise SerializationError(f"{what}: stored data is not valid JSON: {exc}") from None
 
 
 def _scrapy_private_callbacks() -> tuple[tuple[type, frozenset[str]], ...]:
@@ -259,7 +201,7 @@ def request_to_json(request: Request, spider: Spider | None, *, compact: bool = 
         doc["body"] = base64.b64encode(request.body).decode()
     if request.cookies:
         doc["cookies"] = request.cookies
-    _check_plain(doc, "request")
+    check_plain(doc, "request")
     check_meta(doc["meta"])
     check_cookies(doc.get("cookies"))
     if compact:
