@@ -3,8 +3,9 @@
 Everything that decides which request is fetched, by whom, and what becomes of
 its output lives here, with what it needs to reach Redis:
 
-* ``scheduler`` (Scrapy's scheduler interface) and ``_leasing`` (the local
-  buffer of leased requests, reconciliation, quarantine of poison);
+* ``scheduler`` (Scrapy's scheduler interface), ``_leasing`` (the local
+  buffer of leased requests, reconciliation, quarantine of poison) and
+  ``_listeners`` (acks of finished requests, commit results, idleness);
 * ``state`` (``WorkerState``: one connection, the group commit) and
   ``_commit`` (sending a commit: outages retried, refusals taken apart);
 * ``store`` (``CrawlStore``: one crawl's operations, each a Lua script in

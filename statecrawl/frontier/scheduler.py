@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.core.scheduler import BaseScheduler
-from scrapy.exceptions import CloseSpider, DontCloseSpider
+from scrapy.exceptions import CloseSpider
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.misc import build_from_crawler, load_object
 
@@ -51,13 +51,14 @@ from statecrawl.exceptions import CrawlStateLost, SerializationError
 from statecrawl.frontier._buffer import LeaseBuffer
 from statecrawl.frontier._engine import on_stop, wake, watch_completed
 from statecrawl.frontier._leasing import LeasingMixin
+from statecrawl.frontier._listeners import LEASE_META_KEY, ListenersMixin
 from statecrawl.frontier._scrapy_redis import is_scrapy_redis_spider, say_joined, say_nothing_new
 from statecrawl.frontier.redis_errors import Outage, is_transient, retry_outage
 from statecrawl.frontier.scope import FetchScope
 from statecrawl.frontier.serialize import request_to_json
 from statecrawl.frontier.start_urls import StartUrlFeed
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
-from statecrawl.frontier.store import CommitResult, PendingRequest
+from statecrawl.frontier.store import PendingRequest
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
@@ -68,11 +69,8 @@ __all__ = ["LEASE_META_KEY", "Scheduler"]
 
 logger = logging.getLogger(__name__)
 
-#: ``request.meta`` key holding the lease id of a request this worker leased.
-LEASE_META_KEY = "_statecrawl_lease"
 
-
-class Scheduler(LeasingMixin, BaseScheduler):
+class Scheduler(LeasingMixin, ListenersMixin, BaseScheduler):
     """Redis-backed, leasing scheduler (see the module docstring)."""
 
     def __init__(
@@ -350,69 +348,3 @@ class Scheduler(LeasingMixin, BaseScheduler):
         self.crawler.stats.inc_value("scheduler/dequeued/redis")
         self.crawler.stats.inc_value("scheduler/dequeued")
         return request
-
-    # -- completion, idleness ------------------------------------------------------
-
-    def _on_done(self, request: Request) -> None:
-        lease_id = request.meta.get(LEASE_META_KEY)
-        if lease_id is not None and lease_id in self._open_leases:
-            del self._open_leases[lease_id]
-            self._open_since.pop(lease_id, None)
-            self.state.ack(lease_id)
-
-    def _count_local_dupes(self) -> None:
-        if self._local_dupes:
-            self.crawler.stats.inc_value("statecrawl/duplicates_local", self._local_dupes)
-            self.crawler.stats.inc_value("dupefilter/filtered", self._local_dupes)
-            self._local_dupes = 0
-
-    def _on_commit(self, result: CommitResult) -> None:
-        self._count_local_dupes()
-        if result.leased:
-            self.crawler.stats.inc_value("statecrawl/commit_leases")
-            self._accept(list(result.leased))
-            self._idle = False
-            wake(self.crawler.engine)
-        if result.enqueued or result.leased:
-            self._wakeup.set()
-            if self._short():
-                self._refill()
-        elif result.acked and self._short() and (
-                not self._open_leases
-                or (self.state.store is not None and self.state.store.next_due_in is not None)):
-            # Nothing came with it, and either nothing of ours in flight will commit to ask
-            # again or a polite crawl's hosts wait for their slots: the refill loop sleeps
-            # until the first is due (woken if it sleeps already: this ack freed a slot).
-            # Without it the engine's 5 s heartbeat asked next.
-            self._wakeup.set()
-            self._refill()
-
-    def _on_work(self, kind: str) -> None:
-        if kind in ("reclaimed", "released"):
-            # Another worker's requests are back and have waited longest: take
-            # some now, ahead of our buffer, instead of when it runs low.
-            self._urgent = True
-        self._wakeup.set()
-        self._refill()
-
-    def _on_recovered(self) -> None:
-        # Redis may have lost writes (restart with appendfsync everysec) or kept
-        # a lease whose reply we lost: forget which links we already sent, and
-        # give back leases we hold in Redis without knowing (next refill pass).
-        self._sent.clear()
-        self._must_reconcile = True
-        self._wakeup.set()  # a refill loop waiting for work reconciles now
-        self._refill()
-
-    def _on_forgotten(self) -> None:
-        # Our buffered leases were reclaimed and may be another worker's now.
-        self.crawler.stats.inc_value("statecrawl/dropped_reclaimed", len(self._buffer))
-        self._buffer.clear()
-
-    def _on_idle(self, spider: Spider) -> None:
-        if self._finished and not self.state.pending_writes and not self._open_leases:
-            return  # the whole crawl is done: let the spider close
-        self._idle = True
-        self._wakeup.set()
-        self._refill()
-        raise DontCloseSpider
