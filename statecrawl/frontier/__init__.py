@@ -9,9 +9,13 @@ its output lives here, with what it needs to reach Redis:
 * ``state`` (``WorkerState``: one connection, the group commit) and
   ``_commit`` (sending a commit: outages retried, refusals taken apart);
 * ``store`` (``CrawlStore``: one crawl's operations, each a Lua script in
-  ``lua/``) and ``keys`` (the Redis key schema, in its docstring);
+  ``lua/``; ``_admin``: its flush, forget, cancel and delete; ``batch``: what a
+  commit carries), ``keys`` (the Redis key schema, in its docstring), ``shards``
+  (one crawl over several hash tags: ``STATECRAWL_SHARDS``) and ``replication``
+  (leases and commits that wait for replicas: ``STATECRAWL_REDIS_WAIT_REPLICAS``);
 * ``dupefilter``, ``serialize`` + ``_request_schema`` (requests as JSON,
-  checked both ways) on ``plainjson`` (plain JSON in and out), ``scope`` (what a worker may fetch), ``robots``,
+  checked both ways) on ``plainjson`` (plain JSON in and out), ``scope`` (what a
+  worker may fetch), ``robots``,
   ``deadletter``, ``item_codec`` (items at rest: zstd frames with the
   dictionary in ``data/``, older plain JSON still read);
 * ``liveness`` + ``_watchdog`` (heartbeat, reclaim of dead workers),
