@@ -2,7 +2,7 @@
 for replicas costs.
 
     .venv/bin/python bench/cluster.py [--commits 2000] [--rounds 3] [--pages 1500] [--workers 2]
-                                      [--scale-pages 3000] [--scale-workers 6] [--shards 16]
+                                      [--scale-pages 3000] [--scale-workers 6] [--shards 6]
 
 Starts a cluster of 6 ``redis-server`` processes (3 masters + 3 replicas, no
 persistence) on 127.0.0.1 in a temp dir, and measures, with and without
@@ -23,7 +23,11 @@ persistence) on 127.0.0.1 in a temp dir, and measures, with and without
    and bytes (``MEMORY USAGE``) on each master once it is done, with max/mean.
    Items go to a directory sink, so Redis holds the frontier and dupefilter only.
 
-``--parts`` picks the figures (default ``1,2,3``). The machine runs the workers,
+4. **memory at scale**: ``--fill`` requests committed into a crawl of 1 shard and
+   of ``--shards`` shards on the cluster (nothing leased): the crawl's keys and
+   bytes per master, max/mean, and bytes per queued request.
+
+``--parts`` picks the figures (default ``1,2,3,4``). The machine runs the workers,
 the sites and every Redis: on few cores the workers, not Redis, set the pace.
 Runs need ``redis-server`` and ``redis-cli`` (``make install``).
 """
@@ -223,6 +227,24 @@ def scale(url: str, shards: int, pages: int, workers: int, tmp: Path) -> dict[st
     return {"rate": rate, "cpu": cpu, "keys": keys, "bytes": size}
 
 
+# -- 4: memory at scale ------------------------------------------------------------------
+
+
+async def fill(url: str, shards: int, n: int) -> str:
+    """Commit *n* new requests (batches of 1,000) into a fresh crawl of *shards* shards;
+    its id. The frontier and dupefilter then hold them all (nothing leased)."""
+    client = redis_from_url(url)
+    try:
+        store = CrawlStore(client, "fill-" + uuid.uuid4().hex[:8])
+        await store.open_crawl(spider="bench", shards=shards)
+        for start in range(0, n, 1000):
+            await store.commit("w", dedupe="exact",
+                               requests=[_req(f"m{i}") for i in range(start, min(n, start + 1000))])
+        return store.crawl_id
+    finally:
+        await client.aclose()
+
+
 def _ratio(values: list[int] | list[float]) -> str:
     mean = sum(values) / len(values)
     return f"{max(values) / mean:.2f}" if mean else "-"
@@ -236,8 +258,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--scale-pages", type=int, default=3000)
     ap.add_argument("--scale-workers", type=int, default=6)
-    ap.add_argument("--shards", type=int, default=16)
-    ap.add_argument("--parts", default="1,2,3", help="which figures: 1,2,3")
+    ap.add_argument("--shards", type=int, default=6)
+    ap.add_argument("--fill", type=int, default=200_000, help="requests queued for figure 4")
+    ap.add_argument("--parts", default="1,2,3,4", help="which figures: 1,2,3,4")
     opts = ap.parse_args()
     parts = {int(p) for p in opts.parts.split(",")}
     tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
@@ -293,6 +316,15 @@ def main() -> None:
                       f"{', '.join(f'{c:.2f}' for c in cpu)} (sum {sum(cpu):.2f}, max/mean {_ratio(cpu)})")
                 print(f"              keys per master {last['keys']} (max/mean {_ratio(last['keys'])}), "
                       f"bytes per master {last['bytes']} (max/mean {_ratio(last['bytes'])})")
+        if 4 in parts:
+            print(f"\n4. {opts.fill:,} requests queued (frontier + dupefilter), on the cluster: "
+                  f"bytes of the crawl's keys per master")
+            ports = masters(url)
+            for shards in (1, opts.shards):
+                crawl_id = asyncio.run(fill(url, shards, opts.fill))
+                keys, size = spread_of(ports, crawl_id)
+                print(f"   {shards:>3} shard(s): keys {keys} (max/mean {_ratio(keys)}), bytes "
+                      f"{size} (max/mean {_ratio(size)}), {sum(size) / opts.fill:.1f} B/request")
     finally:
         for p in [*procs, single]:
             p.terminate()

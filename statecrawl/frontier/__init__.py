@@ -11,7 +11,8 @@ its output lives here, with what it needs to reach Redis:
 * ``store`` (``CrawlStore``: one crawl's operations, each a Lua script in
   ``lua/``; ``_admin``: its flush, forget, cancel and delete; ``batch``: what a
   commit carries), ``keys`` (the Redis key schema, in its docstring), ``shards``
-  (one crawl over several hash tags: ``STATECRAWL_SHARDS``) and ``replication``
+  (one crawl over several hash tags: ``STATECRAWL_SHARDS``; ``_slots``: which
+  tags) and ``replication``
   (leases and commits that wait for replicas: ``STATECRAWL_REDIS_WAIT_REPLICAS``);
 * ``dupefilter``, ``serialize`` + ``_request_schema`` (requests as JSON,
   checked both ways) on ``plainjson`` (plain JSON in and out), ``scope`` (what a

@@ -57,7 +57,7 @@ class CrawlAdmin:
         """Delete shards 1..*shards*-1 (their frontier lists too), but their keys named in
         *keep* (``"meta"``, ``"stats"``)."""
         for shard in range(1, shards):
-            k = self.keys.of_shard(shard)
+            k = CrawlKeys(self.crawl_id, shard, shards)
             scores = await self.client.zrange(k.fifo, 0, -1)
             doomed = [k.meta, *shard_fixed_keys(k), *(k.fifo_list(_text(s)) for s in scores)]
             kept = {getattr(k, name) for name in keep}
@@ -80,8 +80,9 @@ class CrawlAdmin:
         if not await self.exists():
             return False
         await self.client.hset(self.keys.meta, "state", "cancelled")
-        for shard in range(1, int(await self.client.hget(self.keys.meta, "shards") or 1)):
-            k = self.keys.of_shard(shard)
+        shards = int(await self.client.hget(self.keys.meta, "shards") or 1)
+        for shard in range(1, shards):
+            k = CrawlKeys(self.crawl_id, shard, shards)
             if await self.client.exists(k.meta):
                 await self.client.hset(k.meta, "state", "cancelled")
         return True
@@ -101,7 +102,7 @@ class CrawlAdmin:
         now = (await self.client.time())[0]
         shards = int(await self.client.hget(self.keys.meta, "shards") or 1)
         for shard in range(shards):
-            k = self.keys.of_shard(shard)
+            k = CrawlKeys(self.crawl_id, shard, shards)
             scores = await self.client.zrange(k.fifo, 0, -1)
             fixed = self.keys.all() if shard == 0 else [k.meta, *shard_fixed_keys(k)]
             await self.client.delete(*fixed, *(k.fifo_list(_text(s)) for s in scores),

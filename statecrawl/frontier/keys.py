@@ -303,10 +303,10 @@ key                            type    contents
 
 A request's way through these keys: :mod:`statecrawl.frontier.store`. A crawl made with
 ``STATECRAWL_SHARDS`` > 1 (``meta.shards``; ``meta.shards_ready`` once all were made) has
-shards 1..n-1 too, ``sc:{<id>~<n>}:``, each with its part of the frontier and dupefilter
-in keys named as above (``seq``, ``fifo`` + lists, ``queue``, ``reqs``, ``leases``,
-``digests``, ``stats``, ``tokens``, ``workers``, ``ts:<bucket>``, ``dead``) and a
-``shard`` HASH (``epoch``, ``state``): :mod:`statecrawl.frontier.shards`.
+shards 1..n-1 too, ``sc:{<id>~<s>.<k>}:`` (tags: :mod:`statecrawl.frontier._slots`), each
+with its part of the frontier and dupefilter in keys named as above (``seq``, ``fifo`` +
+lists, ``queue``, ``reqs``, ``leases``, ``digests``, ``stats``, ``tokens``, ``workers``,
+``ts:<bucket>``, ``dead``) and a ``shard`` HASH (``epoch``, ``state``): :mod:`.shards`.
 
 Global keys -- ``sc:crawls``, ``sc:api:active:<kind>``, ``sc:api:hooks`` -- are indexes
 outside every crawl's hash tag (other slots on a Redis Cluster), so no script, transaction
@@ -315,7 +315,7 @@ exists and dropped last. A crash in between leaves a crawl unlisted, listed agai
 next ``open_crawl`` or by ``statecrawl list`` (which finds metas by ``SCAN``), or an id
 listed with no crawl, which readers skip and drop. ``statecrawl purge``
 (:mod:`statecrawl.frontier.lifecycle`) deletes ``meta`` first, then every other key under
-``sc:{<id>}:`` or ``sc:{<id>~<n>}:`` by ``SCAN`` (each master of a cluster), then the
+``sc:{<id>}:`` or ``sc:{<id>~...}:`` by ``SCAN`` (each master of a cluster), then the
 index entries: a new key of a crawl needs no change there, only this prefix.
 """
 
@@ -325,6 +325,7 @@ import re
 from dataclasses import dataclass
 
 from statecrawl.exceptions import ConfigError
+from statecrawl.frontier._slots import shard_tag
 
 __all__ = ["CRAWLS_KEY", "MAX_SHARDS", "CrawlKeys", "validate_crawl_id"]
 
@@ -342,25 +343,24 @@ def validate_crawl_id(crawl_id: str) -> str:
 
 @dataclass(frozen=True)
 class CrawlKeys:
-    """The names of one crawl's keys (see the module docstring); with *shard* > 0, of
-    that shard's (``sc:{<id>~<shard>}:``, its meta hash named ``shard``)."""
+    """The names of one crawl's keys (module docstring), or of its shard *shard* of *shards*."""
 
     crawl_id: str
     shard: int = 0
+    shards: int = 1
 
     def __post_init__(self) -> None:
         validate_crawl_id(self.crawl_id)
-        if not 0 <= self.shard < MAX_SHARDS:
-            raise ConfigError(f"shard {self.shard} out of range")
+        if not 0 <= self.shard < max(self.shards, 1) <= MAX_SHARDS:
+            raise ConfigError(f"shard {self.shard} of {self.shards} out of range")
 
     @property
     def prefix(self) -> str:
-        if self.shard:
-            return f"sc:{{{self.crawl_id}~{self.shard}}}:"
-        return f"sc:{{{self.crawl_id}}}:"
+        tag = shard_tag(self.crawl_id, self.shard, self.shards) if self.shard else self.crawl_id
+        return f"sc:{{{tag}}}:"
 
     def of_shard(self, shard: int) -> CrawlKeys:  # shard *shard* of this crawl (0: its own)
-        return self if shard == self.shard else CrawlKeys(self.crawl_id, shard)
+        return self if shard == self.shard else CrawlKeys(self.crawl_id, shard, self.shards)
 
     meta = property(lambda self: self.prefix + ("shard" if self.shard else "meta"))
     seq = property(lambda self: self.prefix + "seq")

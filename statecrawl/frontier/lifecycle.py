@@ -103,11 +103,12 @@ def _crawl_of(key: bytes) -> str | None:
     return key[4:end].split(b"~", 1)[0].decode(errors="replace")  # a shard's: its crawl
 
 
-def _shard_of(key: bytes) -> int:
-    """``sc:{<id>~<n>}:...`` -> n; 0 for a crawl's own keys."""
-    tag = key[4:key.find(b"}:", 4)]
-    _, sep, shard = tag.partition(b"~")
-    return int(shard) if sep and shard.isdigit() else 0
+def _shard_of(key: bytes) -> str:
+    """A shard's ``shard`` hash (``sc:{<id>~<s>.<k>}:shard``) from one of its keys; "" for
+    a crawl's own keys (shard 0)."""
+    end = key.find(b"}:", 4)
+    tag = key[4:end]
+    return (key[:end + 2] + b"shard").decode(errors="replace") if b"~" in tag else ""
 
 
 async def _scan(client: Redis, crawl_id: str | None) -> AsyncIterator[list[bytes]]:
@@ -187,9 +188,9 @@ async def _unlink(client: Redis, results: dict[str, PurgeResult]) -> None:
     in_shard = client.register_script(script_source("purge_shard_batch.lua"))
     only = next(iter(results)) if len(results) == 1 else None
     # one batch per hash tag: the crawl's own, and each shard's of a sharded crawl
-    pending: dict[tuple[str, int], set[bytes]] = {}
+    pending: dict[tuple[str, str], set[bytes]] = {}
 
-    async def flush(group: tuple[str, int]) -> None:
+    async def flush(group: tuple[str, str]) -> None:
         batch, pending[group] = sorted(pending.get(group, ())), set()
         cid, shard = group
         result = results[cid]
@@ -197,7 +198,7 @@ async def _unlink(client: Redis, results: dict[str, PurgeResult]) -> None:
             return
         sizes = await _sizes(client, batch)
         if shard:
-            n = int(await in_shard(keys=[CrawlKeys(cid, shard).meta, *batch], args=[result.epoch]))
+            n = int(await in_shard(keys=[shard, *batch], args=[result.epoch]))
         else:
             n = int(await script(keys=[CrawlKeys(cid).meta, *batch]))
         if n < 0:

@@ -33,13 +33,14 @@ from urllib.parse import urlsplit
 from scrapy import signals
 from scrapy.exceptions import IgnoreRequest, NotConfigured
 
+from statecrawl.frontier.keys import CrawlKeys
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from scrapy import Request, Spider
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-    from statecrawl.frontier.keys import CrawlKeys
     from statecrawl.frontier.state import WorkerState
 
 __all__ = ["BUCKET_SECONDS", "KEEP_SECONDS", "LATENCY_BOUNDS", "RollingCounters", "rates",
@@ -126,7 +127,7 @@ async def read_buckets(client: Redis, keys: CrawlKeys, count: int, now: int | No
     async with client.pipeline(transaction=False) as pipe:
         for shard in range(shards):
             for bucket in range(last, last - count, -1):
-                pipe.hgetall(keys.of_shard(shard).rolling(bucket))
+                pipe.hgetall(CrawlKeys(keys.crawl_id, shard, shards).rolling(bucket))
         raw = await pipe.execute()
     buckets: list[collections.Counter[str]] = [collections.Counter() for _ in range(count)]
     for i, fields in enumerate(raw):

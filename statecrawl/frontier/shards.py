@@ -6,7 +6,8 @@ frontier and dupefilter over *n* shards, each a hash tag of its own:
 
 * shard 0 is the crawl's own prefix ``sc:{<id>}:``, laid out as an unsharded crawl
   (``meta``, items, sessions, spider state, jobs: everything crawl-wide stays here);
-* shard *s* > 0 is ``sc:{<id>~<s>}:`` with the per-shard keys only -- ``fifo`` (+ its
+* shard *s* > 0 is ``sc:{<id>~<s>.<k>}:`` (the tag on the *s*-th slice of the slots:
+  :mod:`statecrawl.frontier._slots`) with the per-shard keys only -- ``fifo`` (+ its
   lists), ``queue``, ``reqs``, ``leases``, ``seq``, ``digests``, ``stats``,
   ``tokens``, ``workers``, ``ts:<bucket>`` -- and a ``shard`` hash holding the
   crawl's ``epoch`` and ``state`` (so its scripts check the epoch and see a cancel
@@ -128,7 +129,7 @@ class Sharding:
 
     def __init__(self, store: CrawlStore, count: int) -> None:
         self.store, self.count = store, count
-        self.keys = [store.keys.of_shard(s) for s in range(count)]
+        self.keys = [CrawlKeys(store.crawl_id, s, count) for s in range(count)]
         self._cursor = 0  # the shard the next lease asks first
         self._batch: str | None = None  # the token of the commit being sent
         self._done: dict[str, CommitResult] = {}  # its calls confirmed so far

@@ -162,6 +162,7 @@ class CrawlStore(CrawlAdmin):
         self.epoch = epoch
         count = int(out[2] or 1)
         if count > 1:
+            self.keys = CrawlKeys(self.crawl_id, 0, count)  # its shards' names (_slots)
             self.sharding = Sharding(self, count)
             await self.sharding.open(create=not out[3])
             if not out[3]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from statecrawl.frontier.cluster import is_cluster, node_of
 from statecrawl.frontier.deadletter import read_dead_letters
+from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.rolling import BUCKET_SECONDS, rates_of, read_buckets
 from statecrawl.frontier.store import LIVE_WORKER_WINDOW, CrawlStore
 
@@ -219,7 +220,8 @@ async def crawl_snapshot(store: CrawlStore, *, top: int = 10, dead: int = 5,
     snap["redis"] = await redis_facts(store.client, store.keys.meta) if redis else None
     letters = []  # a sharded crawl's shards keep their own (newest last in each)
     for shard in range(snap["shards"]):
-        letters += await read_dead_letters(store.client, store.keys.of_shard(shard), dead)
+        keys = CrawlKeys(store.crawl_id, shard, snap["shards"])
+        letters += await read_dead_letters(store.client, keys, dead)
     if snap["shards"] > 1:
         letters = sorted(letters, key=lambda d: -float(d.get("at") or 0))[:dead]
     snap["dead_letters"] = letters

@@ -8,6 +8,7 @@ and ``purge`` see and remove every shard.
 
 from __future__ import annotations
 
+import collections
 import uuid
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def _spread_id(cluster: LocalCluster) -> tuple[str, dict[int, str]]:
     with cluster.client() as client:
         for i in range(500):
             cid = f"spread-{uuid.uuid4().hex[:6]}-{i}"
-            where = {s: client.get_node_from_key(CrawlKeys(cid, s).meta).name for s in range(SHARDS)}
+            where = {s: client.get_node_from_key(CrawlKeys(cid, s, SHARDS).meta).name for s in range(SHARDS)}
             if set(where.values()) == masters:
                 return cid, where
     raise AssertionError("no crawl id spreads over every master")
@@ -50,9 +51,12 @@ def test_a_sharded_crawl_spreads_over_the_masters(redis_cluster: LocalCluster, t
     acked_by_master: dict[str, int] = {}
     with redis_cluster.client() as client:
         for shard, master in where.items():
-            acked = int(client.hget(CrawlKeys(crawl_id, shard).stats, "acked") or 0)
+            acked = int(client.hget(CrawlKeys(crawl_id, shard, SHARDS).stats, "acked") or 0)
             acked_by_master[master] = acked_by_master.get(master, 0) + acked
     assert all(n > 0 for n in acked_by_master.values()) and len(acked_by_master) == 3, acked_by_master
+    # shards 1..7 fall on the masters' slot ranges evenly (statecrawl/frontier/_slots.py)
+    per_master = collections.Counter(where[s] for s in range(1, SHARDS))
+    assert len(per_master) == 3 and max(per_master.values()) <= 3, per_master
     assert cli(["--redis-url", redis_cluster.url, "status", crawl_id]) == 0
     assert cli(["--redis-url", redis_cluster.url, "purge", crawl_id]) == 0
     for node in redis_cluster.nodes:

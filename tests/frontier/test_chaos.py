@@ -34,6 +34,7 @@ import redis
 
 from statecrawl import cli
 from statecrawl.demo.site import DemoSite
+from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.packing import RequestCodec
 from tests.conftest import ROOT, RedisServer, worker_env
 
@@ -207,8 +208,8 @@ def chaos_crawl(redis_server: Server, crawl_id: str, tmp_path: Path, extra: Sequ
         logs = "\n".join(w.log() for w in (survivor, victim))
         assert [survivor.proc.returncode, victim.proc.returncode] == [0, 0], f"seed {seed}\n{logs}"
         assert "Spider closed (finished)" in survivor.text(), logs
-        reclaimed = sum(int(client.hget(f"sc:{{{crawl_id}{f'~{n}' if n else ''}}}:stats",
-                                        "reclaimed") or 0) for n in range(shards))
+        reclaimed = sum(int(client.hget(CrawlKeys(crawl_id, n, shards).stats, "reclaimed") or 0)
+                        for n in range(shards))
         assert reclaimed > 0, (seed, held_at_kill)
         check_every_page_once(redis_server, crawl_id, site, tmp_path / "export",
                                        context=f"seed {seed}:")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from statecrawl.cli import main as cli
 from statecrawl.demo.site import DemoSite
@@ -58,8 +59,13 @@ def test_routing_ids_keys_and_settings() -> None:
     assert len({shard_of(b"\x00\x00" + bytes([i]) * 18, SHARDS) for i in range(64)}) == SHARDS
     assert split_id("3:00000000000a") == (3, "00000000000a")
     assert split_id("00000000000a") == (0, "00000000000a")
-    k = CrawlKeys("c-1", 3)
-    assert (k.prefix, k.meta, k.of_shard(0).meta) == ("sc:{c-1~3}:", "sc:{c-1~3}:shard", "sc:{c-1}:meta")
+    k = CrawlKeys("c-1", 3, 8)
+    assert k.prefix.startswith("sc:{c-1~3.") and k.meta == k.prefix + "shard"
+    assert k.of_shard(0).meta == "sc:{c-1}:meta" and k.of_shard(5) == CrawlKeys("c-1", 5, 8)
+    # shard s of n sits in the s-th of n slices of the slots: spread over any even split
+    for n in (3, 8, 64):
+        for s in range(1, n):
+            assert s * 16384 // n <= key_slot(CrawlKeys("c-1", s, n).meta.encode()) < (s + 1) * 16384 // n
     assert shard_count("8") == 8
     for bad in ("0", "-1", "x", "100000"):
         with pytest.raises(ConfigError, match="STATECRAWL_SHARDS"):
@@ -103,7 +109,7 @@ def test_a_commit_spreads_over_shards_and_is_applied_once(redis_server: RedisSer
     assert {split_id(i)[0] for i in ids} == set(range(SHARDS))
     assert done.acked == 40 and done.enqueued == 1  # type: ignore[union-attr]
     for shard, urls in spread.items():
-        k = CrawlKeys(crawl_id, shard)
+        k = CrawlKeys(crawl_id, shard, SHARDS)
         assert int(client.hget(k.stats, "enqueued")) >= len(urls)
         assert client.hlen(k.leases) == 0 and client.hlen(k.reqs) == 0
     assert client.hkeys(f"sc:{{{crawl_id}}}:items") == [b"http://x/0"]  # items: shard 0
@@ -123,13 +129,13 @@ def test_a_sub_commit_whose_reply_was_lost_is_not_applied_again(
     other = [req(u) for u in spread[0]]
 
     async def body(store: CrawlStore) -> object:
-        await store.commit_on(CrawlKeys(crawl_id, shard), "w", dedupe="exact",
+        await store.commit_on(CrawlKeys(crawl_id, shard, SHARDS), "w", dedupe="exact",
                               requests=dont_filter, token=f"T.o{shard}")
         return await store.commit("w", dedupe="exact", requests=[*dont_filter, *other], token="T")
 
     result = run(redis_server.url, crawl_id, body)
     client = redis_server.client()
-    assert int(client.hget(CrawlKeys(crawl_id, shard).stats, "enqueued")) == len(dont_filter)
+    assert int(client.hget(CrawlKeys(crawl_id, shard, SHARDS).stats, "enqueued")) == len(dont_filter)
     assert result.enqueued == len(dont_filter) + len(other)  # type: ignore[attr-defined]
     client.close()
 
@@ -161,14 +167,14 @@ def test_dead_workers_leases_in_other_shards_are_swept(redis_server: RedisServer
     async def body(store: CrawlStore) -> None:
         await store.commit("w", dedupe="exact", requests=[req(u) for u in spread[1] + spread[2]])
         await store.heartbeat("alive", 5.0)
-        await store.lease_on(CrawlKeys(crawl_id, 1), "dead", 2, check_finished=False)
-        await store.lease_on(CrawlKeys(crawl_id, 2), "alive", 2, check_finished=False)
+        await store.lease_on(CrawlKeys(crawl_id, 1, SHARDS), "dead", 2, check_finished=False)
+        await store.lease_on(CrawlKeys(crawl_id, 2, SHARDS), "alive", 2, check_finished=False)
 
     run(redis_server.url, crawl_id, body)
     client = redis.Redis(port=redis_server.port)
-    k1, k2 = CrawlKeys(crawl_id, 1), CrawlKeys(crawl_id, 2)
+    k1, k2 = CrawlKeys(crawl_id, 1, SHARDS), CrawlKeys(crawl_id, 2, SHARDS)
     client.zadd(k1.workers, {"dead": 0})  # its last lease here: long ago
-    beat = HeartbeatThread(url=redis_server.url, keys=CrawlKeys(crawl_id), worker="alive",
+    beat = HeartbeatThread(url=redis_server.url, keys=CrawlKeys(crawl_id, 0, SHARDS), worker="alive",
                            interval=1, timeout=5, loop=asyncio.new_event_loop(),
                            on_reclaimed=lambda n, d: None, on_forgotten=lambda: None,
                            on_recovered=lambda: None, shards=SHARDS)
@@ -209,7 +215,7 @@ def test_a_lost_shard_stops_the_crawl(redis_server: RedisServer, crawl_id: str) 
 
     run(redis_server.url, crawl_id, lambda store: asyncio.sleep(0))
     client = redis_server.client()
-    client.delete(CrawlKeys(crawl_id, 2).meta)  # as a master restarted empty
+    client.delete(CrawlKeys(crawl_id, 2, SHARDS).meta)  # as a master restarted empty
     client.close()
     with pytest.raises(CrawlStateLost):
         run(redis_server.url, crawl_id, lambda store: asyncio.sleep(0))
@@ -236,7 +242,7 @@ def test_two_workers_crawl_a_sharded_crawl_every_page_once(
         check_every_page_once(redis_server, crawl_id, site, tmp_path / "export", context="shards:")
     client = redis_server.client()
     for shard in range(1, SHARDS):
-        k = CrawlKeys(crawl_id, shard)
+        k = CrawlKeys(crawl_id, shard, SHARDS)
         assert int(client.hget(k.stats, "acked") or 0) > 10, shard  # every shard served pages
         assert client.hlen(k.leases) == 0 and client.zcard(k.fifo) == 0
     # purge removes every shard's keys too
