@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import shutil
 import statistics
 import subprocess
@@ -144,7 +145,7 @@ async def commit_latencies(url: str, wait: bool, n: int) -> list[float]:
 
 def _req(key: str) -> PendingRequest:
     url = f"http://bench.invalid/{key}"
-    return PendingRequest(uuid.uuid5(uuid.NAMESPACE_URL, url).bytes + b"0000", True, 0,
+    return PendingRequest(hashlib.sha1(url.encode()).digest(), True, 0,  # as Scrapy's: SHA-1
                           ('{"url": "%s"}' % url).encode())
 
 

@@ -26,7 +26,8 @@ SHARDS = 8
 
 
 def _spread_id(cluster: LocalCluster) -> tuple[str, dict[int, str]]:
-    """A crawl id whose shards sit on every master, and each shard's master."""
+    """A crawl id whose shards sit on every master (the first one tried, with the shards
+    placed by slot slices), and each shard's master."""
     masters = set(cluster.masters())
     with cluster.client() as client:
         for i in range(500):
@@ -54,9 +55,9 @@ def test_a_sharded_crawl_spreads_over_the_masters(redis_cluster: LocalCluster, t
             acked = int(client.hget(CrawlKeys(crawl_id, shard, SHARDS).stats, "acked") or 0)
             acked_by_master[master] = acked_by_master.get(master, 0) + acked
     assert all(n > 0 for n in acked_by_master.values()) and len(acked_by_master) == 3, acked_by_master
-    # shards 1..7 fall on the masters' slot ranges evenly (statecrawl/frontier/_slots.py)
-    per_master = collections.Counter(where[s] for s in range(1, SHARDS))
-    assert len(per_master) == 3 and max(per_master.values()) <= 3, per_master
+    # the 8 shards fall on the masters' slot ranges evenly (statecrawl/frontier/_slots.py)
+    per_master = collections.Counter(where.values())
+    assert len(per_master) == 3 and 2 <= min(per_master.values()) <= max(per_master.values()) <= 4, per_master
     assert cli(["--redis-url", redis_cluster.url, "status", crawl_id]) == 0
     assert cli(["--redis-url", redis_cluster.url, "purge", crawl_id]) == 0
     for node in redis_cluster.nodes:

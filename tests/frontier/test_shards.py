@@ -62,10 +62,12 @@ def test_routing_ids_keys_and_settings() -> None:
     k = CrawlKeys("c-1", 3, 8)
     assert k.prefix.startswith("sc:{c-1~3.") and k.meta == k.prefix + "shard"
     assert k.of_shard(0).meta == "sc:{c-1}:meta" and k.of_shard(5) == CrawlKeys("c-1", 5, 8)
-    # shard s of n sits in the s-th of n slices of the slots: spread over any even split
-    for n in (3, 8, 64):
-        for s in range(1, n):
-            assert s * 16384 // n <= key_slot(CrawlKeys("c-1", s, n).meta.encode()) < (s + 1) * 16384 // n
+    # the n shards sit in the n slices of the slots, one each: spread over any even split
+    for crawl in ("c-1", "another", "x"):
+        for n in (3, 8, 64):
+            slices = sorted(key_slot(CrawlKeys(crawl, s, n).meta.encode()) * n // 16384
+                            for s in range(n))
+            assert slices == list(range(n)), (crawl, n, slices)
     assert shard_count("8") == 8
     for bad in ("0", "-1", "x", "100000"):
         with pytest.raises(ConfigError, match="STATECRAWL_SHARDS"):
