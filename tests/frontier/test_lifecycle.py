@@ -257,9 +257,14 @@ def test_sweep_every_runs_at_once_and_is_cancellable(redis_server: RedisServer, 
         while await client.exists(keys.meta, keys.items):
             assert time.monotonic() < deadline, "the first sweep did not come"
             await asyncio.sleep(0.02)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        # Python 3.11 can lose a cancel that meets a timeout inside redis-py's read (the
+        # task then sleeps its interval: an hour). Cancel until it ends, boundedly.
+        for _ in range(20):
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+            if task.done():
+                break
+        assert task.cancelled()
         return int(await client.exists(keys.meta, keys.items, keys.stats))
 
     assert run_client(redis_server.url, body) == 0
