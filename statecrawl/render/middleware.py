@@ -265,6 +265,11 @@ class RenderMiddleware:
             if self.maxsize and len(response.body) > self.maxsize:
                 raise PageTooLarge(f"rendered page of {len(response.body)} bytes is over "
                                    f"DOWNLOAD_MAXSIZE ({self.maxsize})")
+            if "playwright_suggested_filename" in meta and b"Content-Type" not in response.headers:
+                # a download: scrapy-playwright takes its headers from a response event that
+                # can come after the file (seen in CI under load); with none, the type is
+                # unknown, i.e. application/octet-stream (RFC 9110, 8.3)
+                response.headers[b"Content-Type"] = b"application/octet-stream"
             return response
         mode = "http" if meta.get("statecrawl_aux") else meta.get(RENDER_META_KEY) or self.default
         if mode != "auto" or not isinstance(response, TextResponse) or response.status != 200:
