@@ -75,7 +75,8 @@ from statecrawl.frontier.keys import MAX_SHARDS, CrawlKeys
 if TYPE_CHECKING:
     from statecrawl.frontier.store import CrawlStore
 
-__all__ = ["Sharding", "check_sharded", "shard_count", "shard_fixed_keys", "shard_of", "split_id"]
+__all__ = ["Sharding", "check_sharded", "group_by_shard", "shard_count", "shard_fixed_keys", "shard_of",
+           "split_id"]
 
 
 def shard_count(value: Any) -> int:
@@ -111,6 +112,15 @@ def split_id(lease_id: str) -> tuple[int, str]:
     """``"<s>:<id>"`` -> (s, id); a bare id is shard 0's."""
     shard, sep, raw = lease_id.partition(":")
     return (int(shard), raw) if sep and shard.isdigit() else (0, lease_id)
+
+
+def group_by_shard(lease_ids: Sequence[str]) -> dict[int, list[str]]:
+    """Lease ids by shard, each id without its shard prefix (:func:`split_id`)."""
+    grouped: dict[int, list[str]] = defaultdict(list)
+    for lease_id in lease_ids:
+        shard, raw = split_id(lease_id)
+        grouped[shard].append(raw)
+    return grouped
 
 
 def _join_id(shard: int, raw: str) -> str:
@@ -158,10 +168,7 @@ class Sharding:
         reqs: dict[int, list[PendingRequest]] = defaultdict(list)
         for r in requests:
             reqs[self.shard_of(r.fingerprint)].append(r)
-        ack: dict[int, list[str]] = defaultdict(list)
-        for a in acks:
-            s, raw = split_id(a)
-            ack[s].append(raw)
+        ack = group_by_shard(acks)
         out: set[int] = set(reqs) | ({0} if items or counters else set())
         touched = out | set(ack)
         if len(touched) <= 1:  # one shard: one call, as unsharded
@@ -242,15 +249,8 @@ class Sharding:
 
     # -- leases given back -------------------------------------------------------------
 
-    def by_shard(self, ids: Sequence[str]) -> dict[int, list[str]]:
-        grouped: dict[int, list[str]] = defaultdict(list)
-        for lease_id in ids:
-            s, raw = split_id(lease_id)
-            grouped[s].append(raw)
-        return grouped
-
     async def reconcile(self, worker: str, known: Sequence[str]) -> int:
-        grouped = self.by_shard(known)
+        grouped = group_by_shard(known)
         counts = await asyncio.gather(*(self.store.reconcile_on(k, worker, grouped.get(s, []))
                                         for s, k in enumerate(self.keys)))
         return sum(counts)
@@ -271,13 +271,6 @@ class Sharding:
                 stats[name.decode()] += int(value)
         return queued, leases, dict(stats)
 
-    def all_keys(self, fifo_scores: dict[int, list[str]]) -> list[str]:
-        """Every key of shards 1..n-1 (for deletion), their frontier lists included."""
-        out: list[str] = []
-        for s, k in enumerate(self.keys[1:], start=1):
-            out += [k.meta, *shard_fixed_keys(k)]
-            out += [k.fifo_list(score) for score in fifo_scores.get(s, [])]
-        return out
 
 
 def shard_fixed_keys(k: CrawlKeys) -> list[str]:

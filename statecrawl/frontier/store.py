@@ -49,7 +49,7 @@ from statecrawl.frontier.deadletter import DATA_MAX, DEAD_LETTER_MAX
 from statecrawl.frontier.item_codec import load_item
 from statecrawl.frontier.keys import CRAWLS_KEY, CrawlKeys
 from statecrawl.frontier.replication import ReplicaWait
-from statecrawl.frontier.shards import Sharding, split_id
+from statecrawl.frontier.shards import Sharding, group_by_shard, split_id
 from statecrawl.frontier.serialize import dumps
 
 __all__ = [
@@ -292,12 +292,8 @@ class CrawlStore(CrawlAdmin):
         """Give *ids* (leased by *worker*) back to the frontier."""
         if not ids:
             return 0
-        grouped: dict[int, list[str]] = {}
-        for lease_id in ids:
-            shard, raw_id = split_id(lease_id)
-            grouped.setdefault(shard, []).append(raw_id)
         released = 0
-        for shard, raw_ids in grouped.items():
+        for shard, raw_ids in group_by_shard(ids).items():
             k = self.keys.of_shard(shard)
             released += int(await self._release(keys=[k.queue, k.leases, k.stats, k.ready, k.hosts],
                                                 args=[worker, *raw_ids]))
