@@ -121,6 +121,11 @@ def pop_session_args(kwargs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _same_page(a: str, b: str) -> bool:
     """Same scheme, host and path: ``/login?next=/x`` is the login page."""
     pa, pb = urlsplit(a), urlsplit(b)
@@ -157,6 +162,12 @@ class LoginMiddleware:
     def _opened(self, spider: Any) -> None:
         self.login_url = getattr(spider, "login_url", None) or None
         self.login_form = getattr(spider, "login_form", None) or None
+        if self.login_url:
+            # A recorded failure stops the workers *started* before it (module docstring):
+            # take this worker's start on the Redis clock now, not at its first request,
+            # which may come after another worker's failed login.
+            opening = asyncio.ensure_future(self.sessions.open())
+            opening.add_done_callback(_retrieved)  # its error, if any, is met again in ensure()
 
     # -- requests -------------------------------------------------------------------
 
