@@ -19,7 +19,7 @@ from typing import Any
 
 from statecrawl.cli.common import open_store
 from statecrawl.exceptions import ConfigError
-from statecrawl.frontier.hosts import HostBudgetStore
+from statecrawl.frontier.hosts import budget_store
 from statecrawl.observe.snapshot import host_rows
 
 __all__ = ["add_parser", "cmd_hosts", "host_rows"]
@@ -28,10 +28,10 @@ __all__ = ["add_parser", "cmd_hosts", "host_rows"]
 async def _hosts(args: argparse.Namespace) -> dict[str, Any]:
     async with open_store(args, args.crawl_id) as store:
         if args.delay is not None or args.concurrency is not None:
-            budget = HostBudgetStore(store.client, store.keys)
+            budget = await budget_store(store, to_set=True)
             await budget.set_override((args.host or "*").lower(), delay=args.delay,
                                       concurrency=args.concurrency)
-            await store.client.hset(store.keys.meta, "polite", "1")
+            await budget.make_polite()
         return await host_rows(store, args.top)
 
 

@@ -34,6 +34,7 @@ class PendingRequest:
     body: bytes  # request JSON
     counted: bool = True  # counts against the crawl's limit (not robots.txt, sitemaps, retries)
     record: bool = False  # not deduplicated, but recorded as seen (a pushed start URL)
+    host: str = ""  # the URL's hostname: a crawl sharded by host routes on it (shards.py)
 
     @property
     def flags(self) -> int:

@@ -43,20 +43,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from statecrawl.exceptions import ConfigError
+from statecrawl.frontier.keys import CrawlKeys
+from statecrawl.frontier.shards import not_by_host, shard_of_host
 from statecrawl.frontier.store import script_source
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from scrapy.settings import BaseSettings
 
-    from statecrawl.frontier.keys import CrawlKeys
+    from statecrawl.frontier.store import CrawlStore
 
-__all__ = ["Budget", "HostBudgetStore", "RedisClock", "parse_slot", "prepare_settings"]
+__all__ = ["Budget", "HostBudgetStore", "RedisClock", "budget_store", "parse_slot",
+           "prepare_settings"]
 
+#: polite_config.lua's crawl-wide fields (``*|d`` ... ``*|l``), first in its ARGV
+_CRAWL_FIELDS = 7
 #: The largest Crawl-delay honoured (s); robots.txt files asking for more get this.
 MAX_CRAWL_DELAY = 60.0
 
@@ -148,7 +154,7 @@ class Budget:
                  or budget.overrides)
         return budget if mode == "on" or asked else None
 
-    def config_args(self) -> list[Any]:
+    def config_args(self) -> list[Any]:  # the crawl's _CRAWL_FIELDS values, then overrides
         """ARGV of polite_config.lua."""
         args: list[Any] = [int(self.delay * 1000), self.concurrency, int(self.horizon * 1000),
                            self.at_target if self.autothrottle else 0, int(self.at_start * 1000),
@@ -218,51 +224,83 @@ def parse_slot(lease: str, clock: RedisClock) -> tuple[str, tuple[str, float, fl
 
 
 class HostBudgetStore:
-    """The politeness scripts of one crawl (see the module docstring)."""
+    """The politeness scripts of one crawl (see the module docstring).
 
-    def __init__(self, client: Redis, keys: CrawlKeys) -> None:
+    A crawl sharded by host (:mod:`statecrawl.frontier.shards`) gives *shards*, the
+    keys of each shard: a host's budget is then in its own shard, and the crawl's
+    (``*|...``) in every one.
+    """
+
+    def __init__(self, client: Redis, keys: CrawlKeys,
+                 shards: Sequence[CrawlKeys] | None = None) -> None:
         self.client, self.keys = client, keys
+        self.shards = list(shards) if shards else [keys]
         self._config = client.register_script(script_source("polite_config.lua"))
         self._slot = client.register_script(script_source("polite.lua", "host_slot.lua"))
         self._backoff = client.register_script(script_source("polite.lua", "host_backoff.lua"))
         self._observe = client.register_script(script_source("host_observe.lua"))
 
+    def of(self, host: str) -> CrawlKeys:
+        """The keys holding *host*'s budget and queue (its shard's)."""
+        if len(self.shards) == 1:
+            return self.keys
+        return self.shards[shard_of_host(host, len(self.shards))]
+
     async def configure(self, budget: Budget) -> tuple[float, int, float, float]:
         """Make the crawl polite with *budget* unless it has a budget already; returns the
         crawl's (delay s, concurrency, horizon s, AutoThrottle target concurrency or 0)."""
-        out = await self._config(keys=[self.keys.meta, self.keys.hosts], args=budget.config_args())
-        delay, conc, horizon, target = (float(v) if v is not None else 0.0 for v in out)
+        args = budget.config_args()
+        base, overrides = args[:_CRAWL_FIELDS], args[_CRAWL_FIELDS:]
+        by_shard: dict[int, list[Any]] = {}
+        for i in range(0, len(overrides), 3):  # each host's override goes to its shard
+            shard = self.shards.index(self.of(overrides[i]))
+            by_shard.setdefault(shard, []).extend(overrides[i:i + 3])
+        out = await self._config(keys=[self.keys.meta, self.keys.hosts],
+                                 args=base + by_shard.get(0, []))
+        crawl = ["" if v is None else v for v in out]  # shard 0's budget: every shard's
+        await asyncio.gather(*(
+            self._config(keys=[k.meta, k.hosts], args=crawl + by_shard.get(s, []))
+            for s, k in enumerate(self.shards) if s))
+        delay, conc, horizon, target = (float(v) if v is not None else 0.0 for v in out[:4])
         return delay / 1000, int(conc), horizon / 1000, target
 
     async def is_polite(self) -> bool:
         return await self.client.hget(self.keys.meta, "polite") in (b"1", "1")
 
+    async def make_polite(self) -> None:
+        """Make the crawl polite (every shard)."""
+        for k in self.shards:
+            await self.client.hset(k.meta, "polite", "1")
+
     async def slot(self, host: str) -> tuple[int, int]:
         """A new slot for *host*: (at, now), ms on the Redis clock."""
-        at, now = await self._slot(keys=[self.keys.hosts, self.keys.ready], args=[host])
+        k = self.of(host)
+        at, now = await self._slot(keys=[k.hosts, k.ready], args=[host])
         return int(at), int(now)
 
     async def backoff(self, host: str, retry_after: float | None, base: float,
                       largest: float) -> tuple[int, int, int]:
         """Record a 429/503 of *host*; returns (backed off until or 0, now, answers in a row)."""
         retry = -1 if retry_after is None else int(retry_after * 1000)
+        k = self.of(host)
         until, now, level = await self._backoff(
-            keys=[self.keys.hosts, self.keys.ready, self.keys.queue],
+            keys=[k.hosts, k.ready, k.queue],
             args=[host, retry, int(base * 1000), int(largest * 1000)])
         return int(until), int(now), int(level)
 
     async def observe(self, seen: dict[str, list[float]]) -> None:
         """Report {host: [answers other than 429/503, answers 200, latency sum s]}."""
-        args: list[Any] = []
+        args: dict[str, list[Any]] = {}  # by the key of each host's budget
         for host, (n, n200, latency) in seen.items():
-            args += [host, int(n), int(n200), int(latency / max(n, 1) * 1000)]
-        if args:
-            await self._observe(keys=[self.keys.hosts], args=args)
+            args.setdefault(self.of(host).hosts, []).extend(
+                [host, int(n), int(n200), int(latency / max(n, 1) * 1000)])
+        for key, shard_args in args.items():
+            await self._observe(keys=[key], args=shard_args)
 
     async def crawl_delay(self, host: str, seconds: float) -> None:
         """robots.txt's Crawl-delay for *host* (at most :data:`MAX_CRAWL_DELAY`)."""
         ms = int(min(max(seconds, 0.0), MAX_CRAWL_DELAY) * 1000)
-        await self.client.hset(self.keys.hosts, f"{host}|r", ms)
+        await self.client.hset(self.of(host).hosts, f"{host}|r", ms)
 
     async def set_override(self, host: str, *, delay: float | None = None,
                            concurrency: int | None = None) -> None:
@@ -272,5 +310,25 @@ class HostBudgetStore:
             mapping[f"{host}|d"] = int(delay * 1000)
         if concurrency is not None:
             mapping[f"{host}|c"] = int(concurrency)
-        if mapping:
-            await self.client.hset(self.keys.hosts, mapping=mapping)  # type: ignore[arg-type]
+        for k in self.shards if host == "*" else [self.of(host)]:
+            if mapping:
+                await self.client.hset(k.hosts, mapping=mapping)  # type: ignore[arg-type]
+
+
+async def budget_store(store: CrawlStore, *, to_set: bool = False) -> HostBudgetStore:
+    """The budget store of *store*'s crawl: over its shards when it is sharded by host.
+
+    With *to_set* (the caller would make the crawl polite), a crawl sharded by
+    fingerprint is refused: ConfigError (:func:`statecrawl.frontier.shards.not_by_host`).
+    """
+    if store.sharding is not None:
+        count, by_host = store.sharding.count, store.sharding.by_host
+    else:
+        shards, by = await store.client.hmget(store.keys.meta, ["shards", "shard_by"])
+        count, by_host = int(shards or 1), by in (b"host", "host")
+    if count > 1 and not by_host:
+        if to_set:
+            raise not_by_host(store.crawl_id, count)
+        count = 1  # only read: its budget (none) is shard 0's
+    keys = [CrawlKeys(store.crawl_id, s, count) for s in range(count)]
+    return HostBudgetStore(store.client, keys[0], keys)

@@ -301,12 +301,12 @@ key                            type    contents
 ``meta["cookiejar"]``, and the login), ``pool-<n>`` (pool sessions), or the
 ``cookiejar`` value (``[A-Za-z0-9._:-]{1,64}``, else ``h:`` + a hash of it).
 
-A request's way through these keys: :mod:`statecrawl.frontier.store`. A crawl made with
-``STATECRAWL_SHARDS`` > 1 (``meta.shards``; ``meta.shards_ready`` once all were made) has
-shards 1..n-1 too, ``sc:{<id>~<s>.<k>}:`` (tags: :mod:`statecrawl.frontier._slots`), each
-with its part of the frontier and dupefilter in keys named as above (``seq``, ``fifo`` +
-lists, ``queue``, ``reqs``, ``leases``, ``digests``, ``stats``, ``tokens``, ``workers``,
-``ts:<bucket>``, ``dead``) and a ``shard`` HASH (``epoch``, ``state``): :mod:`.shards`.
+A request's way through these keys: :mod:`.store`. Shards (``STATECRAWL_SHARDS`` > 1:
+``meta.shards``, ``meta.shard_by`` = ``host`` if polite, ``meta.shards_ready``): 1..n-1 are
+``sc:{<id>~<s>.<k>}:`` (:mod:`._slots`), each with its part of the frontier, dupefilter and
+politeness in keys named as above (``seq fifo fifo:<score> queue reqs leases digests stats
+tokens workers ts:<bucket> dead hostq ready hosts``) and a ``shard`` HASH (``epoch``,
+``state``, ``start_url``, ``polite``): :mod:`.shards`.
 
 Global keys -- ``sc:crawls``, ``sc:api:active:<kind>``, ``sc:api:hooks`` -- are indexes
 outside every crawl's hash tag (other slots on a Redis Cluster), so no script, transaction

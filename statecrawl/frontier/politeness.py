@@ -33,7 +33,7 @@ from scrapy import signals
 from scrapy.utils.httpobj import urlparse_cached
 
 from statecrawl.frontier._buffer import SLOT_META_KEY
-from statecrawl.frontier.hosts import Budget, HostBudgetStore, RedisClock
+from statecrawl.frontier.hosts import Budget, HostBudgetStore, RedisClock, budget_store
 from statecrawl.frontier.redis_errors import retry_outage
 from statecrawl.frontier.state import RETRY_ERRORS, WorkerState
 
@@ -119,6 +119,8 @@ class PolitenessMiddleware:
         mw = cls(crawler, Budget.from_settings(crawler.settings))
         crawler._statecrawl_politeness = mw  # type: ignore[attr-defined]  # for the handler
         mw.state.open_hooks.append(mw._configure)  # before the worker's first lease
+        # a polite crawl made by this worker, if sharded, is sharded by host (shards.py)
+        mw.state.shard_by_host = mw.budget is not None
         crawler.signals.connect(mw.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(mw.spider_closed, signal=signals.spider_closed)
         return mw
@@ -133,12 +135,12 @@ class PolitenessMiddleware:
         return self.budget or Budget()
 
     async def _configure(self, store: CrawlStore) -> None:
-        self.hosts.store = HostBudgetStore(store.client, store.keys)
-        if self._on_message not in self.state.work_listeners:
-            self.state.work_listeners.append(self._on_message)
         asked = getattr(self.crawler.spider, "host_budget", None)  # e.g. an API job's delay
         if asked:
             self.budget = dataclasses.replace(self.budget or Budget(), **asked)
+        self.hosts.store = await budget_store(store, to_set=self.budget is not None)
+        if self._on_message not in self.state.work_listeners:
+            self.state.work_listeners.append(self._on_message)
         if self.budget is not None:
             delay, conc, horizon, target = await self.hosts.store.configure(self.budget)
             logger.info(

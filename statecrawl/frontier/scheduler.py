@@ -54,6 +54,7 @@ from statecrawl.frontier._leasing import LeasingMixin
 from statecrawl.frontier._listeners import LEASE_META_KEY, ListenersMixin
 from statecrawl.frontier._scrapy_redis import is_scrapy_redis_spider, say_joined, say_nothing_new
 from statecrawl.frontier.redis_errors import Outage, is_transient, retry_outage
+from statecrawl.frontier.packing import host_of_url
 from statecrawl.frontier.scope import FetchScope
 from statecrawl.frontier.serialize import request_to_json
 from statecrawl.frontier.start_urls import StartUrlFeed
@@ -317,7 +318,7 @@ class Scheduler(LeasingMixin, ListenersMixin, BaseScheduler):
         aux = bool(request.meta.get("statecrawl_aux"))  # robots.txt, sitemaps: not pages
         self.state.add_request(
             PendingRequest(fp, filter_, -request.priority, body, counted=not (again or aux),
-                           record=record))
+                           record=record, host=host_of_url(request.url)))
         if request.meta.get("retry_times"):
             self.state.count("retried")
         self._finished = False

@@ -19,9 +19,22 @@ duplicate check, its place in the frontier and its lease are all in that shard, 
 every script still runs in one slot, unchanged. A lease id of shard *s* > 0 reads
 ``<s>:<id>``; shard 0's ids are bare, as before. The count is fixed when the crawl
 is created (``meta.shards``; crawls of earlier versions have none: 1 shard, the
-same layout as ever). A sharded crawl takes no page limit, no politeness budget
-and no ``bloom`` dupefilter yet (each would need a count shared by every shard):
-the worker refuses to start with a clear error instead.
+same layout as ever).
+
+**A polite crawl** (:mod:`statecrawl.frontier.hosts`) is sharded **by host** instead:
+a request goes to shard ``int(sha1(host)[16:20]) % n`` of its URL's hostname, so a
+host's queue (``hostq``), its place in ``ready`` and its budget (``hosts``) are in
+the shard that leases its requests, and every politeness script still runs in one
+slot. A URL always has the same host, so its duplicates still meet in one shard. The
+way is fixed when the crawl is created (``meta.shard_by`` = ``host``: its first
+worker had a politeness budget); a crawl sharded by fingerprint cannot be made polite
+later (a host's requests are in every shard), and is refused with a clear error. The
+crawl-wide budget (``*|...`` fields) is copied into every shard by the first worker
+(shard 0's values, so two first workers cannot leave two budgets). The catch: one
+host's requests are one shard's, so a crawl of a single site is not spread.
+
+A sharded crawl takes no page limit and no ``bloom`` dupefilter yet (each would need
+a count shared by every shard): the worker refuses to start with a clear error.
 
 **A commit** (a batch of pages' new requests, items and acknowledgements) touching
 one shard is one script call, as before. Touching several, it is two phases, each
@@ -75,8 +88,8 @@ from statecrawl.frontier.keys import MAX_SHARDS, CrawlKeys
 if TYPE_CHECKING:
     from statecrawl.frontier.store import CrawlStore
 
-__all__ = ["Sharding", "check_sharded", "group_by_shard", "shard_count", "shard_fixed_keys", "shard_of",
-           "split_id"]
+__all__ = ["Sharding", "check_sharded", "group_by_shard", "not_by_host", "shard_count",
+           "shard_fixed_keys", "shard_of", "shard_of_host", "split_id"]
 
 
 def shard_count(value: Any) -> int:
@@ -96,16 +109,29 @@ async def check_sharded(store: CrawlStore, dedupe: str) -> None:
     if dedupe not in ("exact", "none"):
         raise ConfigError(f"crawl {store.crawl_id!r} has {count} shards: its dupefilter must be "
                           f"'exact' (the default), not {dedupe!r}")
-    if await store.client.hget(store.keys.meta, "polite") == b"1":
-        raise ConfigError(f"crawl {store.crawl_id!r} has {count} shards and a politeness budget: "
-                          "a sharded crawl cannot be polite yet (`statecrawl purge` it, then "
-                          "start it with STATECRAWL_POLITENESS=off or STATECRAWL_SHARDS=1)")
+    by_host = store.sharding is not None and store.sharding.by_host
+    if not by_host and await store.client.hget(store.keys.meta, "polite") == b"1":
+        raise not_by_host(store.crawl_id, count)
+
+
+def not_by_host(crawl_id: str, count: int) -> ConfigError:
+    """The error for a politeness budget on a crawl sharded by fingerprint."""
+    return ConfigError(
+        f"crawl {crawl_id!r} has {count} shards by request fingerprint, so each host's "
+        "requests are in every shard: it cannot take a politeness budget (a polite crawl is "
+        "sharded by host from its start: `statecrawl purge` it, then start it again with the "
+        "budget, or run it with STATECRAWL_POLITENESS=off)")
 
 
 def shard_of(fingerprint: bytes, shards: int) -> int:
     """The shard of a request fingerprint (module docstring)."""
     digest = fingerprint if len(fingerprint) == 20 else hashlib.sha1(fingerprint).digest()
     return int.from_bytes(digest[16:20], "big") % shards
+
+
+def shard_of_host(host: str, shards: int) -> int:
+    """The shard of a host's requests in a crawl sharded by host (module docstring)."""
+    return int.from_bytes(hashlib.sha1(host.encode()).digest()[16:20], "big") % shards
 
 
 def split_id(lease_id: str) -> tuple[int, str]:
@@ -137,8 +163,8 @@ def _prefixed(shard: int, result: CommitResult) -> CommitResult:
 class Sharding:
     """The shard-spanning operations of one sharded crawl's :class:`CrawlStore`."""
 
-    def __init__(self, store: CrawlStore, count: int) -> None:
-        self.store, self.count = store, count
+    def __init__(self, store: CrawlStore, count: int, by_host: bool = False) -> None:
+        self.store, self.count, self.by_host = store, count, by_host
         self.keys = [CrawlKeys(store.crawl_id, s, count) for s in range(count)]
         self._cursor = 0  # the shard the next lease asks first
         self._batch: str | None = None  # the token of the commit being sent
@@ -150,11 +176,16 @@ class Sharding:
     async def open(self, create: bool) -> None:
         """Check (or, for a crawl whose shards were never all made, make) shards 1..n-1."""
         epoch = self.store.epoch
-        await asyncio.gather(*(self.store.run_checked(self._open, [k.meta], [epoch, int(create)])
+        start_url = await self.store.client.hget(self.keys[0].meta, "start_url") or ""
+        await asyncio.gather(*(self.store.run_checked(self._open, [k.meta],
+                                                      [epoch, int(create), start_url])
                                for k in self.keys[1:]))
 
-    def shard_of(self, fingerprint: bytes) -> int:
-        return shard_of(fingerprint, self.count)
+    def route(self, request: PendingRequest) -> int:
+        """The shard of a new request: by its host or its fingerprint (module docstring)."""
+        if self.by_host:
+            return shard_of_host(request.host, self.count)
+        return shard_of(request.fingerprint, self.count)
 
     # -- commits ---------------------------------------------------------------------
 
@@ -167,7 +198,7 @@ class Sharding:
             self._batch, self._done = token, {}
         reqs: dict[int, list[PendingRequest]] = defaultdict(list)
         for r in requests:
-            reqs[self.shard_of(r.fingerprint)].append(r)
+            reqs[self.route(r)].append(r)
         ack = group_by_shard(acks)
         out: set[int] = set(reqs) | ({0} if items or counters else set())
         touched = out | set(ack)
@@ -216,6 +247,7 @@ class Sharding:
     async def lease(self, worker: str, n: int, *, check_finished: bool,
                     token: str) -> tuple[str, list[tuple[str, bytes]]]:
         start = self._cursor
+        due: list[float] = []  # a polite crawl's shards whose hosts all wait: when each is due
         for i in range(self.count):
             s = (start + i) % self.count
             state, pairs = await self.store.lease_on(self.keys[s], worker, n, check_finished=False,
@@ -225,6 +257,9 @@ class Sharding:
             if pairs:
                 self._cursor = (s + 1) % self.count  # spread the next lease to the next shard
                 return "running", [(_join_id(s, rid), body) for rid, body in pairs]
+            if self.store.next_due_in is not None:
+                due.append(self.store.next_due_in)
+        self.store.next_due_in = min(due) if due else None
         # "finished" only from the end check: shard 0's meta alone does not say it
         if check_finished and await self.finished():
             return "finished", []

@@ -136,21 +136,22 @@ class CrawlStore(CrawlAdmin):
     async def open_crawl(
         self, *, spider: str, start_url: str | None = None, limit: int | None = None,
         args: dict[str, Any] | None = None, expect_epoch: str | None = None, shards: int = 1,
+        shard_by_host: bool = False,
     ) -> str:
         """Create the crawl's metadata if new; return its state.
 
         With *expect_epoch* (the epoch of a crawl known to exist, e.g. one the
         CLI created), a crawl that is missing or has another epoch is not
-        created again: :class:`CrawlStateLost`. *shards* applies to a new crawl
-        only (:mod:`statecrawl.frontier.shards`); :attr:`sharding` is set for a
-        crawl that has more than one.
+        created again: :class:`CrawlStateLost`. *shards* and *shard_by_host* apply
+        to a new crawl only (:mod:`statecrawl.frontier.shards`); :attr:`sharding` is
+        set for a crawl that has more than one.
         """
         k = self.keys
         try:
             out = await self.run_checked(self._open_crawl, [k.meta], [
                 expect_epoch or "", new_token(), f"{time.time():.3f}", spider, start_url or "",
                 dumps(args, "spider arguments") if args else "",
-                "" if limit is None else int(limit), shards])
+                "" if limit is None else int(limit), shards, "host" if shard_by_host else ""])
         except ResponseError as exc:
             if str(exc).startswith("SCSHARDS"):
                 raise ConfigError(f"crawl {self.crawl_id!r}: {str(exc)[9:]} (STATECRAWL_SHARDS; "
@@ -163,7 +164,7 @@ class CrawlStore(CrawlAdmin):
         count = int(out[2] or 1)
         if count > 1:
             self.keys = CrawlKeys(self.crawl_id, 0, count)  # its shards' names (_slots)
-            self.sharding = Sharding(self, count)
+            self.sharding = Sharding(self, count, by_host=_text(out[4] or b"") == "host")
             await self.sharding.open(create=not out[3])
             if not out[3]:
                 await self.client.hset(k.meta, "shards_ready", 1)

@@ -35,6 +35,7 @@ from typing import Any
 
 from statecrawl.frontier.cluster import is_cluster, node_of
 from statecrawl.frontier.deadletter import read_dead_letters
+from statecrawl.frontier.hosts import budget_store
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.rolling import BUCKET_SECONDS, rates_of, read_buckets
 from statecrawl.frontier.store import LIVE_WORKER_WINDOW, CrawlStore
@@ -48,14 +49,18 @@ SERIES_SECONDS = 900
 async def host_rows(store: CrawlStore, top: int) -> dict[str, Any]:
     """The crawl's politeness budget and its *top* hosts by queued requests (then in flight)."""
     k = store.keys
-    raw = await store.client.hgetall(k.hosts)
-    fields = {a.decode(errors="replace"): b.decode(errors="replace") for a, b in raw.items()}
+    budget = await budget_store(store)  # a crawl sharded by host: each host in its shard
+    fields: dict[str, str] = {}
+    for shard in budget.shards:
+        raw = await store.client.hgetall(shard.hosts)
+        fields.update({a.decode(errors="replace"): b.decode(errors="replace")
+                       for a, b in raw.items()})
     now_s, now_us = await store.client.time()
     now = now_s * 1000 + now_us // 1000
     hosts = sorted({name.split("|", 1)[0] for name in fields} - {"*"})
-    async with store.client.pipeline(transaction=False) as pipe:  # one round trip
+    async with store.client.pipeline(transaction=False) as pipe:  # a round trip (per node)
         for host in hosts:
-            pipe.zlexcount(k.hostq, f"[{host} ", f"({host}!")
+            pipe.zlexcount(budget.of(host).hostq, f"[{host} ", f"({host}!")
         counts = await pipe.execute() if hosts else []
     rows = []
     for host, queued in zip(hosts, counts):

@@ -9,6 +9,7 @@ and ``purge`` see and remove every shard.
 from __future__ import annotations
 
 import collections
+import json
 import uuid
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from statecrawl.cli import main as cli
 from statecrawl.demo.site import DemoSite
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.lifecycle import crawl_pattern
+from statecrawl.frontier.shards import shard_of_host
 from tests.cluster.conftest import LocalCluster
 from tests.conftest import scrapy_crawl, worker_env
 from tests.frontier.test_chaos import check_every_page_once
+from tests.frontier.test_shards import check_host_delays, polite_hosts_crawl
 
 SHARDS = 8
 
@@ -67,3 +70,23 @@ def test_a_sharded_crawl_spreads_over_the_masters(redis_cluster: LocalCluster, t
                 assert list(client.scan_iter(match=crawl_pattern(crawl_id))) == [], node.port
         finally:
             client.close()
+
+
+def test_a_polite_crawl_sharded_by_host_on_the_cluster(
+        redis_cluster: LocalCluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    crawl_id = f"polite-{uuid.uuid4().hex[:8]}"
+    check_host_delays(polite_hosts_crawl(redis_cluster.url, crawl_id, tmp_path, SHARDS))
+    hosts = [f"127.0.0.{i}" for i in (1, 2, 3)]
+    # `statecrawl hosts` reads every host's shard, and changes a host in its own shard
+    assert cli(["--redis-url", redis_cluster.url, "hosts", crawl_id, "--host", "127.0.0.2",
+                "--delay", "0.5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["polite"] and report["delay"] == 0.2 and report["hosts"] == 3, report
+    rows = {r["host"]: r for r in report["top"]}
+    assert set(rows) == set(hosts) and rows["127.0.0.2"]["delay"] == {"override": 0.5}, rows
+    assert all(r["queued"] == 0 and r["in_flight"] == 0 for r in rows.values()), rows
+    with redis_cluster.client() as client:
+        k = CrawlKeys(crawl_id, shard_of_host("127.0.0.2", SHARDS), SHARDS)
+        assert client.hget(k.hosts, "127.0.0.2|d") == b"500"
+        assert client.hget(f"sc:{{{crawl_id}}}:meta", "state") == b"finished"
+    assert cli(["--redis-url", redis_cluster.url, "purge", crawl_id]) == 0

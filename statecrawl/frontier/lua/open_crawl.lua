@@ -10,10 +10,14 @@
 -- count of an existing crawl never changes. A sharded crawl takes no page limit (it
 -- is counted in one place): the script fails with "SCSHARDS" and writes nothing.
 --
+-- A new sharded crawl also records how its requests go to shards: `shard_by` = host
+-- (a polite crawl), else by fingerprint (no field).
+--
 -- KEYS: meta
 -- ARGV: expect_epoch ('' = none) new_epoch created_at spider start_url ('' = none)
 --       args_json ('' = none) limit ('' = leave as is) shards ('' = 1)
--- Returns {state, epoch, shards, shards_ready}.
+--       shard_by ('host' or '')
+-- Returns {state, epoch, shards, shards_ready, shard_by}.
 local meta = KEYS[1]
 local expect, new_epoch, created_at, spider, start_url, args, limit =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -25,7 +29,10 @@ local shards = tonumber(redis.call('HGET', meta, 'shards') or (is_new and ARGV[8
 if shards > 1 and (tonumber(limit) or 0) > 0 then
   return redis.error_reply('SCSHARDS a crawl spread over shards takes no page limit')
 end
-if is_new and shards > 1 then redis.call('HSET', meta, 'shards', shards) end
+if is_new and shards > 1 then
+  redis.call('HSET', meta, 'shards', shards)
+  if ARGV[9] == 'host' then redis.call('HSET', meta, 'shard_by', 'host') end
+end
 redis.call('HSETNX', meta, 'epoch', new_epoch)
 redis.call('HSETNX', meta, 'state', 'running')
 redis.call('HSETNX', meta, 'created_at', created_at)
@@ -33,4 +40,4 @@ redis.call('HSETNX', meta, 'spider', spider)
 if start_url ~= '' then redis.call('HSETNX', meta, 'start_url', start_url) end
 if args ~= '' then redis.call('HSETNX', meta, 'args', args) end
 if limit ~= '' then redis.call('HSET', meta, 'limit', limit) end
-return redis.call('HMGET', meta, 'state', 'epoch', 'shards', 'shards_ready')
+return redis.call('HMGET', meta, 'state', 'epoch', 'shards', 'shards_ready', 'shard_by')
