@@ -144,6 +144,10 @@ async def _reconcile_options(store: CrawlStore, crawl_id: str, spider_args: dict
     old, new = recorded.get("limit"), given.get("limit")
     if old == new:
         return None
+    if bool(old) != bool(new) and int(await store.client.hget(store.keys.meta, "shards") or 1) > 1:
+        raise ConfigError(f"crawl {crawl_id!r} is spread over shards: it keeps the page limit it "
+                          f"was created with ({_option_value(old)}); a limit can change, not "
+                          "appear or go")
     if new is None:
         recorded.pop("limit", None)
     else:

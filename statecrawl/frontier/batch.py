@@ -57,6 +57,7 @@ class CommitResult:
     limit_dropped: int
     acked: int
     leased: tuple[tuple[str, bytes], ...] = ()  # (lease id, request JSON), when asked to lease
+    spare: int = 0  # of a grant (a sharded crawl's limit: shards.py), the part not used
 
 
 
@@ -71,8 +72,8 @@ def reply_bytes(value: bytes | str) -> bytes:
 
 def commit_result(out: Sequence[Any]) -> CommitResult:
     """The reply of the commit script (:meth:`CrawlStore.commit_call`) as a CommitResult."""
-    leased = tuple((reply_text(out[i]), reply_bytes(out[i + 1])) for i in range(4, len(out), 2))
-    return CommitResult(int(out[0]), int(out[1]), int(out[2]), int(out[3]), leased)
+    leased = tuple((reply_text(out[i]), reply_bytes(out[i + 1])) for i in range(5, len(out), 2))
+    return CommitResult(int(out[0]), int(out[1]), int(out[2]), int(out[3]), leased, int(out[4]))
 
 
 def item_key(item: dict[str, Any], body: bytes) -> str:

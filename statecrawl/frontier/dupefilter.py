@@ -29,7 +29,9 @@ Enable it with ``DUPEFILTER_CLASS = "statecrawl.frontier.dupefilter.RedisDupeFil
     capacity, 2% at twice). The expected number of such skips is kept in the
     crawl's stats (``bloom_estimated_false_skips``, shown by ``statecrawl
     status``) and in the Scrapy stat ``statecrawl/bloom_estimated_false_skips``.
-    Redis bitmaps stop at 2^32 bits (512 MB): about 219M URLs at 1e-4.
+    Redis bitmaps stop at 2^32 bits (512 MB): about 219M URLs at 1e-4. A crawl
+    of *n* shards (:mod:`statecrawl.frontier.shards`) has a filter in each, sized
+    for capacity / *n* (its share of the URLs: fingerprints spread evenly).
 
 The crawl's first worker fixes its layout and Bloom parameters (in the
 crawl's ``meta``): a worker whose settings differ logs a warning and uses the
@@ -175,13 +177,19 @@ async def open_crawl_dupefilter(
     """Fix the crawl's dupefilter to *mode* unless it has one; return the crawl's.
 
     For ``bloom``, *capacity* and *error_rate* size the filter when this call
-    creates it; the bitmap is preallocated then.
+    creates it; the bitmap is preallocated then. A sharded crawl has a filter per
+    shard, each sized for its share of *capacity* (its ``m`` and ``k``: the filters'
+    are alike), as the shards' share of the URLs is even.
     """
-    m, k = bloom_parameters(capacity, error_rate) if mode == "bloom" else (0, 0)
-    k_ = store.keys
+    shards = store.sharding.keys if store.sharding is not None else [store.keys]
+    # a sharded crawl: a filter per shard, each for its share of the capacity
+    share = -(-capacity // len(shards))
+    m, k = bloom_parameters(share, error_rate) if mode == "bloom" else (0, 0)
     script = store.client.register_script(script_source("dedupe_init.lua"))
-    out = await store.run_checked(script, [k_.meta, k_.seen, k_.bloom, k_.stats],
-                                  [mode, capacity, repr(error_rate), m, k, store.epoch or ""])
+    outs = await asyncio.gather(*(store.run_checked(
+        script, [k_.meta, k_.seen, k_.bloom, k_.stats],
+        [mode, capacity, repr(error_rate), m, k, store.epoch or ""]) for k_ in shards))
+    out = outs[0]
     stored = out[0].decode()
     if stored != "bloom":
         return CrawlDupefilter(stored)
@@ -327,8 +335,10 @@ class RedisDupeFilter:
         state = WorkerState.of(self.crawler)
         if state.store is None or state.client is None:
             return
-        value = await state.client.hget(state.store.keys.stats, FALSE_SKIPS_FIELD)
-        self.crawler.stats.set_value(FALSE_SKIPS_STAT, int(value or 0))
+        store = state.store
+        keys = store.sharding.keys if store.sharding is not None else [store.keys]
+        values = [await state.client.hget(k.stats, FALSE_SKIPS_FIELD) for k in keys]
+        self.crawler.stats.set_value(FALSE_SKIPS_STAT, sum(int(v or 0) for v in values))
 
     def close(self, reason: str) -> Deferred[None] | None:
         if self.driven_by_scheduler:

@@ -22,7 +22,8 @@ key                            type    contents
                                        ``SCHEDULER_PERSIST=False``; dropped when
                                        it runs again),
                                        ``spider``, ``start_url``, ``limit``
-                                       (max requests admitted, 0 = none),
+                                       (max requests admitted, 0 = none; granted
+                                       in a sharded crawl: ``quota_out``),
                                        ``args`` (JSON of the spider arguments),
                                        ``sink`` (where the items go: ``redis``,
                                        a directory or ``s3://bucket/prefix``;
@@ -65,8 +66,7 @@ key                            type    contents
 ``sc:{id}:leases``             HASH    request id -> ``"<worker> <score>"`` for
                                        every request a worker has popped and
                                        not yet acknowledged (the in-flight set);
-                                       ``"<worker> <score> <host>"`` in a
-                                       polite crawl
+                                       ``"<worker> <score> <host>"`` if polite
 ``sc:{id}:hostq``              ZSET    a polite crawl's per-host queues
                                        (:mod:`statecrawl.frontier.hosts`; then
                                        ``queue`` is only the intake, sorted
@@ -104,11 +104,11 @@ key                            type    contents
                                        ``STATECRAWL_WORKER_TIMEOUT`` is dead:
                                        the next heartbeat of any worker puts
                                        its leases back into ``queue``
-``sc:{id}:tokens``             HASH    ``<worker>`` / ``<worker>|lease`` ->
-                                       ``"<token> <result JSON>"``: the last
-                                       commit / lease of each worker (a re-sent
-                                       one is not applied twice); ``<worker>|info``:
-                                       its heartbeat's JSON (host, pid, leases)
+``sc:{id}:tokens``             HASH    ``<worker>`` / ``<worker>|lease`` (/ ``|q+``
+                                       ``|q-``: :mod:`._quota`) -> ``"<token>
+                                       <result>"``: the last commit / lease of a
+                                       worker (one re-sent is not applied twice);
+                                       ``<worker>|info``: its heartbeat's JSON
 ``sc:{id}:digests``            HASH    the ``exact`` dupefilter (the default):
                                        field = the first 2 bytes of a request
                                        fingerprint (65,536 buckets), value = the

@@ -33,11 +33,14 @@ crawl-wide budget (``*|...`` fields) is copied into every shard by the first wor
 (shard 0's values, so two first workers cannot leave two budgets). The catch: one
 host's requests are one shard's, so a crawl of a single site is not spread.
 
-A sharded crawl takes no page limit and no ``bloom`` dupefilter yet (each would need
-a count shared by every shard): the worker refuses to start with a clear error.
+**A page limit** is counted by shard 0: each commit of a limited crawl is granted its
+admissions there first, and gives back what it did not use (:mod:`._quota`). A
+sharded crawl's limit can change but not appear or go (the workers' commits ask for
+grants only when it has one). **A Bloom dupefilter** is a filter per shard, each
+sized for its share of the capacity (:mod:`.dupefilter`).
 
 **A commit** (a batch of pages' new requests, items and acknowledgements) touching
-one shard is one script call, as before. Touching several, it is two phases, each
+one shard is one script call, as before (a limited crawl's grant comes first). Touching several, it is two phases, each
 one call per shard, sent together: first every shard's new requests (and, in shard
 0, the items and counters), then every shard's acknowledgements (with the lease of
 more requests, on one of them). Each call is atomic and applied at most once (its
@@ -75,13 +78,15 @@ no longer in shard 0's ``workers`` go back to their shard's frontier.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from statecrawl.exceptions import ConfigError
+from statecrawl.frontier._lua import script_source
+from statecrawl.frontier._quota import ShardQuota
 from statecrawl.frontier.batch import CommitResult, PendingItem, PendingRequest
 from statecrawl.frontier.keys import MAX_SHARDS, CrawlKeys
 
@@ -106,9 +111,9 @@ def shard_count(value: Any) -> int:
 async def check_sharded(store: CrawlStore, dedupe: str) -> None:
     """Refuse what a sharded crawl cannot do yet (module docstring): ConfigError."""
     count = store.sharding.count if store.sharding is not None else 1
-    if dedupe not in ("exact", "none"):
+    if dedupe not in ("exact", "bloom", "none"):
         raise ConfigError(f"crawl {store.crawl_id!r} has {count} shards: its dupefilter must be "
-                          f"'exact' (the default), not {dedupe!r}")
+                          f"'exact' (the default) or 'bloom', not {dedupe!r}")
     by_host = store.sharding is not None and store.sharding.by_host
     if not by_host and await store.client.hget(store.keys.meta, "polite") == b"1":
         raise not_by_host(store.crawl_id, count)
@@ -157,21 +162,24 @@ def _prefixed(shard: int, result: CommitResult) -> CommitResult:
     if not shard or not result.leased:
         return result
     leased = tuple((_join_id(shard, i), body) for i, body in result.leased)
-    return CommitResult(result.enqueued, result.duplicates, result.limit_dropped, result.acked, leased)
+    return dataclasses.replace(result, leased=leased)
 
 
 class Sharding:
     """The shard-spanning operations of one sharded crawl's :class:`CrawlStore`."""
 
-    def __init__(self, store: CrawlStore, count: int, by_host: bool = False) -> None:
+    def __init__(self, store: CrawlStore, count: int, by_host: bool = False,
+                 limit: int = 0) -> None:
         self.store, self.count, self.by_host = store, count, by_host
         self.keys = [CrawlKeys(store.crawl_id, s, count) for s in range(count)]
+        #: a limited crawl's commits ask shard 0 for admissions (_quota.py)
+        self.quota = ShardQuota(store, self.keys) if limit > 0 else None
         self._cursor = 0  # the shard the next lease asks first
         self._batch: str | None = None  # the token of the commit being sent
         self._done: dict[str, CommitResult] = {}  # its calls confirmed so far
-        self._idle = store.client.register_script(_source("shard_idle.lua"))
-        self._open = store.client.register_script(_source("open_shard.lua"))
-        self._finish = store.client.register_script(_source("mark_finished.lua"))
+        self._idle = store.client.register_script(script_source("shard_idle.lua"))
+        self._open = store.client.register_script(script_source("open_shard.lua"))
+        self._finish = store.client.register_script(script_source("mark_finished.lua"))
 
     async def open(self, create: bool) -> None:
         """Check (or, for a crawl whose shards were never all made, make) shards 1..n-1."""
@@ -202,26 +210,39 @@ class Sharding:
         ack = group_by_shard(acks)
         out: set[int] = set(reqs) | ({0} if items or counters else set())
         touched = out | set(ack)
+        grants: dict[int, int] | None = None  # a limited crawl: each shard's admissions
+        if self.quota is not None:
+            grants = await self.quota.grants(worker, token, dedupe, reqs) if reqs else {}
         if len(touched) <= 1:  # one shard: one call, as unsharded
             s = touched.pop() if touched else self._cursor % self.count
-            return await self._call(worker, s, "1", dedupe, reqs[s], items if s == 0 else (),
-                                    ack[s], counters if s == 0 else {}, want, token)
+            result = await self._call(worker, s, "1", dedupe, reqs[s], items if s == 0 else (),
+                                      ack[s], counters if s == 0 else {}, want, token,
+                                      None if grants is None else grants.get(s, 0))
+            await self._give_back(worker, token, [result])
+            return result
         first = await self._phase(worker, "o", dedupe, token, [
-            (s, reqs[s], items if s == 0 else (), (), counters if s == 0 else {}, 0)
-            for s in sorted(out)])
+            (s, reqs[s], items if s == 0 else (), (), counters if s == 0 else {}, 0,
+             None if grants is None else grants.get(s, 0)) for s in sorted(out)])
+        await self._give_back(worker, token, first)
         wanted = sorted(ack)
         second = await self._phase(worker, "a", dedupe, token, [
-            (s, (), (), ack[s], {}, want if i == 0 else 0) for i, s in enumerate(wanted)])
+            (s, (), (), ack[s], {}, want if i == 0 else 0, None if grants is None else 0)
+            for i, s in enumerate(wanted)])
         results = first + second
         return CommitResult(
             sum(r.enqueued for r in results), sum(r.duplicates for r in results),
             sum(r.limit_dropped for r in results), sum(r.acked for r in results),
             tuple(pair for r in results for pair in r.leased))
 
+    async def _give_back(self, worker: str, token: str, results: list[CommitResult]) -> None:
+        if self.quota is not None:
+            await self.quota.give_back(worker, token, sum(r.spare for r in results))
+
     async def _phase(self, worker: str, phase: str, dedupe: str, token: str,
                      calls: list[tuple[Any, ...]]) -> list[CommitResult]:
         replies = await asyncio.gather(
-            *(self._call(worker, s, phase, dedupe, r, i, a, c, w, token) for s, r, i, a, c, w in calls),
+            *(self._call(worker, s, phase, dedupe, r, i, a, c, w, token, g)
+              for s, r, i, a, c, w, g in calls),
             return_exceptions=True)
         for reply in replies:
             if isinstance(reply, BaseException):
@@ -231,14 +252,14 @@ class Sharding:
     async def _call(self, worker: str, s: int, phase: str, dedupe: str,
                     requests: Sequence[PendingRequest], items: Sequence[PendingItem],
                     acks: Sequence[str], counters: dict[str, int], want: int,
-                    token: str) -> CommitResult:
+                    token: str, grant: int | None) -> CommitResult:
         sub = f"{token}.{phase}{s}"
         done = self._done.get(sub)
         if done is not None:
             return done
         result = _prefixed(s, await self.store.commit_on(
             self.keys[s], worker, dedupe=dedupe, requests=requests, items=items, acks=acks,
-            token=sub, counters=counters, want=want))
+            token=sub, counters=counters, want=want, grant=grant))
         self._done[sub] = result
         return result
 
@@ -312,7 +333,3 @@ def shard_fixed_keys(k: CrawlKeys) -> list[str]:
     """The fixed-name keys a shard > 0 may hold (its ``shard`` hash aside)."""
     return [k.seq, k.queue, k.fifo, k.reqs, k.leases, k.workers, k.seen, k.digests, k.bloom,
             k.stats, k.tokens, k.hostq, k.ready, k.hosts, k.items, k.failed, k.dead]
-
-
-def _source(name: str) -> str:
-    return resources.files("statecrawl.frontier").joinpath("lua", name).read_text()

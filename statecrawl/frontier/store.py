@@ -25,7 +25,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,6 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from statecrawl.exceptions import ConfigError, CrawlStateLost
 from statecrawl.frontier._admin import CrawlAdmin
+from statecrawl.frontier._lua import script_source
 from statecrawl.frontier.batch import (
     CommitResult,
     PendingItem,
@@ -64,13 +64,6 @@ DEDUPE_MODES = ("none", "set", "exact", "bloom")
 
 #: ``statecrawl status`` counts workers heard from within this many seconds.
 LIVE_WORKER_WINDOW = 15.0
-
-
-def script_source(*names: str) -> str:
-    """The text of ``statecrawl/frontier/lua/<name>``, for each name in turn (a script
-    after the snippets it uses)."""
-    lua = resources.files("statecrawl.frontier").joinpath("lua")
-    return "".join(lua.joinpath(name).read_text() for name in names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +147,7 @@ class CrawlStore(CrawlAdmin):
                 "" if limit is None else int(limit), shards, "host" if shard_by_host else ""])
         except ResponseError as exc:
             if str(exc).startswith("SCSHARDS"):
-                raise ConfigError(f"crawl {self.crawl_id!r}: {str(exc)[9:]} (STATECRAWL_SHARDS; "
-                                  "leave the limit out, or run it on one shard)") from None
+                raise ConfigError(f"crawl {self.crawl_id!r}: {str(exc)[9:]}") from None
             raise
         state, epoch = _text(out[0]), _text(out[1])
         # the set of crawls is another key (another slot on a cluster): not in the script
@@ -164,7 +156,8 @@ class CrawlStore(CrawlAdmin):
         count = int(out[2] or 1)
         if count > 1:
             self.keys = CrawlKeys(self.crawl_id, 0, count)  # its shards' names (_slots)
-            self.sharding = Sharding(self, count, by_host=_text(out[4] or b"") == "host")
+            self.sharding = Sharding(self, count, by_host=_text(out[4] or b"") == "host",
+                                     limit=int(out[5] or 0))
             await self.sharding.open(create=not out[3])
             if not out[3]:
                 await self.client.hset(k.meta, "shards_ready", 1)
@@ -248,13 +241,14 @@ class CrawlStore(CrawlAdmin):
         self, worker: str, *, dedupe: str, requests: Sequence[PendingRequest] = (),
         items: Sequence[PendingItem] = (), acks: Sequence[str] = (), token: str | None = None,
         counters: Mapping[str, int] | None = None, want: int = 0, keys_of: CrawlKeys | None = None,
+        grant: int | None = None,
     ) -> tuple[AsyncScript, list[str], list[Any]]:
         """The script, keys and arguments of :meth:`commit` on one slot (for a caller that
         pipelines it with other commands; :func:`commit_result` reads its reply)."""
         k = keys_of or self.keys
         counters = counters or {}
         args: list[Any] = [worker, token or new_token(), max(0, want), self._epoch(),
-                           len(counters)]
+                           "" if grant is None else grant, len(counters)]
         for name, delta in counters.items():
             args += [name, delta]
         args.append(len(requests))

@@ -170,8 +170,8 @@ async def _workers(store: CrawlStore, now_ms: int) -> list[dict[str, Any]]:
 
 
 def _bloom(meta: dict[str, str], entries: int) -> float | None:
-    try:
-        m, k = int(meta["bloom_m"]), int(meta["bloom_k"])
+    try:  # a sharded crawl: a filter of m bits in each shard
+        m, k = int(meta["bloom_m"]) * int(meta.get("shards") or 1), int(meta["bloom_k"])
     except (KeyError, ValueError):
         return None
     return round(1 - math.exp(-k * entries / m), 6) if m > 0 else None

@@ -23,7 +23,7 @@ from statecrawl.frontier.shards import shard_of_host
 from tests.cluster.conftest import LocalCluster
 from tests.conftest import scrapy_crawl, worker_env
 from tests.frontier.test_chaos import check_every_page_once
-from tests.frontier.test_shards import check_host_delays, polite_hosts_crawl
+from tests.frontier.test_shards_budget import check_host_delays, polite_hosts_crawl
 
 SHARDS = 8
 

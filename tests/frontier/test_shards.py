@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
-import json
 import subprocess
-import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -23,13 +19,12 @@ from redis.crc import key_slot
 from statecrawl.cli import main as cli
 from statecrawl.demo.site import DemoSite
 from statecrawl.exceptions import ConfigError
-from statecrawl.frontier.hosts import Budget, budget_store
+from statecrawl.frontier.dupefilter import DEFAULT_BLOOM_ERROR_RATE, bloom_parameters
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.lifecycle import crawl_pattern
 from statecrawl.frontier.liveness import HeartbeatThread
-from statecrawl.frontier.shards import shard_count, shard_of, shard_of_host, split_id
+from statecrawl.frontier.shards import shard_count, shard_of, split_id
 from statecrawl.frontier.store import CrawlStore, PendingItem, PendingRequest
-from tests._servers import Reply, ScriptedServer, gaps, links_page
 from tests.conftest import RedisServer, run_client, scrapy_crawl, worker_env
 from tests.frontier.test_chaos import chaos_crawl, check_every_page_once
 
@@ -197,15 +192,8 @@ def test_dead_workers_leases_in_other_shards_are_swept(redis_server: RedisServer
     client.close()
 
 
-def test_a_limit_and_an_old_crawl(redis_server: RedisServer, crawl_id: str) -> None:
-    async def limited(client):  # type: ignore[no-untyped-def]
-        await CrawlStore(client, crawl_id).open_crawl(spider="t", limit=5, shards=SHARDS)
-
-    with pytest.raises(ConfigError, match="takes no page limit"):
-        run_client(redis_server.url, limited)
+def test_a_crawl_made_unsharded_stays_so(redis_server: RedisServer, crawl_id: str) -> None:
     client = redis_server.client()
-    assert not client.exists(f"sc:{{{crawl_id}}}:meta")  # refused before anything was written
-
     # a crawl made unsharded (as by earlier versions) stays so whatever a worker asks
     async def old_then_new(c):  # type: ignore[no-untyped-def]
         await CrawlStore(c, crawl_id).open_crawl(spider="t")
@@ -229,8 +217,9 @@ def test_a_lost_shard_stops_the_crawl(redis_server: RedisServer, crawl_id: str) 
         run(redis_server.url, crawl_id, lambda store: asyncio.sleep(0))
 
 
-def _crawl(redis_url: str, crawl_id: str, site: DemoSite, out: Path, *extra: str,
+def sharded_crawl(redis_url: str, crawl_id: str, site: DemoSite, out: Path, *extra: str,
            workers: int = 2) -> list[subprocess.Popen[str]]:
+    """*workers* workers of the site spider on *site*, in a crawl of SHARDS shards."""
     procs = [scrapy_crawl(["-a", f"url={site.url}/", "-a", f"crawl_id={crawl_id}",
                            "-s", f"STATECRAWL_SHARDS={SHARDS}", *extra],
                           worker_env(redis_url, out / f"w{i}"), wait=False)
@@ -241,10 +230,13 @@ def _crawl(redis_url: str, crawl_id: str, site: DemoSite, out: Path, *extra: str
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dupefilter", ["exact", "bloom"])
 def test_two_workers_crawl_a_sharded_crawl_every_page_once(
-        redis_server: RedisServer, crawl_id: str, tmp_path: Path) -> None:
+        redis_server: RedisServer, crawl_id: str, tmp_path: Path, dupefilter: str) -> None:
     with DemoSite(pages=150) as site:
-        procs = _crawl(redis_server.url, crawl_id, site, tmp_path)
+        procs = sharded_crawl(redis_server.url, crawl_id, site, tmp_path,
+                       "-s", f"STATECRAWL_DUPEFILTER={dupefilter}",
+                       "-s", "STATECRAWL_BLOOM_CAPACITY=100000")
         logs = "\n".join((p.stdout.read() if p.stdout else "")[-3000:] for p in procs)
         assert [p.returncode for p in procs] == [0, 0], logs
         check_every_page_once(redis_server, crawl_id, site, tmp_path / "export", context="shards:")
@@ -253,150 +245,16 @@ def test_two_workers_crawl_a_sharded_crawl_every_page_once(
         k = CrawlKeys(crawl_id, shard, SHARDS)
         assert int(client.hget(k.stats, "acked") or 0) > 10, shard  # every shard served pages
         assert client.hlen(k.leases) == 0 and client.zcard(k.fifo) == 0
+    if dupefilter == "bloom":  # a filter per shard, each for a quarter of the capacity
+        m, _ = bloom_parameters(100000 // SHARDS, DEFAULT_BLOOM_ERROR_RATE)
+        assert client.hget(f"sc:{{{crawl_id}}}:meta", "bloom_capacity") == b"100000"
+        for shard in range(SHARDS):
+            k = CrawlKeys(crawl_id, shard, SHARDS)
+            assert client.strlen(k.bloom) == -(-m // 8) and int(client.hget(k.stats, "seen")) > 10
+            assert client.hlen(k.digests) == 0  # no exact layout beside it
     # purge removes every shard's keys too
     assert cli(["--redis-url", redis_server.url, "purge", crawl_id]) == 0
     assert list(client.scan_iter(match=crawl_pattern(crawl_id))) == []
-    client.close()
-
-
-def test_a_sharded_crawl_refuses_bloom_and_a_budget_it_was_not_made_for(
-        redis_server: RedisServer, crawl_id: str, tmp_path: Path) -> None:
-    with DemoSite(pages=5) as site:
-        def worker(n: int, cid: str, *extra: str) -> str:
-            done = scrapy_crawl(["-a", f"url={site.url}/", "-a", f"crawl_id={cid}",
-                                 "-s", f"STATECRAWL_SHARDS={SHARDS}", *extra],
-                                worker_env(redis_server.url, tmp_path / str(n)), timeout=120)
-            assert done.returncode == (1 if extra else 0), (done.stdout + done.stderr)[-3000:]
-            return done.stdout + done.stderr
-
-        log = worker(0, f"{crawl_id}-0", "-s", "STATECRAWL_DUPEFILTER=bloom")
-        assert "shards" in log and "dupefilter" in log, log[-3000:]
-        # made without a budget: sharded by fingerprint, so a budget later is refused
-        worker(1, f"{crawl_id}-1")
-        log = worker(2, f"{crawl_id}-1", "-s", "DOWNLOAD_DELAY=0.01")
-        assert "by request fingerprint" in log and "cannot take a politeness budget" in log, log[-3000:]
-        assert cli(["--redis-url", redis_server.url, "hosts", f"{crawl_id}-1", "--delay", "1"]) == 2
-
-
-def _host_req(url: str) -> PendingRequest:
-    body = json.dumps({"v": 1, "url": url}).encode()  # polite.lua reads the host from it
-    return PendingRequest(hashlib.sha1(url.encode()).digest(), True, 0, body,
-                          host=urlsplit(url).hostname or "")
-
-
-def test_a_polite_crawl_is_sharded_by_host(redis_server: RedisServer, crawl_id: str) -> None:
-    hosts = [f"h{i}.test" for i in range(12)]
-
-    async def main(client):  # type: ignore[no-untyped-def]
-        store = CrawlStore(client, crawl_id)
-        await store.open_crawl(spider="t", shards=SHARDS, shard_by_host=True)
-        assert store.sharding is not None and store.sharding.by_host
-        budget = await budget_store(store, to_set=True)
-        await budget.configure(Budget(delay=0.2, horizon=0.5, late=0.0,
-                                      overrides=[("h1.test", "d", 300)]))
-        await store.commit("w", dedupe="exact",
-                           requests=[_host_req(f"http://{h}/{i}") for h in hosts for i in range(3)])
-        pairs: list[tuple[str, bytes]] = []
-        for _ in range(2 * SHARDS):  # the shards in turn
-            pairs += (await store.lease("w", 50, check_finished=False))[1]
-        due = store.next_due_in  # nothing left within the horizon: when the first host is due
-        # a crawl sharded by fingerprint cannot take a budget
-        other = CrawlStore(client, crawl_id + "-fp")
-        await other.open_crawl(spider="t", shards=SHARDS)
-        with pytest.raises(ConfigError, match="by request fingerprint"):
-            await budget_store(other, to_set=True)
-        return pairs, due
-
-    pairs, due = run_client(redis_server.url, main)
-    assert due is not None and 0 < due <= 0.6
-    client = redis_server.client()
-    assert client.hget(f"sc:{{{crawl_id}}}:meta", "shard_by") == b"host"
-    slots: dict[str, list[int]] = collections.defaultdict(list)
-    for lease, _ in pairs:
-        rid, at, _now, host = lease.split(" ", 3)
-        shard, _ = split_id(rid)
-        assert shard == shard_of_host(host, SHARDS), lease  # leased from its host's shard
-        slots[host].append(int(at))
-    assert len({shard_of_host(h, SHARDS) for h in hosts}) > 1  # the hosts spread
-    for host in hosts:
-        at = sorted(slots[host])
-        want = [0, 300] if host == "h1.test" else [0, 200, 400]  # its override; the horizon
-        assert [t - at[0] for t in at] == want, (host, at)
-        k = CrawlKeys(crawl_id, shard_of_host(host, SHARDS), SHARDS)
-        assert int(client.hget(k.hosts, f"{host}|n")) == len(want)  # in flight, in its shard
-        assert client.zlexcount(k.hostq, f"[{host} ", f"({host}!") == 3 - len(want)
-    for s in range(SHARDS):  # the crawl's budget is in every shard
-        k = CrawlKeys(crawl_id, s, SHARDS)
-        assert client.hget(k.hosts, "*|d") == b"200" and client.hget(k.meta, "polite") == b"1"
-    assert client.hget(CrawlKeys(crawl_id, shard_of_host("h1.test", SHARDS), SHARDS).hosts,
-                       "h1.test|d") == b"300"
-    client.close()
-
-
-_HOSTS_SPIDER = """
-import os
-from urllib.parse import urlsplit
-from scrapy import Request, Spider
-
-class Hosts(Spider):
-    name = "hosts"
-    crawl_id = os.environ["TEST_CRAWL_ID"]
-    custom_settings = {"ROBOTSTXT_OBEY": False, "TELNETCONSOLE_ENABLED": False}
-
-    async def start(self):
-        for url in os.environ["TEST_URLS"].split():
-            yield Request(url)
-
-    def parse(self, response):
-        host = urlsplit(response.url).netloc
-        for href in response.css("a::attr(href)").getall():
-            url = response.urljoin(href)
-            if urlsplit(url).netloc == host:
-                yield Request(url)
-"""
-
-
-def polite_hosts_crawl(redis_url: str, crawl_id: str, tmp_path: Path,
-                       shards: int) -> list[ScriptedServer]:
-    """Two workers crawl three sites (127.0.0.1-3, 9 pages each) with a 0.2 s delay per
-    host, in a crawl of *shards* shards; returns the (stopped) sites."""
-    spider = tmp_path / "hosts_spider.py"
-    spider.write_text(_HOSTS_SPIDER)
-    with contextlib.ExitStack() as stack:
-        sites = [stack.enter_context(ScriptedServer(
-            {"/": [links_page(8)], "/robots.txt": [Reply(404)]}, host=f"127.0.0.{i}"))
-            for i in (1, 2, 3)]
-        env = worker_env(redis_url, TEST_CRAWL_ID=crawl_id,
-                         TEST_URLS=" ".join(site.url + "/" for site in sites))
-        cmd = [sys.executable, "-m", "scrapy", "runspider", str(spider), "-s",
-               'ADDONS={"statecrawl.Addon": 0}', "-s", "STATECRAWL_HOST_DELAY=0.2",
-               "-s", f"STATECRAWL_SHARDS={shards}"]
-        procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-        logs = [p.communicate(timeout=180)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
-    return sites
-
-
-def check_host_delays(sites: list[ScriptedServer]) -> None:
-    """Each site saw each of its pages once, and the crawl's 0.2 s delay between them."""
-    for site in sites:
-        paths = [path for _, path in site.times if path != "/robots.txt"]
-        assert sorted(paths) == sorted(["/"] + [f"/p/{i}" for i in range(8)]), paths  # once each
-        between = gaps([t for t, path in site.times if path != "/robots.txt"])
-        # Slots are 205 ms apart (the delay + STATECRAWL_HOST_LATE); on the server a gap
-        # can be ~10 ms shorter when the request before it reached the wire late (a new
-        # connection, a busy event loop: seen 194 ms here; tests/frontier/test_politeness.py
-        # checks the 5 ms bound on one host). Without the budget the pages come at once.
-        assert min(between) >= 0.17 and sum(between) / len(between) >= 0.2, (site.host, between)
-
-
-def test_two_workers_keep_each_hosts_delay_in_a_crawl_sharded_by_host(
-        redis_server: RedisServer, crawl_id: str, tmp_path: Path) -> None:
-    check_host_delays(polite_hosts_crawl(redis_server.url, crawl_id, tmp_path, SHARDS))
-    client = redis_server.client()
-    meta = f"sc:{{{crawl_id}}}:meta"
-    assert client.hget(meta, "shard_by") == b"host" and client.hget(meta, "state") == b"finished"
     client.close()
 
 

@@ -32,11 +32,15 @@
 -- A request counts against the crawl's limit unless its flags say otherwise
 -- (robots.txt and sitemaps, retries of a leased request): `admitted` in the
 -- stats counts those that do (crawls begun before it existed start from
--- `enqueued`).
+-- `enqueued`). In a sharded crawl with a limit (statecrawl.frontier.shards) the
+-- call carries a *grant* instead, the count it may admit, taken from shard 0's
+-- pool by quota.lua; what it leaves unused comes back as `spare`. A request over
+-- a grant is not recorded as seen: with a grant given back later it can still be
+-- admitted, when a link to it comes again.
 --
 -- KEYS: meta seq queue reqs leases seen items failed stats tokens hostq ready hosts
 --       digests (the exact layout's hash, whatever the dupefilter mode) fifo ts
--- ARGV: worker token want epoch
+-- ARGV: worker token want epoch grant ('' = none: meta.limit holds)
 --       n_counters {stats_field delta}*      crawl-wide counters (e.g. retried); a
 --                                             field "ts:<name>" goes to the current
 --                                             rolling bucket instead (rolling.py)
@@ -44,7 +48,7 @@
 --                                                     4 = record as seen (without dedupe)
 --       n_items {key flags json}*        flags: 1 = failed, 2 = in a sink (json empty)
 --       n_acks {request_id}*
--- Returns {enqueued, duplicates, limit_dropped, acked, id1, json1, id2, json2, ...}
+-- Returns {enqueued, duplicates, limit_dropped, acked, spare, id1, json1, id2, json2, ...}
 local meta, seq, queue, reqs, leases, seen, items, failed, stats, tokens =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local hostq, ready, hosts, digests, fifo = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15]
@@ -52,7 +56,8 @@ local ts = KEYS[16]
 local k = {meta = meta, seq = seq, queue = queue, fifo = fifo, reqs = reqs, leases = leases,
            stats = stats, hostq = hostq, ready = ready, hosts = hosts}
 local worker, token, want, epoch = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local i = 5
+local grant = tonumber(ARGV[5])
+local i = 6
 
 local last = redis.call('HGET', tokens, worker)
 if last and string.sub(last, 1, #token + 1) == token .. ' ' then
@@ -65,6 +70,7 @@ if redis.call('HGET', meta, 'epoch') ~= epoch then
   return redis.error_reply('SCLOST the crawl is gone from Redis or was created again')
 end
 local seen_add = make_dedupe(seen, meta)
+local seen_has_not = make_dedupe(seen, meta, true)  -- the same check, writing nothing
 
 -- The rolling counters' bucket of now (statecrawl.frontier.rolling): 10 s, kept an hour.
 local t = redis.call('TIME')
@@ -91,8 +97,13 @@ local was_empty = redis.call('ZCARD', queue) == 0 and redis.call('ZCARD', hostq)
 local scores = {}
 
 local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
-local admitted = tonumber(redis.call('HGET', stats, 'admitted')
-  or redis.call('HGET', stats, 'enqueued') or '0') or 0
+local admitted = redis.call('HGET', stats, 'admitted')
+if not admitted and not grant then  -- (a shard has no crawl from before the counter)
+  admitted = redis.call('HGET', stats, 'enqueued')
+end
+admitted = tonumber(admitted or '0') or 0
+local limited = limit > 0
+if grant then limit, limited = admitted + grant, true end
 local enqueued, duplicates, limit_dropped, acked, counted = 0, 0, 0, 0, 0
 
 local n = tonumber(ARGV[i]); i = i + 1
@@ -101,14 +112,16 @@ for _ = 1, n do
   i = i + 4
   local counts = flags % 4 < 2
   local new = true
-  if flags % 2 == 1 then
+  if flags % 2 == 1 and grant and counts and admitted >= limit then
+    new = seen_has_not(fp)  -- over the grant: dropped below, not recorded
+  elseif flags % 2 == 1 then
     new = seen_add(fp)
   elseif flags >= 4 then
     seen_add(fp)  -- enqueued even if seen, and recorded: links back to it are duplicates
   end
   if not new then
     duplicates = duplicates + 1
-  elseif counts and limit > 0 and admitted >= limit then
+  elseif counts and limited and admitted >= limit then
     limit_dropped = limit_dropped + 1
   else
     fifo_push(fifo, score, body, scores)  -- its id comes with its lease
@@ -178,7 +191,7 @@ roll('duplicates', duplicates)
 if rolled then redis.call('EXPIRE', bucket, 3600) end
 -- Wake idle workers when work appears in an empty frontier.
 if was_empty and enqueued > 0 then redis.call('PUBLISH', queue, 'work') end
-local result = {enqueued, duplicates, limit_dropped, acked}
+local result = {enqueued, duplicates, limit_dropped, acked, grant and (grant - counted) or 0}
 if want > 0 and redis.call('HGET', meta, 'state') ~= 'cancelled' then
   take_any(k, worker, want, result)
 end

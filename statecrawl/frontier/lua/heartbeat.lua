@@ -40,7 +40,9 @@ for j = 1, #all, 2 do
   end
 end
 redis.call('ZREM', workers, unpack(dead))
-for _, w in ipairs(dead) do redis.call('HDEL', tokens, w, w .. '|lease', w .. '|info') end
+for _, w in ipairs(dead) do
+  redis.call('HDEL', tokens, w, w .. '|lease', w .. '|info', w .. '|q+', w .. '|q-')
+end
 if reclaimed > 0 then
   redis.call('HINCRBY', stats, 'reclaimed', reclaimed)
   redis.call('PUBLISH', queue, 'reclaimed')

@@ -11,5 +11,5 @@ local ready, hosts = KEYS[6], KEYS[7]
 local worker, reason = ARGV[1], ARGV[2] or 'released'
 local released = requeue_owned(queue, leases, stats, ready, hosts, worker, function() return true end, reason)
 redis.call('ZREM', workers, worker)
-redis.call('HDEL', tokens, worker, worker .. '|lease', worker .. '|info')
+redis.call('HDEL', tokens, worker, worker .. '|lease', worker .. '|info', worker .. '|q+', worker .. '|q-')
 return released
