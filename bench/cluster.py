@@ -27,7 +27,11 @@ persistence) on 127.0.0.1 in a temp dir, and measures, with and without
    of ``--shards`` shards on the cluster (nothing leased): the crawl's keys and
    bytes per master, max/mean, and bytes per queued request.
 
-``--parts`` picks the figures (default ``1,2,3,4``). The machine runs the workers,
+5. **what a page limit costs a sharded commit** (statecrawl/frontier/_quota.py):
+   figure 1's commits on a crawl of ``--shards`` shards, without a limit and with
+   one never reached, alternating in ``--rounds`` rounds; median, p90, p99.
+
+``--parts`` picks the figures (default ``1,2,3,4``; 5 runs when asked). The machine runs the workers,
 the sites and every Redis: on few cores the workers, not Redis, set the pace.
 Runs need ``redis-server`` and ``redis-cli`` (``make install``).
 """
@@ -116,13 +120,15 @@ def _wait(check, timeout: float, what: str) -> None:  # type: ignore[no-untyped-
 # -- 1: commit latency ----------------------------------------------------------------
 
 
-async def commit_latencies(url: str, wait: bool, n: int) -> list[float]:
-    """*n* page-sized commits, one at a time, on a fresh crawl; seconds each."""
+async def commit_latencies(url: str, wait: bool, n: int, shards: int = 1,
+                           limit: int | None = None) -> list[float]:
+    """*n* page-sized commits, one at a time, on a fresh crawl (of *shards* shards, with
+    page limit *limit*); seconds each."""
     client = redis_from_url(url)
     try:
         store = CrawlStore(client, "bench-" + uuid.uuid4().hex[:8])
         store.replica_wait = ReplicaWait(1, 1.0) if wait else None
-        await store.open_crawl(spider="bench")
+        await store.open_crawl(spider="bench", shards=shards, limit=limit)
         await store.commit("w", dedupe="exact", requests=[_req(f"seed{i}") for i in range(4)])
         _, pairs = await store.lease("w", 1, check_finished=False)
         lease = [pairs[0][0]] if pairs else []
@@ -261,7 +267,7 @@ def main() -> None:
     ap.add_argument("--scale-workers", type=int, default=6)
     ap.add_argument("--shards", type=int, default=6)
     ap.add_argument("--fill", type=int, default=200_000, help="requests queued for figure 4")
-    ap.add_argument("--parts", default="1,2,3,4", help="which figures: 1,2,3,4")
+    ap.add_argument("--parts", default="1,2,3,4", help="which figures: 1,2,3,4,5")
     opts = ap.parse_args()
     parts = {int(p) for p in opts.parts.split(",")}
     tmp = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
@@ -272,8 +278,13 @@ def main() -> None:
         lat: dict[bool, list[float]] = {False: [], True: []}
         rates: dict[bool, list[float]] = {False: [], True: []}
         runs: dict[str, list[dict[str, object]]] = {"one node": [], "3 masters": []}
+        limited: dict[bool, list[float]] = {False: [], True: []}
         for r in range(opts.rounds):
             order = (False, True) if r % 2 == 0 else (True, False)
+            if 5 in parts:
+                for with_limit in order:
+                    limited[with_limit] += asyncio.run(commit_latencies(
+                        url, False, opts.commits, opts.shards, 10**9 if with_limit else None))
             if 1 in parts:
                 for wait in order:
                     lat[wait] += asyncio.run(commit_latencies(url, wait, opts.commits))
@@ -326,6 +337,15 @@ def main() -> None:
                 keys, size = spread_of(ports, crawl_id)
                 print(f"   {shards:>3} shard(s): keys {keys} (max/mean {_ratio(keys)}), bytes "
                       f"{size} (max/mean {_ratio(size)}), {sum(size) / opts.fill:.1f} B/request")
+        if 5 in parts:
+            print(f"\n5. commit latency on {opts.shards} shards, {opts.rounds} x {opts.commits} "
+                  f"page-sized commits, without and with a page limit (ms)")
+            for with_limit in (False, True):
+                ms = [t * 1000 for t in limited[with_limit]]
+                print(f"   {'limit' if with_limit else 'no limit':<10} {statistics.median(ms):8.3f} "
+                      f"{percentile(ms, 90):8.3f} {percentile(ms, 99):8.3f}")
+            ratio = statistics.median(limited[True]) / statistics.median(limited[False])
+            print(f"   limit / no limit (medians): {ratio:.2f}x")
     finally:
         for p in [*procs, single]:
             p.terminate()

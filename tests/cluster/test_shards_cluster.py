@@ -17,12 +17,15 @@ import pytest
 
 from statecrawl.cli import main as cli
 from statecrawl.demo.site import DemoSite
+from statecrawl.frontier.dupefilter import open_crawl_dupefilter
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.lifecycle import crawl_pattern
 from statecrawl.frontier.shards import shard_of_host
 from tests.cluster.conftest import LocalCluster
-from tests.conftest import scrapy_crawl, worker_env
+from statecrawl.frontier.store import CrawlStore
+from tests.conftest import run_client, scrapy_crawl, worker_env
 from tests.frontier.test_chaos import check_every_page_once
+from tests.frontier.test_shards import req
 from tests.frontier.test_shards_budget import check_host_delays, polite_hosts_crawl
 
 SHARDS = 8
@@ -89,4 +92,28 @@ def test_a_polite_crawl_sharded_by_host_on_the_cluster(
         k = CrawlKeys(crawl_id, shard_of_host("127.0.0.2", SHARDS), SHARDS)
         assert client.hget(k.hosts, "127.0.0.2|d") == b"500"
         assert client.hget(f"sc:{{{crawl_id}}}:meta", "state") == b"finished"
+    assert cli(["--redis-url", redis_cluster.url, "purge", crawl_id]) == 0
+
+
+def test_a_limit_and_a_bloom_filter_over_the_masters(redis_cluster: LocalCluster) -> None:
+    """The limit's grants (shard 0) and the shards' checks and filters, each call in its
+    own slot on its own master (no CROSSSLOT), admit exactly the limit."""
+    crawl_id, where = _spread_id(redis_cluster)
+
+    async def main(client):  # type: ignore[no-untyped-def]
+        store = CrawlStore(client, crawl_id)
+        await store.open_crawl(spider="t", limit=40, shards=SHARDS)
+        await open_crawl_dupefilter(store, "bloom", capacity=8000, error_rate=1e-4)
+        for b in range(6):  # batches that overlap: 10 new links each, 5 seen before
+            urls = [f"http://x/{b * 10 + j - 5}" for j in range(15) if b * 10 + j >= 5]
+            await store.commit("w", dedupe="bloom", requests=[req(u) for u in urls])
+        return await store.status()
+
+    status = run_client(redis_cluster.url, main)
+    assert status["stats"]["admitted"] == 40 == status["queued"], status
+    with redis_cluster.client() as client:
+        assert int(client.hget(f"sc:{{{crawl_id}}}:meta", "quota_out")) == 40
+        on = {client.get_node_from_key(CrawlKeys(crawl_id, s, SHARDS).bloom).name
+              for s in range(SHARDS) if client.exists(CrawlKeys(crawl_id, s, SHARDS).bloom)}
+    assert on == set(where.values())  # a filter in every shard, on every master
     assert cli(["--redis-url", redis_cluster.url, "purge", crawl_id]) == 0
