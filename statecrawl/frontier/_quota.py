@@ -16,8 +16,10 @@ it first:
 
 Each step is applied once (its own token; a retry of the batch reuses the grant).
 So the crawl never admits more than its limit. It admits fewer only when a worker
-dies between steps 2 and 3 (its grant is lost) or 3 and 4 (its spare is): at most
-one batch's new requests short, and only if the limit is reached at all.
+dies between steps 2 and 3 (its grant is lost) or 3 and 4 (its spare is), or is
+declared dead meanwhile (its tokens go, and a late resend is granted again): at most
+one batch's new requests short. A request over its shard's grant is not recorded as
+seen (``commit.lua``), so a grant given back can still admit it when it comes again.
 """
 
 from __future__ import annotations
