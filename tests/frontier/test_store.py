@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -117,6 +118,21 @@ def test_limit_caps_admitted_requests_crawl_wide(redis_url: str, crawl_id: str) 
 
     a, b = run(redis_url, crawl_id, body)
     assert (a.enqueued, b.enqueued, b.limit_dropped, b.duplicates) == (2, 1, 1, 1)
+
+
+def test_requests_that_do_not_count_first_leave_the_whole_limit(redis_url: str,
+                                                                crawl_id: str) -> None:
+    """robots.txt or sitemaps committed before any page: the limit is still all pages'
+    (the admitted count once started from `enqueued`, meant for crawls older than it)."""
+    async def body(store: CrawlStore) -> tuple[Any, Any]:
+        await store.open_crawl(spider="test", limit=5)
+        aux = [dataclasses.replace(req(f"sitemap{i}"), counted=False) for i in range(3)]
+        a = await store.commit("w", dedupe="exact", requests=aux)
+        b = await store.commit("w", dedupe="exact", requests=[req(f"p{i}") for i in range(10)])
+        return a, b
+
+    a, b = run(redis_url, crawl_id, body)
+    assert (a.enqueued, b.enqueued, b.limit_dropped) == (3, 5, 5)
 
 
 def test_cancel_stops_leasing(redis_url: str, crawl_id: str) -> None:

@@ -98,9 +98,10 @@ local scores = {}
 
 local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
 local admitted = redis.call('HGET', stats, 'admitted')
-if not admitted and not grant then  -- (a shard has no crawl from before the counter)
-  admitted = redis.call('HGET', stats, 'enqueued')
-end
+-- a crawl with requests but no `admitted` is from before the counter (never a shard);
+-- a new one records it with its first requests, counted or not (robots.txt, sitemaps)
+local fresh = not admitted and not redis.call('HGET', stats, 'enqueued')
+if not admitted and not grant then admitted = redis.call('HGET', stats, 'enqueued') end
 admitted = tonumber(admitted or '0') or 0
 local limited = limit > 0
 if grant then limit, limited = admitted + grant, true end
@@ -176,7 +177,7 @@ for _ = 1, n do
   end
 end
 
-if counted > 0 then redis.call('HSET', stats, 'admitted', admitted) end
+if counted > 0 or (fresh and enqueued > 0) then redis.call('HSET', stats, 'admitted', admitted) end
 if enqueued > 0 then
   redis.call('HINCRBY', stats, 'enqueued', enqueued)
   mark_running(meta)
