@@ -252,6 +252,17 @@ async def fill(url: str, shards: int, n: int) -> str:
         await client.aclose()
 
 
+def print_latencies(base: str, base_s: list[float], other: str, other_s: list[float]) -> None:
+    """Median, p90 and p99 (ms) of two modes' latencies (s), and the ratio of the medians."""
+    print(f"   {'mode':<10} {'median':>8} {'p90':>8} {'p99':>8}")
+    for name, took in ((base, base_s), (other, other_s)):
+        ms = [t * 1000 for t in took]
+        print(f"   {name:<10} {statistics.median(ms):8.3f} {percentile(ms, 90):8.3f} "
+              f"{percentile(ms, 99):8.3f}")
+    print(f"   {other} / {base} (medians): "
+          f"{statistics.median(other_s) / statistics.median(base_s):.2f}x")
+
+
 def _ratio(values: list[int] | list[float]) -> str:
     mean = sum(values) / len(values)
     return f"{max(values) / mean:.2f}" if mean else "-"
@@ -301,13 +312,7 @@ def main() -> None:
                     print(f"round {r + 1}: {name} {runs[name][-1]['rate']:.1f} pages/s", flush=True)
         if 1 in parts:
             print(f"\n1. commit latency, {opts.rounds} x {opts.commits} page-sized commits per mode (ms)")
-            print(f"   {'mode':<10} {'median':>8} {'p90':>8} {'p99':>8}")
-            for wait in (False, True):
-                ms = [t * 1000 for t in lat[wait]]
-                print(f"   {'WAIT 1' if wait else 'no WAIT':<10} {statistics.median(ms):8.3f} "
-                      f"{percentile(ms, 90):8.3f} {percentile(ms, 99):8.3f}")
-            ratio = statistics.median(lat[True]) / statistics.median(lat[False])
-            print(f"   WAIT / no WAIT (medians): {ratio:.2f}x")
+            print_latencies("no WAIT", lat[False], "WAIT 1", lat[True])
         if 2 in parts:
             print(f"\n2. a crawl of {opts.pages} pages, {opts.workers} workers, median of {opts.rounds}")
             for wait in (False, True):
@@ -340,12 +345,7 @@ def main() -> None:
         if 5 in parts:
             print(f"\n5. commit latency on {opts.shards} shards, {opts.rounds} x {opts.commits} "
                   f"page-sized commits, without and with a page limit (ms)")
-            for with_limit in (False, True):
-                ms = [t * 1000 for t in limited[with_limit]]
-                print(f"   {'limit' if with_limit else 'no limit':<10} {statistics.median(ms):8.3f} "
-                      f"{percentile(ms, 90):8.3f} {percentile(ms, 99):8.3f}")
-            ratio = statistics.median(limited[True]) / statistics.median(limited[False])
-            print(f"   limit / no limit (medians): {ratio:.2f}x")
+            print_latencies("no limit", limited[False], "limit", limited[True])
     finally:
         for p in [*procs, single]:
             p.terminate()
