@@ -120,10 +120,14 @@ class PolitenessMiddleware:
         crawler._statecrawl_politeness = mw  # type: ignore[attr-defined]  # for the handler
         mw.state.open_hooks.append(mw._configure)  # before the worker's first lease
         # a polite crawl made by this worker, if sharded, is sharded by host (shards.py)
-        mw.state.shard_by_host = mw.budget is not None
+        mw.state.shard_by_host = mw.wants_budget
         crawler.signals.connect(mw.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(mw.spider_closed, signal=signals.spider_closed)
         return mw
+
+    def wants_budget(self) -> bool:
+        """Whether this worker brings a budget: its settings', or its spider's (an API job's)."""
+        return self.budget is not None or bool(getattr(self.crawler.spider, "host_budget", None))
 
     @property
     def store(self) -> HostBudgetStore | None:

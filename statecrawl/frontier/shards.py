@@ -40,13 +40,13 @@ grants only when it has one). **A Bloom dupefilter** is a filter per shard, each
 sized for its share of the capacity (:mod:`.dupefilter`).
 
 **A commit** (a batch of pages' new requests, items and acknowledgements) touching
-one shard is one script call, as before (a limited crawl's grant comes first). Touching several, it is two phases, each
-one call per shard, sent together: first every shard's new requests (and, in shard
-0, the items and counters), then every shard's acknowledgements (with the lease of
-more requests, on one of them). Each call is atomic and applied at most once (its
-own token, derived from the batch's; a retry resends only the calls not yet
-confirmed, each the last one of that worker in its shard, so the shard's replay
-record still catches it).
+one shard is one script call, as before (a limited crawl's grant comes first).
+Touching several, it is two phases, each one call per shard, sent together: first
+every shard's new requests (and, in shard 0, the items and counters), then every
+shard's acknowledgements (with the lease of more requests, on one of them). Each
+call is atomic and applied at most once (its own token, derived from the batch's; a
+retry resends only the calls not yet confirmed, each the last one of that worker in
+its shard, so the shard's replay record still catches it).
 
 *Exactly once, the proof.* A page's lease is deleted only by its acknowledgement,
 sent in phase 2, after phase 1 confirmed every one of the batch's outputs in every

@@ -128,7 +128,8 @@ class WorkerState(GroupCommitMixin):
         self.forgotten_listeners: list[Callable[[], None]] = []  # this worker was declared dead
         self.recovered_listeners: list[Callable[[], None]] = []  # Redis answers again after errors
         self.open_hooks: list[Callable[[CrawlStore], Awaitable[None]]] = []  # before leasing
-        self.shard_by_host = False  # a new sharded crawl goes by host (this worker is polite)
+        #: whether a new sharded crawl goes by host (this worker brings a politeness budget)
+        self.shard_by_host: Callable[[], bool] = lambda: False
         # How many requests to lease with the next commit, and whether the
         # scheduler is short of them (then the commit goes at once).
         self.info_sources: list[Callable[[], dict[str, Any]]] = []  # told by heartbeats
@@ -203,7 +204,7 @@ class WorkerState(GroupCommitMixin):
             args=getattr(spider, "crawl_args", None),
             expect_epoch=epoch,
             shards=shard_count(settings.get("STATECRAWL_SHARDS", 1)),
-            shard_by_host=self.shard_by_host,
+            shard_by_host=self.shard_by_host(),
         ), logger)
         for hook in self.open_hooks:
             await retry_outage("configuring the crawl", lambda: hook(store), logger)

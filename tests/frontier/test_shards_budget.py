@@ -15,11 +15,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from scrapy.utils.test import get_crawler
 
 from statecrawl.cli import main as cli
 from statecrawl.demo.site import DemoSite
 from statecrawl.exceptions import ConfigError
 from statecrawl.frontier.hosts import Budget, budget_store
+from statecrawl.frontier.politeness import PolitenessMiddleware
+from statecrawl.frontier.state import WorkerState
 from statecrawl.frontier.keys import CrawlKeys
 from statecrawl.frontier.shards import shard_of_host, split_id
 from statecrawl.frontier.store import CrawlStore, PendingRequest
@@ -43,6 +46,18 @@ def test_a_crawl_sharded_by_fingerprint_refuses_a_budget(
         log = worker(1, "-s", "DOWNLOAD_DELAY=0.01")
         assert "by request fingerprint" in log and "cannot take a politeness budget" in log, log[-3000:]
         assert cli(["--redis-url", redis_server.url, "hosts", crawl_id, "--delay", "1"]) == 2
+
+
+def test_a_worker_with_a_budget_makes_a_crawl_sharded_by_host() -> None:
+    """Its settings' budget, or its spider's (an API job's ``delay``): then a new sharded
+    crawl is sharded by host, and can take the budget it brings."""
+    for settings, spider_budget, wants in (({}, None, False),
+                                           ({"STATECRAWL_HOST_DELAY": 0.5}, None, True),
+                                           ({}, {"delay": 0.5}, True)):
+        crawler = get_crawler(settings_dict=settings)
+        crawler.spider = type("S", (), {"host_budget": spider_budget})()
+        PolitenessMiddleware.from_crawler(crawler)
+        assert WorkerState.of(crawler).shard_by_host() is wants, (settings, spider_budget)
 
 
 def _host_req(url: str) -> PendingRequest:
