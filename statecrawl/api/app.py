@@ -85,7 +85,6 @@ from statecrawl.api.scrape import ScrapeError, ScrapeService
 from statecrawl.api.worker import cancel_crawl_job, settle_crawl_job
 from statecrawl.frontier.connection import redis_from_url
 from statecrawl.frontier.keys import CrawlKeys
-from statecrawl.frontier.store import CrawlStore
 from statecrawl.frontier.sweep import API_SWEEP_INTERVAL, sweep_every
 
 __all__ = ["IDEMPOTENCY_HEADER", "create_app", "redis_client"]
@@ -314,7 +313,11 @@ async def _progress(request: Request, store: JobStore, page: Page, skip: int,
         pipe.hget(keys.stats, "admitted")
         (state, shards), admitted = await pipe.execute()
     if int(shards or 1) > 1:  # a sharded crawl: its shards' counters summed
-        admitted = (await CrawlStore(store.client, job.id).status())["stats"].get("admitted")
+        n = int(shards)
+        async with store.client.pipeline(transaction=False) as pipe:
+            for s in range(1, n):
+                pipe.hget(CrawlKeys(job.id, s, n).stats, "admitted")
+            admitted = sum(int(v or 0) for v in [admitted, *await pipe.execute()])
     if state in (b"finished", b"cancelled"):
         await settle_crawl_job(store, job.id)
         return await store.page(job.id, skip, limit) or page

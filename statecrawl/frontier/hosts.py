@@ -240,11 +240,13 @@ class HostBudgetStore:
         self._backoff = client.register_script(script_source("polite.lua", "host_backoff.lua"))
         self._observe = client.register_script(script_source("host_observe.lua"))
 
+    def shard(self, host: str) -> int:
+        """The shard holding *host*'s budget and queue."""
+        return shard_of_host(host, len(self.shards)) if len(self.shards) > 1 else 0
+
     def of(self, host: str) -> CrawlKeys:
         """The keys holding *host*'s budget and queue (its shard's)."""
-        if len(self.shards) == 1:
-            return self.keys
-        return self.shards[shard_of_host(host, len(self.shards))]
+        return self.shards[self.shard(host)]
 
     async def configure(self, budget: Budget) -> tuple[float, int, float, float]:
         """Make the crawl polite with *budget* unless it has a budget already; returns the
@@ -253,8 +255,7 @@ class HostBudgetStore:
         base, overrides = args[:_CRAWL_FIELDS], args[_CRAWL_FIELDS:]
         by_shard: dict[int, list[Any]] = {}
         for i in range(0, len(overrides), 3):  # each host's override goes to its shard
-            shard = self.shards.index(self.of(overrides[i]))
-            by_shard.setdefault(shard, []).extend(overrides[i:i + 3])
+            by_shard.setdefault(self.shard(overrides[i]), []).extend(overrides[i:i + 3])
         out = await self._config(keys=[self.keys.meta, self.keys.hosts],
                                  args=base + by_shard.get(0, []))
         crawl = ["" if v is None else v for v in out]  # shard 0's budget: every shard's

@@ -113,9 +113,10 @@ class RequestCodec:
 
     # -- writing --------------------------------------------------------------
 
-    def pack(self, compact_json: bytes, url: str) -> bytes:
-        """The stored value of a request whose compact JSON is *compact_json*."""
-        name = host_of_url(url)
+    def pack(self, compact_json: bytes, url: str, host: str | None = None) -> bytes:
+        """The stored value of a request whose compact JSON is *compact_json* (*host*: the
+        URL's, :func:`host_of_url`, when the caller has it already)."""
+        name = host_of_url(url) if host is None else host
         host = b"\x00" if name == self.home else name.encode("ascii", "replace") + b"\x00"
         if self._with_dict is not None:
             return bytes((ZSTD_DICT,)) + host + self._with_dict.compress(compact_json)

@@ -53,8 +53,8 @@ from statecrawl.frontier._engine import on_stop, wake, watch_completed
 from statecrawl.frontier._leasing import LeasingMixin
 from statecrawl.frontier._listeners import LEASE_META_KEY, ListenersMixin
 from statecrawl.frontier._scrapy_redis import is_scrapy_redis_spider, say_joined, say_nothing_new
-from statecrawl.frontier.redis_errors import Outage, is_transient, retry_outage
 from statecrawl.frontier.packing import host_of_url
+from statecrawl.frontier.redis_errors import Outage, is_transient, retry_outage
 from statecrawl.frontier.scope import FetchScope
 from statecrawl.frontier.serialize import request_to_json
 from statecrawl.frontier.start_urls import StartUrlFeed
@@ -303,9 +303,10 @@ class Scheduler(LeasingMixin, ListenersMixin, BaseScheduler):
             if fp in self._sent:
                 self._local_dupes += 1  # most links are repeats: counted into stats in bulk
                 return False
+        host = host_of_url(request.url)  # packed in clear, and a crawl sharded by host routes on it
         try:
             body = self.state.codec.pack(
-                request_to_json(request, self.spider, compact=True), request.url)
+                request_to_json(request, self.spider, compact=True), request.url, host)
         except SerializationError as exc:
             logger.error("statecrawl: cannot schedule %s: %s", request, exc)
             stats.inc_value("statecrawl/request_unserializable")
@@ -318,7 +319,7 @@ class Scheduler(LeasingMixin, ListenersMixin, BaseScheduler):
         aux = bool(request.meta.get("statecrawl_aux"))  # robots.txt, sitemaps: not pages
         self.state.add_request(
             PendingRequest(fp, filter_, -request.priority, body, counted=not (again or aux),
-                           record=record, host=host_of_url(request.url)))
+                           record=record, host=host))
         if request.meta.get("retry_times"):
             self.state.count("retried")
         self._finished = False

@@ -70,7 +70,7 @@ if redis.call('HGET', meta, 'epoch') ~= epoch then
   return redis.error_reply('SCLOST the crawl is gone from Redis or was created again')
 end
 local seen_add = make_dedupe(seen, meta)
-local seen_has_not = make_dedupe(seen, meta, true)  -- the same check, writing nothing
+local seen_has_not = grant and make_dedupe(seen, meta, true)  -- the same check, writing nothing
 
 -- The rolling counters' bucket of now (statecrawl.frontier.rolling): 10 s, kept an hour.
 local t = redis.call('TIME')
@@ -100,8 +100,9 @@ local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
 local admitted = redis.call('HGET', stats, 'admitted')
 -- a crawl with requests but no `admitted` is from before the counter (never a shard);
 -- a new one records it with its first requests, counted or not (robots.txt, sitemaps)
-local fresh = not admitted and not redis.call('HGET', stats, 'enqueued')
-if not admitted and not grant then admitted = redis.call('HGET', stats, 'enqueued') end
+local before = not admitted and redis.call('HGET', stats, 'enqueued')
+local fresh = not admitted and not before
+if not admitted and not grant then admitted = before end
 admitted = tonumber(admitted or '0') or 0
 local limited = limit > 0
 if grant then limit, limited = admitted + grant, true end

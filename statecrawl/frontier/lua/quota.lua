@@ -20,14 +20,8 @@ if redis.call('HGET', meta, 'epoch') ~= epoch then
   return redis.error_reply('SCLOST the crawl is gone from Redis or was created again')
 end
 local out = tonumber(redis.call('HGET', meta, 'quota_out') or '0') or 0
-local done
-if op == '+' then
-  local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
-  done = math.max(0, math.min(n, limit - out))
-else
-  done = math.max(0, math.min(n, out))
-  done = -done
-end
-if done ~= 0 then redis.call('HINCRBY', meta, 'quota_out', done) end
-redis.call('HSET', tokens, field, token .. ' ' .. math.abs(done))
-return math.abs(done)
+local limit = tonumber(redis.call('HGET', meta, 'limit') or '0') or 0
+local done = math.max(0, math.min(n, op == '+' and limit - out or out))
+if done > 0 then redis.call('HINCRBY', meta, 'quota_out', op == '+' and done or -done) end
+redis.call('HSET', tokens, field, token .. ' ' .. done)
+return done
